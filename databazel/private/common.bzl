@@ -1,0 +1,167 @@
+"""What `model` and `evaluate` share: attributes, the interpreter, the user's script, the runner action."""
+
+PY_TOOLCHAIN_TYPE = "@bazel_tools//tools/python:toolchain_type"
+
+# The environment every script starts from. Nothing from the user's shell reaches
+# an action unless it is declared in the `env` attribute, so cache keys do not
+# depend on it. One thread per BLAS/OpenMP pool keeps results bit-for-bit
+# reproducible and lets Bazel's --jobs decide the parallelism.
+DEFAULT_ENV = {
+    "LC_ALL": "C.UTF-8",
+    "MKL_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONHASHSEED": "0",
+    "PYTHONNOUSERSITE": "1",
+    "PYTHONUTF8": "1",
+}
+
+def script_attr(doc):
+    return attr.label(
+        mandatory = True,
+        allow_files = [".py"],
+        cfg = "exec",
+        doc = doc,
+    )
+
+COMMON_ATTRS = {
+    "data": attr.label_list(
+        allow_files = True,
+        doc = "Files the script reads at run time besides its data (configuration, vocabularies, ...). They are inputs of the action, so changing one re-runs it.",
+    ),
+    "deps": attr.label_list(
+        allow_files = [".py"],
+        doc = "Python code a plain `.py` script imports: `py_library` targets or `.py` files. Their import roots are put on `PYTHONPATH`. (A `py_binary` script brings its own deps.)",
+    ),
+    "env": attr.string_dict(
+        doc = "Environment variables for the script, on top of databazel's defaults (`PYTHONHASHSEED=0`, one BLAS/OpenMP thread, a fixed `PATH`, ...). Variables of the calling shell never reach the script; declare them here. They are part of the cache key.",
+    ),
+    "_runner": attr.label(
+        default = Label("//databazel/private:runner.py"),
+        allow_single_file = True,
+    ),
+}
+
+def python_runtime(ctx):
+    """The interpreter databazel runs its runner (and plain `.py` scripts) with.
+
+    Returns:
+      struct(executable = File or path string, files = depset of its files).
+    """
+    runtime = ctx.toolchains[PY_TOOLCHAIN_TYPE].py3_runtime
+    if runtime == None:
+        fail("{}: the registered Python toolchain has no Python 3 runtime; register one (see databazel's README, 'Python environment')".format(ctx.label))
+    if runtime.interpreter:
+        return struct(executable = runtime.interpreter, files = depset([runtime.interpreter], transitive = [runtime.files]))
+    return struct(executable = runtime.interpreter_path, files = runtime.files or depset())
+
+def resolve_script(ctx, attr_name):
+    """How to run the user's script named by attribute `attr_name`.
+
+    Returns:
+      struct(path = exec path, python = whether to run it with the interpreter,
+      tools = list for ctx.actions.run(tools), inputs = depset).
+    """
+    target = getattr(ctx.attr, attr_name)
+    files_to_run = target[DefaultInfo].files_to_run
+    if files_to_run and files_to_run.executable:
+        return struct(path = files_to_run.executable.path, python = False, tools = [files_to_run], inputs = depset())
+    files = target.files.to_list()
+    if len(files) != 1 or files[0].extension != "py":
+        fail("{}: `{}` must be an executable target (such as a py_binary) or a single .py file; {} provides {}".format(
+            ctx.label,
+            attr_name,
+            target.label,
+            [f.short_path for f in files],
+        ))
+    return struct(path = files[0].path, python = True, tools = [], inputs = depset(files))
+
+def _import_roots(ctx, files, imports):
+    """PYTHONPATH entries (exec paths) for `files` and PyInfo `imports` paths."""
+    roots = {}
+    for f in files:
+        root = f.root.path
+        if f.owner and f.owner.workspace_root:
+            root = (root + "/" if root else "") + f.owner.workspace_root
+        roots[root or "."] = True
+    bases = [ctx.bin_dir.path, "."]
+    for imp in imports:
+        repo, _, rest = imp.partition("/")
+        rel = rest if repo == ctx.workspace_name else "external/" + imp
+        for base in bases:
+            roots[base + "/" + rel if base != "." else rel] = True
+    return roots.keys()
+
+def dependencies(ctx):
+    """Inputs and PYTHONPATH entries from `deps` and `data`.
+
+    Returns:
+      struct(inputs = depset, pythonpath = list of exec paths).
+    """
+    transitive = []
+    imports = []
+    for dep in ctx.attr.deps:
+        if PyInfo in dep:
+            transitive.append(dep[PyInfo].transitive_sources)
+            imports.append(dep[PyInfo].imports)
+        else:
+            transitive.append(dep.files)
+    sources = depset(transitive = transitive)
+    imports = depset(transitive = imports).to_list()
+    data = depset(transitive = [d.files for d in ctx.attr.data])
+    return struct(
+        inputs = depset(transitive = [sources, data]),
+        pythonpath = _import_roots(ctx, sources.to_list(), imports),
+    )
+
+def describe_hyperparams(hyperparams, limit = 160):
+    """`(k=v, k2=v2)` for progress messages, cut to about `limit` characters."""
+    if not hyperparams:
+        return ""
+    text = ", ".join(["{}={}".format(k, v) for k, v in hyperparams.items()])
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return " ({})".format(text)
+
+def run_runner(ctx, subcommand, script_attr_name, arguments, inputs, outputs, mnemonic, progress_message):
+    """Registers the action that runs the runner, which runs the user's script.
+
+    Args:
+      ctx: the rule context.
+      subcommand: `train` or `evaluate`.
+      script_attr_name: the attribute holding the user's script.
+      arguments: an Args object with the subcommand's own flags.
+      inputs: depset of the subcommand's own inputs (data, model, ...).
+      outputs: the declared outputs.
+      mnemonic: the action's mnemonic.
+      progress_message: the action's progress message.
+    """
+    python = python_runtime(ctx)
+    script = resolve_script(ctx, script_attr_name)
+    deps = dependencies(ctx)
+
+    head = ctx.actions.args()
+    head.add(ctx.file._runner)
+    head.add(subcommand)
+    head.add("--target", str(ctx.label))
+    head.add("--script", script.path)
+    if script.python:
+        head.add("--python-script")
+    head.add_all(deps.pythonpath, before_each = "--pythonpath")
+
+    env = dict(DEFAULT_ENV)
+    env.update(ctx.attr.env)
+
+    ctx.actions.run(
+        executable = python.executable,
+        arguments = [head, arguments],
+        inputs = depset([ctx.file._runner], transitive = [inputs, script.inputs, deps.inputs, python.files]),
+        tools = script.tools,
+        outputs = outputs,
+        env = env,
+        mnemonic = mnemonic,
+        progress_message = progress_message,
+        use_default_shell_env = False,
+    )

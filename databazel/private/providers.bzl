@@ -1,0 +1,34 @@
+"""Providers that databazel's rules return, so that other rules can build on them."""
+
+ModelInfo = provider(
+    doc = "A trained model: what a `model` target built and what it was built from.",
+    fields = {
+        "model_file": "File: the model the training script wrote.",
+        "hyperparams": "dict[str, str]: the hyperparameters the script received (as a JSON object in `--hyperparams`).",
+        "training_data": "depset[File]: the training data the script received through `--data`.",
+        "label": "Label: the `model` target that built the model.",
+    },
+)
+
+MetricsInfo = provider(
+    doc = "An evaluation: the metrics an `evaluate` target built for a model.",
+    fields = {
+        "metrics_file": "File: canonical JSON object mapping metric names to finite numbers (sorted keys).",
+        "output_dir": "File (a directory): everything else the evaluation script wrote into `--output-dir`.",
+        "model": "ModelInfo: the model that was evaluated.",
+        "test_data": "depset[File]: the data the script received through `--data-path`.",
+        "label": "Label: the `evaluate` target.",
+    },
+)
+
+SearchReportInfo = provider(
+    doc = "The report of a `hyperparam_search`.",
+    fields = {
+        "json": "File: the report as JSON (`search`, `metric`, `mode`, `trials` best first, `best`).",
+        "csv": "File: the leaderboard as CSV, best first.",
+        "markdown": "File: the leaderboard as a Markdown table, best first.",
+        "metric": "str: the metric trials are ranked by.",
+        "mode": "str: `max` or `min`.",
+        "trials": "list[MetricsInfo]: every trial of the search, in grid order.",
+    },
+)
