@@ -66,8 +66,9 @@ def resolve_script(ctx, attr_name):
     """
     target = getattr(ctx.attr, attr_name)
     files_to_run = target[DefaultInfo].files_to_run
-    if files_to_run and files_to_run.executable:
-        return struct(path = files_to_run.executable.path, python = False, tools = [files_to_run], inputs = depset())
+    executable = files_to_run.executable if files_to_run else None
+    if executable and not executable.is_source:
+        return struct(path = executable.path, python = False, tools = [files_to_run], inputs = depset())
     files = target.files.to_list()
     if len(files) != 1 or files[0].extension != "py":
         fail("{}: `{}` must be an executable target (such as a py_binary) or a single .py file; {} provides {}".format(

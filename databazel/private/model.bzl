@@ -45,7 +45,7 @@ model = rule(
 
 The script is called as
 
-    SCRIPT --data DATA --model-output-path OUT --hyperparams '{"C": "0.1", ...}'
+    SCRIPT --data DATA --model-output-path OUT --hyperparams '{"C":"0.1",...}'
 
 and must write the model to `OUT` and exit 0. `DATA` is the single file of
 `training_data`, or a directory of links to its files when there are several.

@@ -31,6 +31,9 @@ py_runtime(
     files = [":files"],
     interpreter = "venv/bin/python3",
     python_version = "PY3",
+    # The launcher of a py_binary starts with this line, then runs the real
+    # interpreter above; Debian has no plain `python`.
+    stub_shebang = "#!/usr/bin/env python3",
 )
 
 py_runtime_pair(

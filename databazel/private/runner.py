@@ -1,0 +1,488 @@
+"""Run a user's training or evaluation script as a Bazel action.
+
+Bazel calls this file with paths relative to the action's working directory
+(the execroot)::
+
+    python3 runner.py train --target //pkg:name --hyperparams-file HP.json \\
+        --model-output OUT --data PATH [--data PATH ...] --script SCRIPT \\
+        [--python-script] [--pythonpath DIR ...]
+
+    python3 runner.py evaluate --target //pkg:name --model MODEL \\
+        --data PATH [--data PATH ...] --metrics-output METRICS.json \\
+        --output-dir DIR --script SCRIPT [--python-script] [--pythonpath DIR ...]
+
+The user script is invoked without a shell, with stdin from /dev/null::
+
+    train:    SCRIPT --data DATA --model-output-path OUT --hyperparams JSON
+    evaluate: SCRIPT --model-path MODEL --data-path DATA --output-dir DIR
+
+* ``--python-script`` runs SCRIPT with this interpreter (``sys.executable``);
+  without it SCRIPT must itself be executable (a py_binary launcher, a
+  ``#!/bin/sh`` script, ...).
+* ``--pythonpath DIR`` (repeatable) prepends DIR, made absolute, to the
+  script's PYTHONPATH, in the given order.  The rest of the environment is the
+  runner's own.
+* JSON is the hyperparameters file re-serialised as a compact JSON object of
+  strings with sorted keys, e.g. ``{"C":"0.1","max_iter":"100"}``.  It reaches
+  the script as a single argv element, byte for byte.
+* DATA: with exactly one ``--data`` path the script gets that path unchanged.
+  With several, the runner creates a temporary directory holding one symlink
+  per path (to its absolute path), laid out by each path's location relative
+  to the deepest directory containing all of them (``os.path.commonpath`` of
+  their parent directories), and passes that directory.  For example
+  ``--data d/train/x.csv --data d/test/y.csv`` gives ``TMP/train/x.csv`` and
+  ``TMP/test/y.csv``.  The directory is removed when the script has finished.
+* evaluate: DIR is created if needed.  After the script exits 0 the runner
+  reads ``DIR/metrics.json`` (format: ``METRICS_FORMAT``) and writes its
+  canonical form to METRICS.json.
+
+The script's stdout and stderr go to temporary files.  On success the runner
+prints nothing.  On any failure it prints one error starting with
+``databazel: error: <target>: `` (with the last 20 lines of the script's stderr,
+when the script failed), removes the declared output file, and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+METRICS_FORMAT = """\
+The evaluation script must write DIR/metrics.json (DIR is the path given by
+--output-dir) containing one JSON object that maps metric names to numbers:
+
+    {"accuracy": 0.9731, "log_loss": 0.0912, "num_examples": 10000}
+
+* at least one entry; every key is a non-empty string; no key appears twice;
+* every value is a finite JSON number (integer or decimal);
+* not allowed as values: true/false, null, strings (e.g. "0.97"), lists,
+  nested objects, NaN, Infinity, -Infinity.
+
+databazel rewrites it canonically (keys sorted, 2-space indent, trailing
+newline) into the evaluation target's .metrics.json output."""
+
+ERROR_PREFIX = "databazel: error: "
+TAIL_LINES = 20
+TAIL_BYTES = 8 * 1024
+MAX_LISTED_FILES = 10
+
+
+class RunnerError(Exception):
+    """A failure the user has to fix; its message is printed as one error."""
+
+
+class ContractError(RunnerError):
+    """A script or input file does not follow the databazel contract."""
+
+
+# ---------------------------------------------------------------------------
+# Small helpers shared with report.py
+
+
+def error_line(target: str, message: str) -> str:
+    """Return the user-facing error text for `target`."""
+    return f"{ERROR_PREFIX}{target}: {message}"
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write `text` (UTF-8) to `path` via a temporary file and os.replace."""
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(
+        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def remove_path(path: str) -> None:
+    """Remove a file, symlink or directory at `path` if there is one."""
+    with contextlib.suppress(OSError):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
+
+
+def tail(path: str, max_lines: int = TAIL_LINES, max_bytes: int = TAIL_BYTES) -> str:
+    """Return the last `max_lines` non-blank-terminated lines of a text file.
+
+    Only the last `max_bytes` bytes are read; a line cut by that limit is
+    dropped unless it is the only one.  Undecodable bytes become U+FFFD.
+    """
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        start = max(0, size - max_bytes)
+        f.seek(start)
+        data = f.read(max_bytes)
+    if start > 0:
+        newline = data.find(b"\n")
+        if 0 <= newline < len(data.rstrip(b"\n")):
+            data = data[newline + 1 :]
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return "\n".join(lines[-max_lines:])
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())
+
+
+# ---------------------------------------------------------------------------
+# Hyperparameters and metrics
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ContractError(f"duplicate key {json.dumps(key, ensure_ascii=False)}")
+        result[key] = value
+    return result
+
+
+def _load_json(text: str) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=_reject_duplicates)
+    except json.JSONDecodeError as e:
+        raise ContractError(f"not valid JSON: {e}") from None
+
+
+def _describe(value: Any) -> str:
+    """Describe a JSON value for an error message, e.g. 'a string "0.9"'."""
+    if isinstance(value, bool):
+        return f"a boolean ({json.dumps(value)})"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        shown = json.dumps(
+            value if len(value) <= 60 else value[:57] + "...", ensure_ascii=False
+        )
+        return f"a string {shown}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a nested object"
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    if isinstance(value, float) and math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return f"a number ({value!r})"
+
+
+def parse_hyperparams(text: str) -> dict[str, str]:
+    """Parse a hyperparameters file: a JSON object of string keys and values."""
+    data = _load_json(text)
+    if not isinstance(data, dict):
+        raise ContractError(
+            f"expected a JSON object of strings, found {_describe(data)}"
+        )
+    for key, value in data.items():
+        if not isinstance(value, str):
+            raise ContractError(
+                f"hyperparameter {json.dumps(key, ensure_ascii=False)} has "
+                f"{_describe(value)} value; all values must be strings"
+            )
+    return data
+
+
+def encode_hyperparams(hyperparams: dict[str, str]) -> str:
+    """The compact, key-sorted JSON passed to the script via --hyperparams."""
+    return json.dumps(
+        hyperparams, sort_keys=True, ensure_ascii=False, separators=(",", ":")
+    )
+
+
+def parse_metrics(text: str) -> dict[str, float | int]:
+    """Parse and validate metrics JSON text (see METRICS_FORMAT).
+
+    Raises ContractError saying exactly what is wrong.
+    """
+    data = _load_json(text)
+    if not isinstance(data, dict):
+        raise ContractError(f"expected a JSON object, found {_describe(data)}")
+    if not data:
+        raise ContractError("the object is empty; at least one metric is required")
+    metrics: dict[str, float | int] = {}
+    for key, value in data.items():
+        name = json.dumps(key, ensure_ascii=False)
+        if not key:
+            raise ContractError("a metric has an empty name")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ContractError(
+                f"metric {name} has {_describe(value)} value; it must be a number"
+            )
+        if not math.isfinite(value):
+            raise ContractError(
+                f"metric {name} is {_describe(value)}; it must be a finite number"
+            )
+        metrics[key] = value
+    return metrics
+
+
+def format_metrics(metrics: dict[str, float | int]) -> str:
+    """The canonical text of a metrics file."""
+    return json.dumps(metrics, sort_keys=True, indent=2, allow_nan=False) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# Running the script
+
+
+@contextlib.contextmanager
+def data_path(paths: Sequence[str]) -> Iterator[str]:
+    """Yield the single data path, or a temporary directory of symlinks."""
+    for path in paths:
+        if not os.path.lexists(path):
+            raise RunnerError(f"data path {path} does not exist")
+    if len(paths) == 1:
+        yield paths[0]
+        return
+    absolute = sorted({os.path.abspath(p) for p in paths})
+    root = os.path.commonpath([os.path.dirname(p) for p in absolute])
+    relative = [os.path.relpath(p, root) for p in absolute]
+    taken = set(relative)
+    for rel in relative:
+        parent = os.path.dirname(rel)
+        while parent:
+            if parent in taken:
+                raise RunnerError(f"data paths overlap: {root}/{parent} contains {rel}")
+            parent = os.path.dirname(parent)
+    directory = tempfile.mkdtemp(prefix="databazel-data-")
+    try:
+        for target, rel in zip(absolute, relative):
+            link = os.path.join(directory, rel)
+            os.makedirs(os.path.dirname(link), exist_ok=True)
+            os.symlink(target, link)
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def script_env(pythonpath: Sequence[str]) -> dict[str, str]:
+    """os.environ with the given directories prepended to PYTHONPATH."""
+    env = dict(os.environ)
+    parts = [os.path.abspath(d) for d in pythonpath]
+    if parts:
+        if env.get("PYTHONPATH"):
+            parts.append(env["PYTHONPATH"])
+        env["PYTHONPATH"] = os.pathsep.join(parts)
+    return env
+
+
+def _exit_description(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"was killed by signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+def run_script(
+    kind: str,
+    script: str,
+    python_script: bool,
+    pythonpath: Sequence[str],
+    script_args: list[str],
+) -> None:
+    """Run the user script (no shell); raise RunnerError unless it exits 0."""
+    if not os.path.isfile(script):
+        raise RunnerError(f"{kind} script {script} does not exist or is not a file")
+    if not python_script and not os.access(script, os.X_OK):
+        raise RunnerError(
+            f"{kind} script {script} is not executable; make it executable "
+            "or run it as a Python file"
+        )
+    prefix = [sys.executable] if python_script else []
+    command = prefix + [os.path.abspath(script)] + script_args
+    log_dir = tempfile.mkdtemp(prefix="databazel-logs-")
+    try:
+        stdout_log = os.path.join(log_dir, "stdout")
+        stderr_log = os.path.join(log_dir, "stderr")
+        with open(stdout_log, "wb") as out, open(stderr_log, "wb") as err:
+            try:
+                returncode = subprocess.run(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    env=script_env(pythonpath),
+                    check=False,
+                ).returncode
+            except OSError as e:
+                raise RunnerError(f"cannot run {kind} script {script}: {e}") from None
+        if returncode != 0:
+            message = f"{kind} script {script} {_exit_description(returncode)}\n"
+            stderr_tail = tail(stderr_log)
+            if stderr_tail:
+                message += "Last lines of its stderr:\n" + _indent(stderr_tail)
+            else:
+                message += "(its stderr was empty)"
+                stdout_tail = tail(stdout_log)
+                if stdout_tail:
+                    message += "\nLast lines of its stdout:\n" + _indent(stdout_tail)
+            raise RunnerError(message)
+    finally:
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def train(args: argparse.Namespace) -> None:
+    try:
+        with open(args.hyperparams_file, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunnerError(
+            f"cannot read hyperparameters file {args.hyperparams_file}: {e}"
+        ) from None
+    try:
+        hyperparams = parse_hyperparams(text)
+    except ContractError as e:
+        raise ContractError(
+            f"invalid hyperparameters file {args.hyperparams_file}: {e}"
+        ) from None
+
+    out: str = args.model_output
+    remove_path(out)
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    with data_path(args.data) as data:
+        run_script(
+            "train",
+            args.script,
+            args.python_script,
+            args.pythonpath,
+            [
+                "--data",
+                data,
+                "--model-output-path",
+                out,
+                "--hyperparams",
+                encode_hyperparams(hyperparams),
+            ],
+        )
+    if os.path.isdir(out):
+        raise ContractError(
+            f"train script {args.script} exited 0 but wrote a directory at {out} "
+            "where a model file was expected; write a single file to the path "
+            "given by --model-output-path (archive several files into one)"
+        )
+    if not os.path.isfile(out):
+        raise ContractError(
+            f"train script {args.script} exited 0 but wrote no model at {out}; "
+            "the script must write the model file to the path given by --model-output-path"
+        )
+
+
+def _list_dir(directory: str) -> str:
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as e:
+        return f"it cannot be listed ({e.strerror})"
+    if not names:
+        return "the directory is empty"
+    shown = ", ".join(names[:MAX_LISTED_FILES])
+    more = len(names) - MAX_LISTED_FILES
+    return f"it contains: {shown}" + (f" (and {more} more)" if more > 0 else "")
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    output: str = args.metrics_output
+    out_dir: str = args.output_dir
+    script: str = args.script
+    remove_path(output)
+    os.makedirs(out_dir, exist_ok=True)
+    metrics_file = os.path.join(out_dir, "metrics.json")
+    remove_path(metrics_file)
+    with data_path(args.data) as data:
+        run_script(
+            "evaluate",
+            script,
+            args.python_script,
+            args.pythonpath,
+            ["--model-path", args.model, "--data-path", data, "--output-dir", out_dir],
+        )
+    if not os.path.isfile(metrics_file):
+        raise ContractError(
+            f"evaluate script {script} exited 0 but wrote no metrics.json in {out_dir} "
+            f"({_list_dir(out_dir)}); the script must write DIR/metrics.json where DIR "
+            "is the path given by --output-dir"
+        )
+    try:
+        with open(metrics_file, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise ContractError(
+            f"evaluate script {script} wrote {metrics_file} that is not UTF-8 text"
+        ) from None
+    try:
+        metrics = parse_metrics(text)
+    except ContractError as e:
+        raise ContractError(
+            f"evaluate script {script} wrote an invalid {metrics_file}: {e}\n"
+            'Expected a JSON object mapping metric names to finite numbers, e.g. {"accuracy": 0.97}'
+        ) from None
+    write_atomic(output, format_metrics(metrics))
+
+
+# ---------------------------------------------------------------------------
+# Command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runner.py", description="databazel action runner"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    train_cmd = commands.add_parser("train")
+    train_cmd.add_argument("--hyperparams-file", required=True)
+    train_cmd.add_argument("--model-output", required=True)
+    eval_cmd = commands.add_parser("evaluate")
+    eval_cmd.add_argument("--model", required=True)
+    eval_cmd.add_argument("--metrics-output", required=True)
+    eval_cmd.add_argument("--output-dir", required=True)
+    for cmd in (train_cmd, eval_cmd):
+        cmd.add_argument("--target", required=True)
+        cmd.add_argument("--data", action="append", required=True)
+        cmd.add_argument("--script", required=True)
+        cmd.add_argument("--python-script", action="store_true")
+        cmd.add_argument("--pythonpath", action="append", default=[])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    output: str = args.model_output if args.command == "train" else args.metrics_output
+    try:
+        if args.command == "train":
+            train(args)
+        else:
+            evaluate(args)
+        return 0
+    except (RunnerError, OSError) as e:
+        message = str(e)
+    except Exception as e:  # noqa: BLE001 - any failure is one error, never a traceback
+        message = f"internal error in the databazel runner: {type(e).__name__}: {e}"
+    remove_path(output)
+    print(error_line(args.target, message), file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Drive real Bazel on fixture workspaces that load databazel from this checkout.
+
+One `Workspace` is one directory with its own output base (one Bazel server).
+Tests share a workspace per session and put each scenario in its own package,
+so the suite pays for one server start and one Python environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import stat
+import subprocess
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Bazel's exit codes (bazel help exit codes).
+BUILD_FAILED = 1
+ANALYSIS_FAILED = 1
+
+
+@dataclasses.dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+    spawns: list[dict]
+
+    def executed(self, mnemonic: str | None = None) -> int:
+        """Spawns Bazel really ran (not served by a cache), optionally of one mnemonic."""
+        return sum(
+            1
+            for s in self.spawns
+            if not s.get("remoteCacheHit") and (mnemonic is None or s.get("mnemonic") == mnemonic)
+        )
+
+    def executed_by_mnemonic(self) -> Counter:
+        return Counter(s.get("mnemonic", "?") for s in self.spawns if not s.get("remoteCacheHit"))
+
+
+def _read_execution_log(path: Path) -> list[dict]:
+    """Bazel 4.2 writes the JSON execution log as concatenated JSON objects."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    decoder = json.JSONDecoder()
+    spawns, pos = [], 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            return spawns
+        obj, pos = decoder.raw_decode(text, pos)
+        spawns.append(obj)
+
+
+def _make_writable_and_remove(path: Path) -> None:
+    def onerror(func, p, _exc):
+        os.chmod(os.path.dirname(p), stat.S_IRWXU)
+        if os.path.isdir(p) and not os.path.islink(p):
+            os.chmod(p, stat.S_IRWXU)
+        func(p)
+
+    shutil.rmtree(path, onerror=onerror)
+
+
+class Workspace:
+    def __init__(self, root: Path, output_base: Path, workspace_extra: str = "", python_env: str = "") -> None:
+        self.root = root
+        self.output_base = output_base
+        self._log_counter = 0
+        root.mkdir(parents=True, exist_ok=True)
+        self.write(
+            "WORKSPACE",
+            f"""
+            workspace(name = "fixture")
+
+            local_repository(
+                name = "databazel",
+                path = "{REPO}",
+            )
+
+            load("@databazel//databazel:repositories.bzl", "python_env")
+
+            python_env(
+                name = "fixture_python",
+                {python_env}
+            )
+
+            register_toolchains("@fixture_python//:toolchain")
+            {workspace_extra}
+            """,
+        )
+        rc = ["build --incompatible_strict_action_env", "build --nosandbox_debug", "build --show_result=0"]
+        local_rc = REPO / ".bazelrc.local"
+        if local_rc.exists():
+            rc.append(f"try-import {local_rc}")
+        self.write(".bazelrc", "\n".join(rc) + "\n")
+        self.write("BUILD", "")
+
+    def write(self, relpath: str, content: str, executable: bool = False) -> Path:
+        path = self.root / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(content).lstrip("\n"))
+        if executable:
+            path.chmod(0o755)
+        return path
+
+    def bazel(self, *args: str, check: bool = False, timeout: float = 600) -> Result:
+        """Runs `bazel ARGS` in the workspace; build-like commands get an execution log."""
+        command, rest = args[0], list(args[1:])
+        log = None
+        if command in ("build", "test", "run"):
+            self._log_counter += 1
+            log = self.output_base.parent / f"exec_{self._log_counter}.json"
+            rest = [f"--execution_log_json_file={log}"] + rest
+        proc = subprocess.run(
+            [
+                "bazel",
+                f"--output_base={self.output_base}",
+                "--max_idle_secs=600",
+                command,
+                *rest,
+            ],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        result = Result(proc.returncode, proc.stdout, proc.stderr, _read_execution_log(log) if log else [])
+        if check and proc.returncode != 0:
+            raise AssertionError(f"bazel {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
+        return result
+
+    def build(self, *targets: str, check: bool = True, flags: tuple[str, ...] = ()) -> Result:
+        return self.bazel("build", *flags, *targets, check=check)
+
+    def bin(self, relpath: str) -> Path:
+        return self.root / "bazel-bin" / relpath
+
+    def shutdown(self) -> None:
+        subprocess.run(
+            ["bazel", f"--output_base={self.output_base}", "shutdown"],
+            cwd=self.root,
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+    def remove(self) -> None:
+        self.shutdown()
+        for path in (self.output_base, self.root):
+            if path.exists():
+                _make_writable_and_remove(path)

@@ -1,0 +1,197 @@
+"""End-to-end tests of model, evaluate and hyperparam_search with real Bazel builds."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from bazel_harness import Workspace
+
+LOAD = 'load("@databazel//databazel:defs.bzl", "evaluate", "hyperparam_search", "model")\n'
+
+SEARCH_BUILD = (
+    LOAD
+    + """
+hyperparam_search(
+    name = "s",
+    eval_executable = "//scripts:evaluate.py",
+    grid = {{
+        "x": [{xs}],
+        "y": ["a", "b"],
+    }},
+    hyperparams = {{"fixed": "yes"}},
+    metric = "accuracy",
+    mode = "max",
+    test_data = "test.txt",
+    train_executable = "//scripts:train.py",
+    training_data = "train.txt",
+    deps = ["//lib:fixturelib"],
+)
+"""
+)
+
+
+def write_search(ws: Workspace, xs: list[str]) -> None:
+    ws.write("search/train.txt", "training rows\n")
+    ws.write("search/test.txt", "test rows\n")
+    ws.write("search/BUILD", SEARCH_BUILD.format(xs=", ".join(f'"{x}"' for x in xs)))
+
+
+def test_search_builds_every_trial_and_a_ranked_report(ws: Workspace) -> None:
+    write_search(ws, ["0", "1", "3"])
+    result = ws.build("//search:s")
+    assert result.executed("DatabazelTrain") == 6
+    assert result.executed("DatabazelEvaluate") == 6
+    assert result.executed("DatabazelReport") == 1
+
+    model = json.loads(ws.bin("search/s__x-1__y-b.model").read_text())
+    assert json.loads(model["hyperparams_arg"]) == {"fixed": "yes", "x": "1", "y": "b"}
+
+    report = json.loads(ws.bin("search/s.json").read_text())
+    assert report["metric"] == "accuracy" and report["mode"] == "max"
+    assert len(report["trials"]) == 6
+    assert {t["name"] for t in report["trials"]} == {f"s__x-{x}__y-{y}" for x in "013" for y in "ab"}
+    assert report["best"]["hyperparams"]["x"] == "1"
+    assert report["best"]["metrics"]["accuracy"] == 1.0
+    scores = [t["metrics"]["accuracy"] for t in report["trials"]]
+    assert scores == sorted(scores, reverse=True)
+
+    rows = list(csv.DictReader(ws.bin("search/s.csv").open()))
+    assert len(rows) == 6 and rows[0]["x"] == "1"
+    markdown = ws.bin("search/s.md").read_text()
+    assert markdown.count("| s__x-") == 6
+
+    # Everything else the evaluation script wrote is kept beside the metrics.
+    assert (ws.bin("search/s__x-3__y-a__eval.outputs") / "extra.txt").exists()
+
+
+def test_immediate_rebuild_runs_no_action(ws: Workspace) -> None:
+    write_search(ws, ["0", "1", "3"])
+    ws.build("//search:s")
+    again = ws.build("//search:s")
+    assert again.executed() == 0, again.executed_by_mnemonic()
+    assert "0 processes" in again.stderr or "1 process: 1 internal" in again.stderr
+
+
+def test_adding_a_grid_value_runs_only_the_new_trials(ws: Workspace) -> None:
+    write_search(ws, ["0", "1", "3"])
+    ws.build("//search:s")
+    write_search(ws, ["0", "1", "3", "2"])
+    grown = ws.build("//search:s")
+    assert grown.executed_by_mnemonic() == {"DatabazelTrain": 2, "DatabazelEvaluate": 2, "DatabazelReport": 1}
+    trained = sorted(s["progressMessage"] for s in grown.spawns if s.get("mnemonic") == "DatabazelTrain")
+    assert all("x=2" in m for m in trained), trained
+    report = json.loads(ws.bin("search/s.json").read_text())
+    assert len(report["trials"]) == 8
+
+
+def test_shell_metacharacters_reach_the_script_verbatim(ws: Workspace, tmp_path: Path) -> None:
+    pwned = tmp_path / "pwned"
+    value = f"a b; $(touch {pwned}) `touch {pwned}` \"q\" 'q' \\ $HOME é\nline2"
+    ws.write("meta/data.txt", "x\n")
+    ws.write(
+        "meta/BUILD",
+        LOAD
+        + f"""
+model(
+    name = "m",
+    hyperparams = {{"v": {json.dumps(value, ensure_ascii=False)}}},
+    train_executable = "//scripts:train.py",
+    training_data = "data.txt",
+    deps = ["//lib:fixturelib"],
+)
+""",
+    )
+    ws.build("//meta:m")
+    model = json.loads(ws.bin("meta/m.model").read_text(encoding="utf-8"))
+    assert json.loads(model["hyperparams_arg"]) == {"v": value}
+    assert model["argv"][model["argv"].index("--hyperparams") + 1] == model["hyperparams_arg"]
+    assert not pwned.exists()
+
+
+def test_py_binary_script_several_data_files_and_declared_env(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws.write("multi/data/a.txt", "A\n")
+    ws.write("multi/data/sub/b.txt", "B\n")
+    ws.write(
+        "multi/BUILD",
+        LOAD
+        + """
+filegroup(
+    name = "data",
+    srcs = ["data/a.txt", "data/sub/b.txt"],
+)
+
+model(
+    name = "m",
+    env = {"DECLARED": "visible"},
+    model = "out/m.json",
+    train_executable = "//scripts:train_bin",
+    training_data = ":data",
+)
+""",
+    )
+    monkeypatch.setenv("DATABAZEL_E2E_MARKER", "leaked")
+    ws.build("//multi:m")
+    model = json.loads(ws.bin("multi/out/m.json").read_text())
+    assert model["data_is_dir"] is True
+    assert set(model["data"]) == {"a.txt", "sub/b.txt"}
+    assert model["declared_env"] == "visible"
+    assert model["env_marker"] is None  # undeclared variables of the shell never reach a trial
+
+
+VIOLATIONS = [
+    ("exit3", "train", "exited with code 3", "FATAL: the learning rate is too high"),
+    ("nomodel", "train", "exited 0 but wrote no model", "--model-output-path"),
+    ("dir", "train", "directory", ""),
+    ("crash_after_write", "train", "exited with code 1", "crashed after writing the model"),
+    ("exit5", "evaluate", "exited with code 5", "evaluation exploded"),
+    ("nometrics", "evaluate", "no metrics.json", "notes.txt"),
+    ("notjson", "evaluate", "not valid JSON", ""),
+    ("list", "evaluate", "list", ""),
+    ("string", "evaluate", "accuracy", "string"),
+    ("nan", "evaluate", "NaN", ""),
+]
+
+
+@pytest.mark.parametrize(("behaviour", "stage", "message", "detail"), VIOLATIONS, ids=[v[0] for v in VIOLATIONS])
+def test_contract_violation_fails_with_a_clear_message(
+    ws: Workspace, behaviour: str, stage: str, message: str, detail: str
+) -> None:
+    key = "behaviour" if stage == "train" else "eval_behaviour"
+    ws.write("bad/data.txt", "x\n")
+    ws.write(
+        f"bad/{behaviour}/BUILD",
+        LOAD
+        + f"""
+model(
+    name = "m",
+    hyperparams = {{"{key}": "{behaviour}"}},
+    train_executable = "//scripts:train.py",
+    training_data = "//bad:data.txt",
+    deps = ["//lib:fixturelib"],
+)
+
+evaluate(
+    name = "e",
+    eval_executable = "//scripts:evaluate.py",
+    model = ":m",
+    test_data = "//bad:data.txt",
+    deps = ["//lib:fixturelib"],
+)
+""",
+    )
+    ws.write("bad/BUILD", 'exports_files(["data.txt"])\n')
+    result = ws.build(f"//bad/{behaviour}:e", check=False)
+    assert result.returncode != 0
+    target = f"//bad/{behaviour}:{'m' if stage == 'train' else 'e'}"
+    error_lines = [line for line in result.stderr.splitlines() if "databazel: error:" in line]
+    assert error_lines, result.stderr[-3000:]
+    assert target in error_lines[0]
+    assert message in result.stderr, result.stderr[-3000:]
+    assert detail in result.stderr
+    if stage == "train":
+        # No half-written model is left where a result is expected.
+        assert not ws.bin(f"bad/{behaviour}/m.model").is_file()

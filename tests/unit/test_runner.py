@@ -1,0 +1,674 @@
+"""Tests for databazel/private/runner.py, running real tiny scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import runner
+
+RUNNER = Path(runner.__file__).resolve()
+TARGET = "//pkg:model"
+
+# A Python training script that records what it received in the model file.
+RECORD_ARGV = """
+import json, sys
+argv = sys.argv[1:]
+out = argv[argv.index("--model-output-path") + 1]
+with open(out, "w", encoding="utf-8") as f:
+    json.dump(argv, f, ensure_ascii=False)
+"""
+
+
+def write_py(directory: Path, name: str, body: str) -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(body), encoding="utf-8")
+    return path
+
+
+def write_sh(directory: Path, name: str, body: str) -> Path:
+    path = directory / name
+    path.write_text("#!/bin/sh\n" + textwrap.dedent(body), encoding="utf-8")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+@pytest.fixture()
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fake execroot: cwd with a data file and a hyperparameters file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.csv").write_text("x,y\n1,2\n", encoding="utf-8")
+    (tmp_path / "hp.json").write_text(
+        '{"C": "0.1", "max_iter": "100"}', encoding="utf-8"
+    )
+    return tmp_path
+
+
+def train(script: Path | str, *extra: str, python: bool = True) -> list[str]:
+    argv = [
+        "train",
+        "--target",
+        TARGET,
+        "--hyperparams-file",
+        "hp.json",
+        "--model-output",
+        "out/model.bin",
+        "--script",
+        str(script),
+    ]
+    if "--data" not in extra:
+        argv += ["--data", "data.csv"]
+    return argv + (["--python-script"] if python else []) + list(extra)
+
+
+def evaluate(script: Path | str, *extra: str) -> list[str]:
+    return [
+        "evaluate",
+        "--target",
+        TARGET,
+        "--model",
+        "model.bin",
+        "--data",
+        "data.csv",
+        "--metrics-output",
+        "out/eval.metrics.json",
+        "--output-dir",
+        "out/eval_dir",
+        "--script",
+        str(script),
+        "--python-script",
+        *extra,
+    ]
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = runner.main(argv)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    return code, captured.err
+
+
+def assert_error(err: str, *fragments: str) -> None:
+    assert err.startswith(f"databazel: error: {TARGET}: "), err
+    # The runner itself never shows a traceback (the script's stderr tail may).
+    assert "Traceback" not in err.split("Last lines of its", 1)[0]
+    for fragment in fragments:
+        assert fragment in err
+
+
+# --- train -----------------------------------------------------------------
+
+
+def test_train_success_writes_model_and_prints_nothing(work: Path, capsys) -> None:
+    script = write_py(work, "train.py", RECORD_ARGV)
+    code, err = run_main(train(script.name), capsys)
+    assert (code, err) == (0, "")
+    argv = json.loads((work / "out/model.bin").read_text(encoding="utf-8"))
+    assert argv == [
+        "--data",
+        "data.csv",
+        "--model-output-path",
+        "out/model.bin",
+        "--hyperparams",
+        '{"C":"0.1","max_iter":"100"}',
+    ]
+
+
+HOSTILE = {
+    "cmd": "a b; $(touch {tmp}/pwned)",
+    "tick": "`touch {tmp}/pwned2` && echo hi > {tmp}/pwned3",
+    "quotes": 'it\'s "quoted" \\ back\\slash',
+    "newline": "line1\nline2\r\n\ttab",
+    "unicode": "héllo ✓ 日本語 \U0001f600",
+    "glob": "* ? [a-z] ~ $HOME ${{PATH}} | > <",
+    "empty": "",
+}
+
+
+def hostile_hyperparams(tmp: Path) -> dict[str, str]:
+    return {k: v.format(tmp=tmp) for k, v in HOSTILE.items()}
+
+
+def assert_not_pwned(tmp: Path) -> None:
+    for name in ("pwned", "pwned2", "pwned3"):
+        assert not (tmp / name).exists()
+
+
+def test_hyperparams_with_shell_metacharacters_arrive_verbatim(
+    work: Path, capsys
+) -> None:
+    hp = hostile_hyperparams(work)
+    (work / "hp.json").write_text(json.dumps(hp), encoding="utf-8")
+    script = write_py(work, "train.py", RECORD_ARGV)
+    code, err = run_main(train(script.name), capsys)
+    assert (code, err) == (0, "")
+    argv = json.loads((work / "out/model.bin").read_text(encoding="utf-8"))
+    assert len(argv) == 6
+    assert argv[4] == "--hyperparams"
+    assert argv[5] == json.dumps(
+        hp, sort_keys=True, ensure_ascii=False, separators=(",", ":")
+    )
+    assert json.loads(argv[5]) == hp
+    assert_not_pwned(work)
+
+
+def test_hyperparams_reach_executable_sh_script_byte_for_byte(
+    work: Path, capsys
+) -> None:
+    hp = hostile_hyperparams(work)
+    (work / "hp.json").write_text(json.dumps(hp), encoding="utf-8")
+    # $4 is the model output path, $6 the hyperparameters JSON.
+    script = write_sh(work, "train.sh", """printf '%s' "$6" > "$4"\n""")
+    code, err = run_main(train(script.name, python=False), capsys)
+    assert (code, err) == (0, "")
+    expected = json.dumps(hp, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    assert (work / "out/model.bin").read_bytes() == expected.encode("utf-8")
+    assert_not_pwned(work)
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ('{"C": 0.1}', 'hyperparameter "C" has a number (0.1) value'),
+        ('["C"]', "expected a JSON object of strings, found a list"),
+        ("{oops", "not valid JSON"),
+        ('{"C": "1", "C": "2"}', 'duplicate key "C"'),
+    ],
+)
+def test_invalid_hyperparams_file(
+    work: Path, capsys, content: str, fragment: str
+) -> None:
+    (work / "hp.json").write_text(content, encoding="utf-8")
+    script = write_py(work, "train.py", RECORD_ARGV)
+    code, err = run_main(train(script.name), capsys)
+    assert code == 1
+    assert_error(err, "invalid hyperparameters file hp.json", fragment)
+    assert not (work / "out/model.bin").exists()
+
+
+def test_nonzero_exit_reports_code_and_stderr_tail(work: Path, capsys) -> None:
+    script = write_py(
+        work,
+        "train.py",
+        """
+        import sys
+        print("some progress")
+        print("ValueError: bad learning rate", file=sys.stderr)
+        sys.exit(3)
+        """,
+    )
+    code, err = run_main(train(script.name), capsys)
+    assert code == 1
+    assert_error(err, "train script train.py exited with code 3\n")
+    assert err.endswith(
+        "Last lines of its stderr:\n    ValueError: bad learning rate\n"
+    )
+    assert "some progress" not in err
+
+
+def test_stderr_tail_is_the_last_20_lines(work: Path, capsys) -> None:
+    script = write_py(
+        work,
+        "train.py",
+        """
+        import sys
+        for i in range(1000):
+            print(f"stderr line {i}", file=sys.stderr)
+        sys.exit(1)
+        """,
+    )
+    code, err = run_main(train(script.name), capsys)
+    assert code == 1
+    shown = err.split("Last lines of its stderr:\n", 1)[1].splitlines()
+    assert shown == [f"    stderr line {i}" for i in range(980, 1000)]
+
+
+def test_megabytes_of_output_give_a_bounded_message(work: Path, capsys) -> None:
+    script = write_py(
+        work,
+        "train.py",
+        """
+        import sys
+        for i in range(1000):
+            sys.stdout.write("o" * 5000 + "\\n")
+            sys.stderr.write(f"{i} " + "e" * 3000 + "\\n")
+        sys.stderr.write("final words\\n")
+        sys.exit(2)
+        """,
+    )
+    code, err = run_main(train(script.name), capsys)
+    assert code == 1
+    assert_error(err, "exited with code 2", "    final words")
+    assert len(err.encode()) < 9 * 1024
+    assert "o" * 100 not in err
+
+
+def test_empty_stderr_is_said(work: Path, capsys) -> None:
+    script = write_py(
+        work, "train.py", "import sys\nprint('only stdout')\nsys.exit(4)\n"
+    )
+    code, err = run_main(train(script.name), capsys)
+    assert code == 1
+    assert_error(err, "exited with code 4", "(its stderr was empty)", "only stdout")
+
+
+def test_killed_by_signal(work: Path, capsys) -> None:
+    script = write_py(
+        work, "train.py", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    code, err = run_main(train(script.name), capsys)
+    assert code == 1
+    assert_error(err, "train script train.py was killed by signal SIGKILL")
+
+
+def test_exit_zero_without_model(work: Path, capsys) -> None:
+    script = write_py(work, "train.py", "print('forgot to save')\n")
+    code, err = run_main(train(script.name), capsys)
+    assert code == 1
+    assert_error(
+        err,
+        "train script train.py exited 0 but wrote no model at out/model.bin; "
+        "the script must write the model file to the path given by --model-output-path",
+    )
+
+
+def test_directory_instead_of_model_file(work: Path, capsys) -> None:
+    script = write_py(
+        work,
+        "train.py",
+        """
+        import os, sys
+        out = sys.argv[sys.argv.index("--model-output-path") + 1]
+        os.makedirs(out)
+        open(os.path.join(out, "weights.bin"), "w").close()
+        """,
+    )
+    code, err = run_main(train(script.name), capsys)
+    assert code == 1
+    assert_error(
+        err, "wrote a directory at out/model.bin where a model file was expected"
+    )
+    assert not os.path.lexists(work / "out/model.bin")
+
+
+def test_model_written_then_crash_removes_output(work: Path, capsys) -> None:
+    script = write_py(
+        work,
+        "train.py",
+        """
+        import sys
+        out = sys.argv[sys.argv.index("--model-output-path") + 1]
+        open(out, "w").write("half a model")
+        raise RuntimeError("out of memory")
+        """,
+    )
+    code, err = run_main(train(script.name), capsys)
+    assert code == 1
+    assert_error(err, "exited with code 1", "RuntimeError: out of memory")
+    assert not (work / "out/model.bin").exists()
+
+
+def test_stale_model_does_not_count_as_output(work: Path, capsys) -> None:
+    (work / "out").mkdir()
+    (work / "out/model.bin").write_text("stale", encoding="utf-8")
+    script = write_py(work, "train.py", "pass\n")
+    code, err = run_main(train(script.name), capsys)
+    assert code == 1
+    assert_error(err, "wrote no model at out/model.bin")
+    assert not (work / "out/model.bin").exists()
+
+
+def test_multiple_data_paths_become_a_directory_of_symlinks(work: Path, capsys) -> None:
+    files = {
+        "datasets/mnist/train/images.csv": "train images",
+        "datasets/mnist/test/images.csv": "test images",
+        "datasets/mnist/test/extra/labels.csv": "test labels",
+    }
+    for rel, content in files.items():
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / rel).write_text(content, encoding="utf-8")
+    script = write_py(
+        work,
+        "train.py",
+        """
+        import json, os, sys
+        argv = sys.argv[1:]
+        data = argv[argv.index("--data") + 1]
+        found = {}
+        for root, dirs, names in os.walk(data):
+            for name in names:
+                path = os.path.join(root, name)
+                found[os.path.relpath(path, data)] = {
+                    "link": os.readlink(path) if os.path.islink(path) else None,
+                    "content": open(path).read(),
+                }
+        out = argv[argv.index("--model-output-path") + 1]
+        json.dump({"data": data, "found": found}, open(out, "w"))
+        """,
+    )
+    data_args: list[str] = []
+    for rel in files:
+        data_args += ["--data", rel]
+    code, err = run_main(train(script.name, *data_args), capsys)
+    assert (code, err) == (0, "")
+    result = json.loads((work / "out/model.bin").read_text(encoding="utf-8"))
+    assert os.path.isabs(result["data"])
+    assert result["found"] == {
+        "train/images.csv": {
+            "link": str(work / "datasets/mnist/train/images.csv"),
+            "content": "train images",
+        },
+        "test/images.csv": {
+            "link": str(work / "datasets/mnist/test/images.csv"),
+            "content": "test images",
+        },
+        "test/extra/labels.csv": {
+            "link": str(work / "datasets/mnist/test/extra/labels.csv"),
+            "content": "test labels",
+        },
+    }
+    assert not os.path.exists(result["data"]), "temporary data dir must be removed"
+
+
+def test_files_in_one_directory_are_linked_flat(work: Path, capsys) -> None:
+    (work / "d").mkdir()
+    (work / "d/a.csv").write_text("a", encoding="utf-8")
+    (work / "d/b.csv").write_text("b", encoding="utf-8")
+    script = write_py(
+        work,
+        "train.py",
+        """
+        import os, sys
+        argv = sys.argv[1:]
+        data = argv[argv.index("--data") + 1]
+        out = argv[argv.index("--model-output-path") + 1]
+        open(out, "w").write(",".join(sorted(os.listdir(data))))
+        """,
+    )
+    code, _ = run_main(
+        train(script.name, "--data", "d/a.csv", "--data", "d/b.csv"), capsys
+    )
+    assert code == 0
+    assert (work / "out/model.bin").read_text(encoding="utf-8") == "a.csv,b.csv"
+
+
+def test_missing_data_path(work: Path, capsys) -> None:
+    script = write_py(work, "train.py", RECORD_ARGV)
+    code, err = run_main(train(script.name, "--data", "nope.csv"), capsys)
+    assert code == 1
+    assert_error(err, "data path nope.csv does not exist")
+
+
+def test_pythonpath_dirs_are_prepended_in_order(
+    work: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for lib, value in (("lib1", "first"), ("lib2", "second")):
+        (work / lib).mkdir()
+        (work / lib / "shadowed.py").write_text(
+            f"VALUE = {value!r}\n", encoding="utf-8"
+        )
+    (work / "lib2" / "helper.py").write_text("def greet():\n    return 'hi'\n", "utf-8")
+    monkeypatch.setenv("PYTHONPATH", "/already/there")
+    monkeypatch.setenv("DATABAZEL_TEST_MARKER", "kept")
+    script = write_py(
+        work,
+        "train.py",
+        """
+        import json, os, sys
+        import helper, shadowed
+        out = sys.argv[sys.argv.index("--model-output-path") + 1]
+        json.dump({
+            "greet": helper.greet(),
+            "shadowed": shadowed.VALUE,
+            "PYTHONPATH": os.environ["PYTHONPATH"],
+            "marker": os.environ.get("DATABAZEL_TEST_MARKER"),
+        }, open(out, "w"))
+        """,
+    )
+    argv = train(script.name, "--pythonpath", "lib1", "--pythonpath", "lib2")
+    code, err = run_main(argv, capsys)
+    assert (code, err) == (0, "")
+    result = json.loads((work / "out/model.bin").read_text(encoding="utf-8"))
+    assert result == {
+        "greet": "hi",
+        "shadowed": "first",
+        "PYTHONPATH": os.pathsep.join(
+            [str(work / "lib1"), str(work / "lib2"), "/already/there"]
+        ),
+        "marker": "kept",
+    }
+
+
+def test_script_not_found(work: Path, capsys) -> None:
+    code, err = run_main(train("missing/train.py"), capsys)
+    assert code == 1
+    assert_error(err, "train script missing/train.py does not exist")
+
+
+def test_script_not_executable(work: Path, capsys) -> None:
+    (work / "train.sh").write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
+    code, err = run_main(train("train.sh", python=False), capsys)
+    assert code == 1
+    assert_error(err, "train script train.sh is not executable")
+
+
+def test_script_with_broken_interpreter(work: Path, capsys) -> None:
+    script = work / "train.sh"
+    script.write_text("#!/no/such/interpreter\n", encoding="utf-8")
+    script.chmod(0o755)
+    code, err = run_main(train("train.sh", python=False), capsys)
+    assert code == 1
+    assert_error(err, "cannot run train script train.sh")
+    assert "\n" not in err.rstrip("\n")
+
+
+# --- evaluate ----------------------------------------------------------------
+
+CANONICAL = '{\n  "accuracy": 0.975,\n  "examples": 10000,\n  "loss": -1.5e-07\n}\n'
+
+
+def test_evaluate_success_writes_canonical_metrics(work: Path, capsys) -> None:
+    (work / "model.bin").write_text("model", encoding="utf-8")
+    script = write_py(
+        work,
+        "eval.py",
+        """
+        import json, os, sys
+        argv = sys.argv[1:]
+        out_dir = argv[argv.index("--output-dir") + 1]
+        with open(os.path.join(out_dir, "args.json"), "w") as f:
+            json.dump(argv, f)
+        with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+            f.write('{"loss": -1.5E-7, "accuracy": 0.9750, "examples": 10000}')
+        """,
+    )
+    code, err = run_main(evaluate(script.name), capsys)
+    assert (code, err) == (0, "")
+    assert (work / "out/eval.metrics.json").read_text(encoding="utf-8") == CANONICAL
+    assert json.loads(
+        (work / "out/eval_dir/args.json").read_text(encoding="utf-8")
+    ) == [
+        "--model-path",
+        "model.bin",
+        "--data-path",
+        "data.csv",
+        "--output-dir",
+        "out/eval_dir",
+    ]
+    leftovers = [p for p in os.listdir(work / "out") if p.endswith(".tmp")]
+    assert leftovers == []
+
+
+MALFORMED = [
+    ("{not json", "not valid JSON: Expecting property name"),
+    ("", "not valid JSON: Expecting value"),
+    ("[0.9, 0.1]", "expected a JSON object, found a list"),
+    ('"0.9"', 'expected a JSON object, found a string "0.9"'),
+    ("0.9", "expected a JSON object, found a number (0.9)"),
+    ("{}", "the object is empty; at least one metric is required"),
+    ('{"accuracy": "0.9"}', 'metric "accuracy" has a string "0.9" value'),
+    ('{"accuracy": {"value": 0.9}}', 'metric "accuracy" has a nested object value'),
+    ('{"accuracy": [0.9]}', 'metric "accuracy" has a list value'),
+    ('{"accuracy": true}', 'metric "accuracy" has a boolean (true) value'),
+    ('{"accuracy": null}', 'metric "accuracy" has null value'),
+    ('{"accuracy": NaN}', 'metric "accuracy" is NaN; it must be a finite number'),
+    ('{"accuracy": Infinity}', 'metric "accuracy" is Infinity'),
+    ('{"loss": -Infinity}', 'metric "loss" is -Infinity'),
+    ('{"loss": 1e999}', 'metric "loss" is Infinity'),
+    ('{"accuracy": 0.9, "accuracy": 0.8}', 'duplicate key "accuracy"'),
+    ('{"": 0.9}', "a metric has an empty name"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), MALFORMED)
+def test_parse_metrics_rejects(text: str, message: str) -> None:
+    with pytest.raises(runner.ContractError) as excinfo:
+        runner.parse_metrics(text)
+    assert message in str(excinfo.value)
+
+
+def test_parse_metrics_accepts_ints_and_floats() -> None:
+    metrics = runner.parse_metrics('{"b": 2, "a": -0.5, "c": 1e3}')
+    assert metrics == {"a": -0.5, "b": 2, "c": 1000.0}
+    assert isinstance(metrics["b"], int)
+    assert (
+        runner.format_metrics(metrics)
+        == '{\n  "a": -0.5,\n  "b": 2,\n  "c": 1000.0\n}\n'
+    )
+
+
+@pytest.mark.parametrize(("text", "message"), MALFORMED)
+def test_evaluate_rejects_malformed_metrics(
+    work: Path, capsys, text: str, message: str
+) -> None:
+    (work / "out").mkdir()
+    (work / "out/eval.metrics.json").write_text("stale", encoding="utf-8")
+    script = write_py(
+        work,
+        "eval.py",
+        f"""
+        import os, sys
+        out_dir = sys.argv[sys.argv.index("--output-dir") + 1]
+        open(os.path.join(out_dir, "metrics.json"), "w").write({text!r})
+        """,
+    )
+    code, err = run_main(evaluate(script.name), capsys)
+    assert code == 1
+    assert_error(
+        err,
+        "evaluate script eval.py wrote an invalid out/eval_dir/metrics.json: ",
+        message,
+    )
+    assert not (work / "out/eval.metrics.json").exists()
+
+
+def test_missing_metrics_json_lists_directory(work: Path, capsys) -> None:
+    script = write_py(
+        work,
+        "eval.py",
+        """
+        import os, sys
+        out_dir = sys.argv[sys.argv.index("--output-dir") + 1]
+        for name in ["metrics.txt", "predictions.csv"] + [f"f{i:02}" for i in range(12)]:
+            open(os.path.join(out_dir, name), "w").close()
+        """,
+    )
+    code, err = run_main(evaluate(script.name), capsys)
+    assert code == 1
+    assert_error(
+        err,
+        "evaluate script eval.py exited 0 but wrote no metrics.json in out/eval_dir "
+        "(it contains: f00, f01, f02, f03, f04, f05, f06, f07, f08, f09 (and 4 more))",
+    )
+    assert not (work / "out/eval.metrics.json").exists()
+
+
+def test_missing_metrics_json_in_empty_directory(work: Path, capsys) -> None:
+    script = write_py(work, "eval.py", "pass\n")
+    code, err = run_main(evaluate(script.name), capsys)
+    assert code == 1
+    assert_error(err, "wrote no metrics.json in out/eval_dir (the directory is empty)")
+
+
+def test_stale_metrics_json_in_output_dir_is_not_reused(work: Path, capsys) -> None:
+    (work / "out/eval_dir").mkdir(parents=True)
+    (work / "out/eval_dir/metrics.json").write_text('{"a": 1}', encoding="utf-8")
+    script = write_py(work, "eval.py", "pass\n")
+    code, err = run_main(evaluate(script.name), capsys)
+    assert code == 1
+    assert_error(err, "wrote no metrics.json")
+
+
+def test_evaluate_failure_reports_stderr(work: Path, capsys) -> None:
+    script = write_py(work, "eval.py", "import sys\nsys.exit('cannot load model')\n")
+    code, err = run_main(evaluate(script.name), capsys)
+    assert code == 1
+    assert_error(
+        err,
+        "evaluate script eval.py exited with code 1\n"
+        "Last lines of its stderr:\n    cannot load model",
+    )
+
+
+# --- tail ----------------------------------------------------------------------
+
+
+def test_tail_of_short_file(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    path.write_bytes(b"one\ntwo\nthree\n\n\n")
+    assert runner.tail(str(path), 2, 8192) == "two\nthree"
+    path.write_bytes(b"")
+    assert runner.tail(str(path), 20, 8192) == ""
+
+
+def test_tail_reads_only_the_end(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with open(path, "wb") as f:
+        f.write(b"x" * 10_000_000)
+        f.write(b"\n" + b"\n".join(b"line %d" % i for i in range(5)) + b"\n")
+    assert runner.tail(str(path), 20, 64) == "\n".join(f"line {i}" for i in range(5))
+    # The line cut by the byte limit is dropped, not shown half.
+    assert runner.tail(str(path), 20, 20) == "line 3\nline 4"
+
+
+def test_tail_replaces_undecodable_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    path.write_bytes(b"caf\xc3\xa9 \xff\n")
+    assert runner.tail(str(path), 20, 8192) == "café \ufffd"
+
+
+# --- as Bazel runs it -----------------------------------------------------------
+
+
+def test_command_line_success_and_failure(work: Path) -> None:
+    good = write_sh(
+        work, "good.sh", """echo chatter; echo noise >&2; echo model > "$4"\n"""
+    )
+    proc = subprocess.run(
+        [sys.executable, str(RUNNER), *train(good.name, python=False)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    assert (work / "out/model.bin").read_text(encoding="utf-8") == "model\n"
+
+    bad = write_sh(work, "bad.sh", "echo 'no GPU found' >&2; exit 7\n")
+    proc = subprocess.run(
+        [sys.executable, str(RUNNER), *train(bad.name, python=False)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr == (
+        f"databazel: error: {TARGET}: train script bad.sh exited with code 7\n"
+        "Last lines of its stderr:\n    no GPU found\n"
+    )
