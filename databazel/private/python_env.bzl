@@ -104,12 +104,21 @@ def _python_env_impl(rctx):
             timeout = rctx.attr.timeout,
         )
 
+    # Install tools are not needed at run time; every file kept is an input of
+    # every action, and each costs sandbox set-up time.
+    if with_pip:
+        locked = rctx.read(lock).lower()
+        unused = [tool for tool in ("pip", "setuptools") if "\n{}==".format(tool) not in "\n" + locked]
+        if unused:
+            _run(rctx, [python, "-m", "pip", "uninstall", "--yes", "--quiet"] + unused, "removing " + " and ".join(unused))
+
     # Compile bytecode once, in a form that does not depend on file times, so
     # that actions never write .pyc files into the environment.
     _run(rctx, [python, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash", "venv/lib"], "compiling bytecode")
 
-    # Files whose names Bazel cannot turn into labels would break the glob.
-    _run(rctx, [python, "-c", _PRUNE_SCRIPT, "venv"], "pruning unusable file names")
+    # Files whose names Bazel cannot turn into labels would break the glob;
+    # packages' own test suites are never imported by scripts.
+    _run(rctx, [python, "-c", _PRUNE_SCRIPT, "venv", "1" if rctx.attr.prune_tests else "0"], "pruning the environment")
 
     rctx.file("python_version.txt", version + "\n")
     rctx.file("WORKSPACE", "workspace(name = \"{}\")\n".format(rctx.name))
@@ -118,9 +127,12 @@ def _python_env_impl(rctx):
 _PRUNE_SCRIPT = """
 import os, re, shutil, sys
 ok = re.compile(r"^[A-Za-z0-9!%@^_#$&'()*+,;<=>?\\[\\]{|}~./-]+$")
+prune_tests = sys.argv[2] == "1"
+site = os.path.join("lib", "python%d.%d" % sys.version_info[:2], "site-packages")
 for root, dirs, files in os.walk(sys.argv[1]):
+    in_package = site in root and not root.endswith(site)
     for d in list(dirs):
-        if not ok.match(d):
+        if not ok.match(d) or (prune_tests and in_package and d == "tests"):
             shutil.rmtree(os.path.join(root, d)); dirs.remove(d)
     for f in files:
         if not ok.match(f):
@@ -156,6 +168,10 @@ re-runs exactly the trials that ran with the old version.
         "requirements_lock": attr.label(
             allow_single_file = True,
             doc = "A pip requirements file with every package pinned (`==`) and hashed (`--hash=sha256:...`), as `pip-compile --generate-hashes` writes it. Without it the environment holds only the standard library.",
+        ),
+        "prune_tests": attr.bool(
+            default = True,
+            doc = "Remove the `tests` directories inside installed packages (their own test suites). Fewer files make every action's sandbox faster to set up.",
         ),
         "timeout": attr.int(
             default = 1200,

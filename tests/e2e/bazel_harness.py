@@ -96,7 +96,7 @@ class Workspace:
             {workspace_extra}
             """,
         )
-        rc = ["build --incompatible_strict_action_env", "build --nosandbox_debug", "build --show_result=0"]
+        rc = ["build --incompatible_strict_action_env", "build --nosandbox_debug", "build --experimental_sandbox_base=/dev/shm", "build --show_result=0"]
         local_rc = REPO / ".bazelrc.local"
         if local_rc.exists():
             rc.append(f"try-import {local_rc}")
