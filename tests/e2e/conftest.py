@@ -15,7 +15,7 @@ FIXTURE = Path(__file__).parent / "fixture"
 def ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     """One fixture workspace (one Bazel server, one stdlib-only Python env) for the session."""
     base = tmp_path_factory.mktemp("e2e")
-    workspace = Workspace(base / "ws", base / "output_base")
+    workspace = Workspace.fixture(base / "ws", base / "output_base")
     shutil.copytree(FIXTURE, workspace.root, dirs_exist_ok=True)
     try:
         yield workspace

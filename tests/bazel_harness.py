@@ -17,11 +17,7 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-
-# Bazel's exit codes (bazel help exit codes).
-BUILD_FAILED = 1
-ANALYSIS_FAILED = 1
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclasses.dataclass
@@ -70,12 +66,21 @@ def _make_writable_and_remove(path: Path) -> None:
 
 
 class Workspace:
-    def __init__(self, root: Path, output_base: Path, workspace_extra: str = "", python_env: str = "") -> None:
+    """A workspace directory and the output base (the Bazel server) tests use for it."""
+
+    def __init__(self, root: Path, output_base: Path, convenience_symlinks: bool = True) -> None:
         self.root = root
         self.output_base = output_base
+        self.convenience_symlinks = convenience_symlinks
         self._log_counter = 0
+        self._bin: Path | None = None
+
+    @classmethod
+    def fixture(cls, root: Path, output_base: Path, python_env: str = "") -> Workspace:
+        """A new workspace that loads databazel from this checkout as `@databazel`."""
+        workspace = cls(root, output_base)
         root.mkdir(parents=True, exist_ok=True)
-        self.write(
+        workspace.write(
             "WORKSPACE",
             f"""
             workspace(name = "fixture")
@@ -93,15 +98,20 @@ class Workspace:
             )
 
             register_toolchains("@fixture_python//:toolchain")
-            {workspace_extra}
             """,
         )
-        rc = ["build --incompatible_strict_action_env", "build --nosandbox_debug", "build --experimental_sandbox_base=/dev/shm", "build --show_result=0"]
+        rc = [
+            "build --incompatible_strict_action_env",
+            "build --nosandbox_debug",
+            "build --experimental_sandbox_base=/dev/shm",
+            "build --show_result=0",
+        ]
         local_rc = REPO / ".bazelrc.local"
         if local_rc.exists():
             rc.append(f"try-import {local_rc}")
-        self.write(".bazelrc", "\n".join(rc) + "\n")
-        self.write("BUILD", "")
+        workspace.write(".bazelrc", "\n".join(rc) + "\n")
+        workspace.write("BUILD", "")
+        return workspace
 
     def write(self, relpath: str, content: str, executable: bool = False) -> Path:
         path = self.root / relpath
@@ -119,6 +129,8 @@ class Workspace:
             self._log_counter += 1
             log = self.output_base.parent / f"exec_{self._log_counter}.json"
             rest = [f"--execution_log_json_file={log}"] + rest
+            if not self.convenience_symlinks:
+                rest = ["--symlink_prefix=/"] + rest
         proc = subprocess.run(
             [
                 "bazel",
@@ -142,7 +154,12 @@ class Workspace:
         return self.bazel("build", *flags, *targets, check=check)
 
     def bin(self, relpath: str) -> Path:
-        return self.root / "bazel-bin" / relpath
+        """Path of an output under bazel-bin."""
+        if self.convenience_symlinks:
+            return self.root / "bazel-bin" / relpath
+        if self._bin is None:
+            self._bin = Path(self.bazel("info", "bazel-bin", check=True).stdout.strip())
+        return self._bin / relpath
 
     def shutdown(self) -> None:
         subprocess.run(
@@ -153,8 +170,9 @@ class Workspace:
             check=False,
         )
 
-    def remove(self) -> None:
+    def remove(self, keep_root: bool = False) -> None:
+        """Shuts the server down and deletes the output base (and the workspace, unless kept)."""
         self.shutdown()
-        for path in (self.output_base, self.root):
+        for path in (self.output_base,) if keep_root else (self.output_base, self.root):
             if path.exists():
                 _make_writable_and_remove(path)
