@@ -19,6 +19,14 @@ DEFAULT_ENV = {
 }
 
 def script_attr(doc):
+    """The attribute holding a user's script.
+
+    Args:
+      doc: the attribute's documentation.
+
+    Returns:
+      An attr.label accepting an executable target or a single `.py` file.
+    """
     return attr.label(
         mandatory = True,
         allow_files = [".py"],
@@ -47,6 +55,9 @@ COMMON_ATTRS = {
 def python_runtime(ctx):
     """The interpreter databazel runs its runner (and plain `.py` scripts) with.
 
+    Args:
+      ctx: the context of a rule that declares PY_TOOLCHAIN_TYPE.
+
     Returns:
       struct(executable = File or path string, files = depset of its files).
     """
@@ -59,6 +70,10 @@ def python_runtime(ctx):
 
 def resolve_script(ctx, attr_name):
     """How to run the user's script named by attribute `attr_name`.
+
+    Args:
+      ctx: the rule context.
+      attr_name: the attribute holding the script.
 
     Returns:
       struct(path = exec path, python = whether to run it with the interpreter,
@@ -98,6 +113,9 @@ def _import_roots(ctx, files, imports):
 def dependencies(ctx):
     """Inputs and PYTHONPATH entries from `deps` and `data`.
 
+    Args:
+      ctx: the context of a rule with COMMON_ATTRS.
+
     Returns:
       struct(inputs = depset, pythonpath = list of exec paths).
     """
@@ -118,7 +136,15 @@ def dependencies(ctx):
     )
 
 def describe_hyperparams(hyperparams, limit = 160):
-    """`(k=v, k2=v2)` for progress messages, cut to about `limit` characters."""
+    """Hyperparameters for progress messages.
+
+    Args:
+      hyperparams: dict of hyperparameters.
+      limit: characters after which the text is cut.
+
+    Returns:
+      ` (k=v, k2=v2)`, or "" when there are none.
+    """
     if not hyperparams:
         return ""
     text = ", ".join(["{}={}".format(k, v) for k, v in hyperparams.items()])

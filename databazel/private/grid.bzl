@@ -24,7 +24,14 @@ def _hex32(n):
     return "".join(reversed(digits))
 
 def is_identifier(s):
-    """Whether `s` is a non-empty identifier: a letter or `_`, then letters, digits or `_`."""
+    """Whether `s` is a non-empty identifier.
+
+    Args:
+      s: any value.
+
+    Returns:
+      True for a string made of a letter or `_`, then letters, digits or `_`.
+    """
     if type(s) != "string" or not s:
         return False
     if s[0] not in _IDENT_START.elems():

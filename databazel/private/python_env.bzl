@@ -75,7 +75,8 @@ def _python_env_impl(rctx):
     host_python = _find_interpreter(rctx)
     version = _run(rctx, [host_python, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3]); raise SystemExit(sys.version_info < (3, 8))"], "checking the Python version (3.8 or newer is required)").stdout.strip()
 
-    with_pip = bool(rctx.attr.requirements_lock)
+    lock = rctx.path(rctx.attr.requirements_lock) if rctx.attr.requirements_lock else None
+    with_pip = lock != None
     venv_args = [host_python, "-m", "venv", "--clear"]
     if not with_pip:
         venv_args.append("--without-pip")
@@ -83,7 +84,6 @@ def _python_env_impl(rctx):
     python = rctx.path("venv/bin/python3")
 
     if with_pip:
-        lock = rctx.path(rctx.attr.requirements_lock)
         rctx.report_progress("installing {}".format(rctx.attr.requirements_lock))
         _run(
             rctx,

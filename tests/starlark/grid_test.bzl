@@ -1,6 +1,8 @@
 """Unit tests of grid expansion and trial naming (databazel/private/grid.bzl)."""
 
 load("@bazel_skylib//lib:unittest.bzl", "asserts", "unittest")
+
+# buildifier: disable=bzl-visibility
 load("//databazel/private:grid.bzl", "MAX_VALUE_CHARS_IN_NAME", "expand_grid", "is_identifier", "trial_name", "value_to_name")
 
 _VALID_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-"

@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Baseline for a search's cold build: the same train and evaluate scripts, run serially as bare processes.
+
+Reads the trials (their hyperparameters) from a search report that Bazel built,
+runs `mnist/train.py` and `mnist/evaluate.py` for each with the interpreter of
+@databazel_python and the same environment defaults as the rules, and prints the
+wall time of the whole loop. Compare it with a cold `bazel build --jobs=N` of
+the search:
+
+    bazel build //mnist:bzl_search
+    tools/bench/bare_loop.py --report bazel-bin/mnist/bzl_search.json
+    bazel clean && time bazel build --jobs=2 //mnist:bzl_search
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = {  # databazel/private/common.bzl DEFAULT_ENV
+    "LC_ALL": "C.UTF-8",
+    "MKL_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONHASHSEED": "0",
+    "PYTHONNOUSERSITE": "1",
+    "PYTHONUTF8": "1",
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--report", type=Path, default=REPO / "bazel-bin/mnist/bzl_search.json")
+    parser.add_argument("--data", type=Path, default=REPO / "mnist/data/mnist.npz")
+    args = parser.parse_args()
+
+    output_base = subprocess.run(["bazel", "info", "output_base"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    python = Path(output_base) / "external/databazel_python/venv/bin/python3"
+    trials = json.loads(args.report.read_text())["trials"]
+    per_trial = []
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        for i, trial in enumerate(trials):
+            model, out = Path(tmp) / f"{i}.pkl", Path(tmp) / f"{i}.out"
+            t0 = time.perf_counter()
+            subprocess.run([str(python), "mnist/train.py", "--data", str(args.data), "--model-output-path", str(model),
+                            "--hyperparams", json.dumps(trial["hyperparams"], sort_keys=True)],
+                           cwd=REPO, env=ENV, check=True, stderr=subprocess.DEVNULL)
+            t1 = time.perf_counter()
+            subprocess.run([str(python), "mnist/evaluate.py", "--model-path", str(model), "--data-path", str(args.data),
+                            "--output-dir", str(out)], cwd=REPO, env=ENV, check=True)
+            per_trial.append((trial["name"], t1 - t0, time.perf_counter() - t1))
+        total = time.perf_counter() - start
+    for name, train, evaluate in per_trial:
+        print(f"{name}: train {train:.2f} s, evaluate {evaluate:.2f} s")
+    print(f"{len(trials)} trials, serial bare loop: {total:.1f} s wall "
+          f"(train {sum(t for _, t, _ in per_trial):.1f} s + evaluate {sum(e for _, _, e in per_trial):.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
