@@ -97,6 +97,7 @@ def _python_env_impl(rctx):
                 "--no-deps",
                 "--require-hashes",
                 "--only-binary=:all:",
+                "--no-compile",
                 "-r",
                 lock,
             ],
@@ -114,7 +115,10 @@ def _python_env_impl(rctx):
 
     # Compile bytecode once, in a form that does not depend on file times, so
     # that actions never write .pyc files into the environment.
-    _run(rctx, [python, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash", "venv/lib"], "compiling bytecode")
+    # Paths are recorded relative to the repository, so no file of the
+    # environment holds the output base's path and cache keys are the same in
+    # every checkout.
+    _run(rctx, [python, "-m", "compileall", "-f", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash", "venv/lib"], "compiling bytecode")
 
     # Files whose names Bazel cannot turn into labels would break the glob;
     # packages' own test suites are never imported by scripts.
@@ -128,6 +132,17 @@ _PRUNE_SCRIPT = """
 import os, re, shutil, sys
 ok = re.compile(r"^[A-Za-z0-9!%@^_#$&'()*+,;<=>?\\[\\]{|}~./-]+$")
 prune_tests = sys.argv[2] == "1"
+# Console scripts and activate scripts hold the output base's path; actions
+# never use them. Keep only the interpreter links.
+bindir = os.path.join(sys.argv[1], "bin")
+for name in os.listdir(bindir):
+    if not re.match(r"^python[0-9.]*$", name):
+        os.remove(os.path.join(bindir, name))
+cfg = os.path.join(sys.argv[1], "pyvenv.cfg")
+with open(cfg) as f:
+    lines = [l for l in f if not l.startswith("command")]
+with open(cfg, "w") as f:
+    f.writelines(lines)
 site = os.path.join("lib", "python%d.%d" % sys.version_info[:2], "site-packages")
 for root, dirs, files in os.walk(sys.argv[1]):
     in_package = site in root and not root.endswith(site)

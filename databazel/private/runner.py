@@ -16,8 +16,9 @@ The user script is invoked without a shell, with stdin from /dev/null::
     train:    SCRIPT --data DATA --model-output-path OUT --hyperparams JSON
     evaluate: SCRIPT --model-path MODEL --data-path DATA --output-dir DIR
 
-* ``--python-script`` runs SCRIPT with this interpreter (``sys.executable``);
-  without it SCRIPT must itself be executable (a py_binary launcher, a
+* ``--python-script`` runs SCRIPT with this interpreter (``sys.executable``),
+  with PYTHONSAFEPATH=1 and the script's directory, unresolved, first on
+  PYTHONPATH (so only declared sibling modules import in a sandbox); without it SCRIPT must itself be executable (a py_binary launcher, a
   ``#!/bin/sh`` script, ...).
 * ``--pythonpath DIR`` (repeatable) prepends DIR, made absolute, to the
   script's PYTHONPATH, in the given order.  The rest of the environment is the
@@ -313,6 +314,15 @@ def run_script(
         )
     prefix = [sys.executable] if python_script else []
     command = prefix + [os.path.abspath(script)] + script_args
+    env = script_env(pythonpath)
+    if python_script:
+        # Python puts the *resolved* directory of the script first on sys.path:
+        # in a sandbox that is the source tree, where undeclared siblings would
+        # import. Import from the script's directory as the action sees it.
+        env["PYTHONSAFEPATH"] = "1"
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (os.path.dirname(os.path.abspath(script)), env.get("PYTHONPATH")) if p
+        )
     log_dir = tempfile.mkdtemp(prefix="databazel-logs-")
     try:
         stdout_log = os.path.join(log_dir, "stdout")
@@ -324,7 +334,7 @@ def run_script(
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=err,
-                    env=script_env(pythonpath),
+                    env=env,
                     check=False,
                 ).returncode
             except OSError as e:

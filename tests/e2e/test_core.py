@@ -195,3 +195,32 @@ evaluate(
     if stage == "train":
         # No half-written model is left where a result is expected.
         assert not ws.bin(f"bad/{behaviour}/m.model").is_file()
+
+
+def test_only_declared_sibling_modules_import(ws: Workspace) -> None:
+    ws.write("sibling/data.txt", "x\n")
+    ws.write(
+        "sibling/BUILD",
+        LOAD
+        + """
+model(
+    name = "declared",
+    train_executable = "//scripts:sibling_train.py",
+    training_data = "data.txt",
+    deps = ["//scripts:sibling_helper.py"],
+)
+
+model(
+    name = "undeclared",
+    train_executable = "//scripts:sibling_train.py",
+    training_data = "data.txt",
+)
+""",
+    )
+    ws.build("//sibling:declared")
+    assert ws.bin("sibling/declared.model").read_text() == "hello from a declared sibling"
+    # The helper sits next to the script in the source tree, but the action did
+    # not declare it: the import must fail instead of silently escaping the cache key.
+    result = ws.build("//sibling:undeclared", check=False)
+    assert result.returncode != 0
+    assert "ModuleNotFoundError: No module named 'sibling_helper'" in result.stderr

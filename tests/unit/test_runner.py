@@ -438,8 +438,9 @@ def test_pythonpath_dirs_are_prepended_in_order(
     assert result == {
         "greet": "hi",
         "shadowed": "first",
+        # The script's own directory (unresolved) comes first; see run_script.
         "PYTHONPATH": os.pathsep.join(
-            [str(work / "lib1"), str(work / "lib2"), "/already/there"]
+            [str(work), str(work / "lib1"), str(work / "lib2"), "/already/there"]
         ),
         "marker": "kept",
     }
