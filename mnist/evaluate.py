@@ -21,25 +21,14 @@ train.py in the same build).
 
 from __future__ import annotations
 
-import os
-
-# Single-threaded BLAS, before numpy is imported, for reproducible floats.
-os.environ["OMP_NUM_THREADS"] = "1"
-os.environ["OPENBLAS_NUM_THREADS"] = "1"
-os.environ["MKL_NUM_THREADS"] = "1"
-os.environ["BLIS_NUM_THREADS"] = "1"
-os.environ["VECLIB_MAXIMUM_THREADS"] = "1"
-os.environ["NUMEXPR_NUM_THREADS"] = "1"
-
 import argparse
 import json
 import math
+import os
 import pickle
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import lib
+import lib  # first: it pins BLAS to one thread before numpy loads
 import numpy as np
 
 PROG = "evaluate.py"

@@ -21,17 +21,6 @@ inputs give a byte-identical pickle on the same machine and library versions.
 
 from __future__ import annotations
 
-import os
-
-# Pin BLAS/OpenMP to one thread before numpy is imported: multi-threaded
-# reductions may sum in a different order from run to run.
-os.environ["OMP_NUM_THREADS"] = "1"
-os.environ["OPENBLAS_NUM_THREADS"] = "1"
-os.environ["MKL_NUM_THREADS"] = "1"
-os.environ["BLIS_NUM_THREADS"] = "1"
-os.environ["VECLIB_MAXIMUM_THREADS"] = "1"
-os.environ["NUMEXPR_NUM_THREADS"] = "1"
-
 import argparse
 import json
 import math
@@ -39,11 +28,7 @@ import pickle
 import sys
 import warnings
 
-# lib.py sits next to this script. Python puts the script's directory first
-# on sys.path, unless run with -P / PYTHONSAFEPATH; make sure either way.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import lib
+import lib  # first: it pins BLAS to one thread before numpy loads
 
 PROG = "train.py"
 DEFAULTS = {"C": 1.0, "max_iter": 100, "tol": 1e-4}

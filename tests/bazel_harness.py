@@ -144,6 +144,7 @@ class Workspace:
             text=True,
             timeout=timeout,
             stdin=subprocess.DEVNULL,
+            check=False,
         )
         result = Result(proc.returncode, proc.stdout, proc.stderr, _read_execution_log(log) if log else [])
         if check and proc.returncode != 0:

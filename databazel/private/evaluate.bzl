@@ -49,8 +49,9 @@ The script is called as
 
 and must write `DIR/metrics.json`: a flat JSON object of finite numbers, such as
 `{"accuracy": 0.97, "log_loss": 0.11}`. databazel checks it and writes it,
-canonicalised, to `<name>.metrics.json`; everything else the script writes into
-`DIR` is kept in the directory `<name>.outputs` (output group `outputs_dir`).
+canonicalised, to `<name>.metrics.json`. `DIR` itself, with everything the
+script wrote into it, is the directory `<name>.outputs` (output group
+`outputs_dir`).
 """,
     attrs = dict(COMMON_ATTRS, **{
         "eval_executable": script_attr(

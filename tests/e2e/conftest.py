@@ -5,7 +5,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from bazel_harness import Workspace
 
 FIXTURE = Path(__file__).parent / "fixture"

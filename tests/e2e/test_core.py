@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from bazel_harness import Workspace
 
 LOAD = 'load("@databazel//databazel:defs.bzl", "evaluate", "hyperparam_search", "model")\n'

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from bazel_harness import REPO, Workspace
 
 DATA = REPO / "mnist" / "data" / "mnist.npz"
