@@ -14,7 +14,7 @@ MetricsInfo = provider(
     doc = "An evaluation: the metrics an `evaluate` target built for a model.",
     fields = {
         "metrics_file": "File: canonical JSON object mapping metric names to finite numbers (sorted keys).",
-        "output_dir": "File (a directory): everything else the evaluation script wrote into `--output-dir`.",
+        "output_dir": "File (a directory): the `--output-dir` the evaluation script wrote into (its `metrics.json` included).",
         "model": "ModelInfo: the model that was evaluated.",
         "test_data": "depset[File]: the data the script received through `--data-path`.",
         "label": "Label: the `evaluate` target.",
