@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 
@@ -223,3 +224,30 @@ model(
     result = ws.build("//sibling:undeclared", check=False)
     assert result.returncode != 0
     assert "ModuleNotFoundError: No module named 'sibling_helper'" in result.stderr
+
+
+def test_generated_training_data(ws: Workspace) -> None:
+    ws.write(
+        "generated/BUILD",
+        LOAD
+        + """
+genrule(
+    name = "make_data",
+    outs = ["rows.csv"],
+    cmd = "printf 'a,1\\\\nb,2\\\\n' > $@",
+)
+
+model(
+    name = "m",
+    train_executable = "//scripts:train.py",
+    training_data = ":make_data",
+    deps = ["//lib:fixturelib"],
+)
+""",
+    )
+    ws.build("//generated:m")
+    model = json.loads(ws.bin("generated/m.model").read_text())
+    assert model["data_is_dir"] is False
+    assert model["data"] == hashlib.sha256(b"a,1\nb,2\n").hexdigest()
+    data_arg = model["argv"][model["argv"].index("--data") + 1]
+    assert data_arg.startswith("bazel-out/") and data_arg.endswith("generated/rows.csv")
