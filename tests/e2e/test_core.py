@@ -251,3 +251,35 @@ model(
     assert model["data"] == hashlib.sha256(b"a,1\nb,2\n").hexdigest()
     data_arg = model["argv"][model["argv"].index("--data") + 1]
     assert data_arg.startswith("bazel-out/") and data_arg.endswith("generated/rows.csv")
+
+
+BAD_SEARCHES = [
+    ('grid = {}, metric = "accuracy"', "`grid` must be a non-empty dict"),
+    ('grid = {"x": []}, metric = "accuracy"', 'grid["x"] must be a non-empty list of strings'),
+    ('grid = {"x": [1, 2]}, metric = "accuracy"', "hyperparameter values must be strings"),
+    ('grid = {"2x": ["1"]}, metric = "accuracy"', "is not a valid hyperparameter name"),
+    ('grid = {"x": ["1"]}, metric = "accuracy", mode = "best"', '`mode` must be "max" or "min"'),
+    ('grid = {"x": ["1"]}, metric = ""', "`metric` must name the metric"),
+]
+
+
+@pytest.mark.parametrize(("arguments", "message"), BAD_SEARCHES, ids=[m for _, m in BAD_SEARCHES])
+def test_bad_search_declarations_fail_at_load_time(ws: Workspace, arguments: str, message: str) -> None:
+    ws.write(
+        "badsearch/BUILD",
+        LOAD
+        + f"""
+hyperparam_search(
+    name = "s",
+    {arguments},
+    eval_executable = "//scripts:evaluate.py",
+    test_data = "BUILD",
+    train_executable = "//scripts:train.py",
+    training_data = "BUILD",
+)
+""",
+    )
+    result = ws.bazel("query", "//badsearch:all")
+    assert result.returncode != 0
+    assert "//badsearch:s: " in result.stderr, result.stderr[-2000:]
+    assert message in result.stderr, result.stderr[-2000:]
