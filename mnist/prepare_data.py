@@ -37,13 +37,13 @@ import http.client
 import io
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
 
+import lib
 import numpy as np
 
 #: Mirrors tried in order. Each is a base URL (or a local directory) that
@@ -377,26 +377,7 @@ def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None
     The bytes go to a temporary file in the same directory, which is then
     renamed over `path`, so readers never see a partial file.
     """
-    data = npz_bytes(arrays)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    lib.write_bytes_atomic(path, npz_bytes(arrays))
 
 
 # --------------------------------------------------------------------------

@@ -29,6 +29,10 @@ MNIST_DIR = REPO / "mnist"
 UNREACHABLE = "http://127.0.0.1:9/"
 
 
+# The scripts import their helper `lib` from their own directory.
+sys.path.insert(0, str(MNIST_DIR))
+
+
 def _load_module(name: str):
     spec = importlib.util.spec_from_file_location(
         f"_databazel_mnist_{name}", MNIST_DIR / f"{name}.py"
