@@ -94,21 +94,19 @@ def resolve_script(ctx, attr_name):
         ))
     return struct(path = files[0].path, python = True, tools = [], inputs = depset(files))
 
-def _import_roots(ctx, files, imports):
-    """PYTHONPATH entries (exec paths) for `files` and PyInfo `imports` paths."""
-    roots = {}
-    for f in files:
-        root = f.root.path
-        if f.owner and f.owner.workspace_root:
-            root = (root + "/" if root else "") + f.owner.workspace_root
-        roots[root or "."] = True
-    bases = [ctx.bin_dir.path, "."]
+def _import_root(f):
+    """The directory a Python file's imports are relative to (an exec path)."""
+    parts = [p for p in (f.root.path, f.owner.workspace_root if f.owner else "") if p]
+    return "/".join(parts) or "."
+
+def _import_paths(ctx, imports):
+    """Exec paths for the `imports` of py_library targets (`workspace/path` strings)."""
+    paths = []
     for imp in imports:
         repo, _, rest = imp.partition("/")
         rel = rest if repo == ctx.workspace_name else "external/" + imp
-        for base in bases:
-            roots[base + "/" + rel if base != "." else rel] = True
-    return roots.keys()
+        paths.extend([rel, ctx.bin_dir.path + "/" + rel])
+    return paths
 
 def dependencies(ctx):
     """Inputs and PYTHONPATH entries from `deps` and `data`.
@@ -117,7 +115,8 @@ def dependencies(ctx):
       ctx: the context of a rule with COMMON_ATTRS.
 
     Returns:
-      struct(inputs = depset, pythonpath = list of exec paths).
+      struct(inputs = depset, sources = depset of Python files whose import
+      roots go on PYTHONPATH, import_paths = list of further PYTHONPATH entries).
     """
     transitive = []
     imports = []
@@ -128,11 +127,11 @@ def dependencies(ctx):
         else:
             transitive.append(dep.files)
     sources = depset(transitive = transitive)
-    imports = depset(transitive = imports).to_list()
     data = depset(transitive = [d.files for d in ctx.attr.data])
     return struct(
         inputs = depset(transitive = [sources, data]),
-        pythonpath = _import_roots(ctx, sources.to_list(), imports),
+        sources = sources,
+        import_paths = _import_paths(ctx, depset(transitive = imports).to_list()),
     )
 
 def describe_hyperparams(hyperparams, limit = 160):
@@ -176,7 +175,11 @@ def run_runner(ctx, subcommand, script_attr_name, arguments, inputs, outputs, mn
     head.add("--script", script.path)
     if script.python:
         head.add("--python-script")
-    head.add_all(deps.pythonpath, before_each = "--pythonpath")
+
+    # Import roots are computed when the action runs, not by flattening the
+    # deps of every trial during analysis.
+    head.add_all(deps.sources, map_each = _import_root, uniquify = True, before_each = "--pythonpath")
+    head.add_all(deps.import_paths, before_each = "--pythonpath")
 
     env = dict(DEFAULT_ENV)
     env.update(ctx.attr.env)

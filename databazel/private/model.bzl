@@ -3,13 +3,12 @@
 load(":common.bzl", "COMMON_ATTRS", "PY_TOOLCHAIN_TYPE", "describe_hyperparams", "run_runner", "script_attr")
 load(":providers.bzl", "ModelInfo")
 
-def _sorted_dict(d):
-    return {k: d[k] for k in sorted(d.keys())}
-
 def _model_impl(ctx):
     model_file = ctx.actions.declare_file(ctx.attr.model or ctx.label.name + ".model")
     hyperparams_file = ctx.actions.declare_file(ctx.label.name + ".hyperparams.json")
-    ctx.actions.write(hyperparams_file, json.encode(_sorted_dict(ctx.attr.hyperparams)))
+
+    # json.encode sorts keys: the order in the BUILD file does not change the cache key.
+    ctx.actions.write(hyperparams_file, json.encode(ctx.attr.hyperparams))
     training_data = ctx.attr.training_data.files
     if not training_data.to_list():
         fail("{}: `training_data` {} provides no files".format(ctx.label, ctx.attr.training_data.label))

@@ -314,15 +314,14 @@ def run_script(
         )
     prefix = [sys.executable] if python_script else []
     command = prefix + [os.path.abspath(script)] + script_args
-    env = script_env(pythonpath)
     if python_script:
         # Python puts the *resolved* directory of the script first on sys.path:
         # in a sandbox that is the source tree, where undeclared siblings would
         # import. Import from the script's directory as the action sees it.
+        pythonpath = [os.path.dirname(os.path.abspath(script)), *pythonpath]
+    env = script_env(pythonpath)
+    if python_script:
         env["PYTHONSAFEPATH"] = "1"
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (os.path.dirname(os.path.abspath(script)), env.get("PYTHONPATH")) if p
-        )
     log_dir = tempfile.mkdtemp(prefix="databazel-logs-")
     try:
         stdout_log = os.path.join(log_dir, "stdout")

@@ -1,6 +1,6 @@
 """`hyperparam_search`: a grid of `model` and `evaluate` targets and a report that ranks them."""
 
-load(":common.bzl", "PY_TOOLCHAIN_TYPE", "python_runtime")
+load(":common.bzl", "DEFAULT_ENV", "PY_TOOLCHAIN_TYPE", "python_runtime")
 load(":evaluate.bzl", _evaluate = "evaluate")
 load(":grid.bzl", "expand_grid")
 load(":model.bzl", _model = "model")
@@ -15,7 +15,7 @@ def _search_report_impl(ctx):
         "hyperparam_names": ctx.attr.hyperparam_names,
         "trials": [
             {
-                "hyperparams": {k: t.model.hyperparams[k] for k in sorted(t.model.hyperparams.keys())},
+                "hyperparams": t.model.hyperparams,
                 "label": str(t.model.label),
                 "metrics": t.metrics_file.path,
                 "model": t.model.model_file.short_path,
@@ -52,7 +52,7 @@ def _search_report_impl(ctx):
         mnemonic = "DatabazelReport",
         progress_message = "Ranking {} trials of {} by {} ({})".format(len(trials), ctx.label, ctx.attr.metric, ctx.attr.mode),
         use_default_shell_env = False,
-        env = {"LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"},
+        env = DEFAULT_ENV,
     )
     files = depset([outputs.json, outputs.csv, outputs.markdown])
     return [
