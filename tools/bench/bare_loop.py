@@ -3,7 +3,7 @@
 
 Reads the trials (their hyperparameters) from a search report that Bazel built,
 runs `mnist/train.py` and `mnist/evaluate.py` for each with the interpreter of
-@databazel_python and the same environment defaults as the rules, and prints the
+@databazel_python and the environment of the rules' actions (from `bazel aquery`), and prints the
 wall time of the whole loop. Compare it with a cold `bazel build --jobs=N` of
 the search:
 
@@ -23,17 +23,15 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-ENV = {  # databazel/private/common.bzl DEFAULT_ENV
-    "LC_ALL": "C.UTF-8",
-    "MKL_NUM_THREADS": "1",
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "PATH": "/usr/local/bin:/usr/bin:/bin",
-    "PYTHONDONTWRITEBYTECODE": "1",
-    "PYTHONHASHSEED": "0",
-    "PYTHONNOUSERSITE": "1",
-    "PYTHONUTF8": "1",
-}
+
+
+def action_env(target: str) -> dict[str, str]:
+    """The environment Bazel gives the training action of `target` (from `bazel aquery`)."""
+    query = f'mnemonic("DatabazelTrain", {target})'
+    out = subprocess.run(["bazel", "aquery", query, "--output=jsonproto"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    action = json.loads(out)["actions"][0]
+    return {v["key"]: v["value"] for v in action.get("environmentVariables", [])}
 
 
 def main() -> int:
@@ -44,6 +42,7 @@ def main() -> int:
 
     output_base = subprocess.run(["bazel", "info", "output_base"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
     python = Path(output_base) / "external/databazel_python/venv/bin/python3"
+    env = action_env("//mnist:bzl_training")
     trials = json.loads(args.report.read_text())["trials"]
     per_trial = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,10 +52,10 @@ def main() -> int:
             t0 = time.perf_counter()
             subprocess.run([str(python), "mnist/train.py", "--data", str(args.data), "--model-output-path", str(model),
                             "--hyperparams", json.dumps(trial["hyperparams"], sort_keys=True)],
-                           cwd=REPO, env=ENV, check=True, stderr=subprocess.DEVNULL)
+                           cwd=REPO, env=env, check=True, stderr=subprocess.DEVNULL)
             t1 = time.perf_counter()
             subprocess.run([str(python), "mnist/evaluate.py", "--model-path", str(model), "--data-path", str(args.data),
-                            "--output-dir", str(out)], cwd=REPO, env=ENV, check=True)
+                            "--output-dir", str(out)], cwd=REPO, env=env, check=True)
             per_trial.append((trial["name"], t1 - t0, time.perf_counter() - t1))
         total = time.perf_counter() - start
     for name, train, evaluate in per_trial:
