@@ -121,8 +121,8 @@ class Workspace:
             path.chmod(0o755)
         return path
 
-    def bazel(self, *args: str, check: bool = False, timeout: float = 600) -> Result:
-        """Runs `bazel ARGS` in the workspace; build-like commands get an execution log."""
+    def _command(self, args: tuple[str, ...]) -> tuple[list[str], Path | None]:
+        """The bazel command line for ARGS, and the execution log it will write."""
         command, rest = args[0], list(args[1:])
         log = None
         if command in ("build", "test", "run"):
@@ -131,14 +131,31 @@ class Workspace:
             rest = [f"--execution_log_json_file={log}"] + rest
             if not self.convenience_symlinks:
                 rest = ["--symlink_prefix=/"] + rest
+        return ["bazel", f"--output_base={self.output_base}", "--max_idle_secs=600", command, *rest], log
+
+    def start(self, *args: str) -> subprocess.Popen:
+        """Starts `bazel ARGS` in the background (output discarded); the caller waits or kills."""
+        command, _log = self._command(args)
+        return subprocess.Popen(
+            command,
+            cwd=self.root,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def server_pid(self) -> int | None:
+        """The pid of this workspace's Bazel server, if one is running."""
+        try:
+            return int((self.output_base / "server" / "server.pid.txt").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def bazel(self, *args: str, check: bool = False, timeout: float = 600) -> Result:
+        """Runs `bazel ARGS` in the workspace; build-like commands get an execution log."""
+        command, log = self._command(args)
         proc = subprocess.run(
-            [
-                "bazel",
-                f"--output_base={self.output_base}",
-                "--max_idle_secs=600",
-                command,
-                *rest,
-            ],
+            command,
             cwd=self.root,
             capture_output=True,
             text=True,

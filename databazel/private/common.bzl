@@ -46,6 +46,10 @@ COMMON_ATTRS = {
     "env": attr.string_dict(
         doc = "Environment variables for the script, on top of databazel's defaults (`PYTHONHASHSEED=0`, one BLAS/OpenMP thread, a fixed `PATH`, ...). Variables of the calling shell never reach the script; declare them here. They are part of the cache key.",
     ),
+    "timeout": attr.int(
+        default = 0,
+        doc = "Seconds the script may run; past them the runner kills it (and every process it started) and the build fails naming the target. 0: no limit. The timeout is an argument of the action, so changing it re-runs the action.",
+    ),
     "_runner": attr.label(
         default = Label("//databazel/private:runner.py"),
         allow_single_file = True,
@@ -173,6 +177,10 @@ def run_runner(ctx, subcommand, script_attr_name, arguments, inputs, outputs, mn
     head.add(subcommand)
     head.add("--target", str(ctx.label))
     head.add("--script", script.path)
+    if ctx.attr.timeout < 0:
+        fail("{}: `timeout` must be a number of seconds, 0 for no limit; got {}".format(ctx.label, ctx.attr.timeout))
+    if ctx.attr.timeout:
+        head.add("--timeout", str(ctx.attr.timeout))
     if script.python:
         head.add("--python-script")
 

@@ -13,6 +13,16 @@ _HEX = "0123456789abcdef"
 # Values longer than this are shortened (with a hash suffix) in target names.
 MAX_VALUE_CHARS_IN_NAME = 40
 
+# Trial names longer than this are cut and end in a hash of the full name, so
+# that every file a trial writes (`<trial>__eval.metrics.json`, ...) stays well
+# inside the 255-byte limit of a file name.
+MAX_TRIAL_NAME_LENGTH = 200
+
+# A search expands to at most this many trials unless its `max_trials` says
+# otherwise: a stray value that multiplies the grid fails at load time instead
+# of starting thousands of trainings.
+DEFAULT_MAX_TRIALS = 1000
+
 def _hex32(n):
     """Formats the low 32 bits of an int as 8 lowercase hex digits."""
     if n < 0:
@@ -22,6 +32,23 @@ def _hex32(n):
         digits.append(_HEX[n % 16])
         n = n // 16
     return "".join(reversed(digits))
+
+def _hash64(s):
+    """16 hex digits: two 32-bit string hashes, of `s` and of `s` reversed.
+
+    Starlark's `hash` of a string is the same on every machine, so names built
+    from it are too.
+    """
+    return _hex32(hash(s)) + _hex32(hash(s[::-1]))
+
+def _has_hash_suffix(s):
+    """Whether `s` ends like a shortened name piece: `_h` and 16 hex digits."""
+    if len(s) < 18 or s[-18:-16] != "_h":
+        return False
+    for c in s[-16:].elems():
+        if c not in _HEX.elems():
+            return False
+    return True
 
 def is_identifier(s):
     """Whether `s` is a non-empty identifier.
@@ -41,15 +68,31 @@ def is_identifier(s):
             return False
     return True
 
+def _is_verbatim(value):
+    """Whether a value can appear in a target name as it is."""
+    if not value or len(value) > MAX_VALUE_CHARS_IN_NAME or value in (".", ".."):
+        return False
+    for c in value.elems():
+        if c not in _NAME_CHARS.elems():
+            return False
+
+    # `__` separates the parts of a trial name, and `_h<hex>` marks a shortened
+    # value: a value holding either is shortened too, so names stay unambiguous.
+    return "__" not in value and not value.endswith("_") and not _has_hash_suffix(value)
+
 def value_to_name(value):
     """Turns a hyperparameter value into a readable, valid piece of a target name.
 
-    Values made only of letters, digits and `._+-` (and at most
-    MAX_VALUE_CHARS_IN_NAME long) are kept verbatim. Any other value keeps its
-    allowed characters (others become `_`), is cut to MAX_VALUE_CHARS_IN_NAME
-    characters and gets `_h` plus a hash of the full value appended, so two
-    different values never share a name piece except by a 32-bit hash collision
-    (which `expand_grid` detects).
+    Values made only of letters, digits and `._+-` (at most
+    MAX_VALUE_CHARS_IN_NAME long, without `__` and not ending in `_`) are kept
+    verbatim. Any other value keeps its allowed characters (others become
+    `_`, and runs of `_` one `_`), is cut to MAX_VALUE_CHARS_IN_NAME characters and gets `_h`
+    plus a 64-bit hash of the full value (16 hex digits) appended.
+
+    Two different values never share a piece except by a 64-bit hash collision
+    (which `expand_grid` detects): verbatim pieces never end like a hash suffix,
+    and no piece contains `__`, so a trial name can also be split back into its
+    pieces unambiguously.
 
     Args:
       value: the value, a string.
@@ -57,10 +100,20 @@ def value_to_name(value):
     Returns:
       A non-empty string of characters from `[A-Za-z0-9._+-]`.
     """
-    kept = "".join([c if c in _NAME_CHARS.elems() else "_" for c in value.elems()])
-    if kept == value and value and len(value) <= MAX_VALUE_CHARS_IN_NAME and value not in (".", ".."):
+    if _is_verbatim(value):
         return value
-    return "{}_h{}".format(kept[:MAX_VALUE_CHARS_IN_NAME], _hex32(hash(value)))
+    kept = []
+    for c in value.elems():
+        if c not in _NAME_CHARS.elems():
+            c = "_"
+        if c != "_" or not kept or kept[-1] != "_":
+            kept.append(c)
+    short = "".join(kept)[:MAX_VALUE_CHARS_IN_NAME]
+    for _ in range(len(short)):
+        if not short.endswith("_"):
+            break
+        short = short[:-1]
+    return "{}_h{}".format(short, _hash64(value))
 
 def trial_name(prefix, combination):
     """The target name of one trial.
@@ -70,20 +123,44 @@ def trial_name(prefix, combination):
       combination: list of (name, value) pairs, in grid order.
 
     Returns:
-      `prefix__name1-value1__name2-value2...`, with values through `value_to_name`.
+      `prefix__name1-value1__name2-value2...`, with values through
+      `value_to_name`; when that is longer than MAX_TRIAL_NAME_LENGTH, its
+      beginning followed by `__h` and a hash of the whole.
     """
-    return "__".join([prefix] + ["{}-{}".format(k, value_to_name(v)) for k, v in combination])
+    name = "__".join([prefix] + ["{}-{}".format(k, value_to_name(v)) for k, v in combination])
+    if len(name) <= MAX_TRIAL_NAME_LENGTH:
+        return name
 
-def validate_grid(where, grid, fixed_hyperparams = {}):
+    # Long names end in `__h<hex>`; short ones in `-<piece>`: they never meet.
+    return "{}__h{}".format(name[:MAX_TRIAL_NAME_LENGTH - 19], _hash64(name))
+
+def grid_size(grid):
+    """The number of trials of a grid: the product of its value counts.
+
+    Args:
+      grid: dict from hyperparameter name to a list of values.
+
+    Returns:
+      An int.
+    """
+    size = 1
+    for values in grid.values():
+        size = size * len(values)
+    return size
+
+def validate_grid(where, grid, fixed_hyperparams = {}, max_trials = DEFAULT_MAX_TRIALS):
     """Fails with a message naming `where` if `grid` is not a usable grid.
 
     Args:
       where: the search's label, for error messages.
       grid: dict from hyperparameter name to a non-empty list of string values.
       fixed_hyperparams: dict of hyperparameters every trial gets; must not overlap the grid.
+      max_trials: the largest number of trials allowed.
     """
     if type(grid) != "dict" or not grid:
         fail("{}: `grid` must be a non-empty dict from hyperparameter name to a list of string values, got {}".format(where, repr(grid)))
+    if type(fixed_hyperparams) != "dict":
+        fail("{}: `hyperparams` must be a dict from hyperparameter name to string value, got {}".format(where, repr(fixed_hyperparams)))
     for key, values in grid.items():
         if not is_identifier(key):
             fail("{}: grid key {} is not a valid hyperparameter name: use letters, digits and `_`, not starting with a digit".format(where, repr(key)))
@@ -100,11 +177,21 @@ def validate_grid(where, grid, fixed_hyperparams = {}):
             fail("{}: {} is both in `grid` and in `hyperparams`; keep it in one of them".format(where, repr(key)))
     for key, value in fixed_hyperparams.items():
         if not is_identifier(key):
-            fail("{}: hyperparams key {} is not a valid hyperparameter name".format(where, repr(key)))
+            fail("{}: hyperparams key {} is not a valid hyperparameter name: use letters, digits and `_`, not starting with a digit".format(where, repr(key)))
         if type(value) != "string":
-            fail("{}: hyperparams[{}] is {} ({}); hyperparameter values must be strings".format(where, repr(key), repr(value), type(value)))
+            fail("{}: hyperparams[{}] is {} ({}); hyperparameter values must be strings: write {}".format(where, repr(key), repr(value), type(value), repr(str(value))))
+    if type(max_trials) != "int" or max_trials < 1:
+        fail("{}: `max_trials` must be a positive int, got {}".format(where, repr(max_trials)))
+    size = grid_size(grid)
+    if size > max_trials:
+        fail("{}: the grid has {} trials ({}), more than max_trials = {}; remove values, or raise `max_trials` if you mean it".format(
+            where,
+            size,
+            " x ".join(["{} {}".format(len(v), k) for k, v in grid.items()]),
+            max_trials,
+        ))
 
-def expand_grid(where, prefix, grid, fixed_hyperparams = {}):
+def expand_grid(where, prefix, grid, fixed_hyperparams = {}, max_trials = DEFAULT_MAX_TRIALS):
     """Expands a grid into its cartesian product of trials.
 
     The first grid key varies slowest. Each trial's name depends only on its own
@@ -116,12 +203,13 @@ def expand_grid(where, prefix, grid, fixed_hyperparams = {}):
       prefix: the search's name; every trial name starts with it.
       grid: dict from hyperparameter name to a non-empty list of string values.
       fixed_hyperparams: hyperparameters every trial gets in addition.
+      max_trials: the largest number of trials allowed (see `validate_grid`).
 
     Returns:
       A list of structs with `name` (the trial's target name) and
       `hyperparams` (dict: fixed hyperparameters, then grid values in grid order).
     """
-    validate_grid(where, grid, fixed_hyperparams)
+    validate_grid(where, grid, fixed_hyperparams, max_trials)
     combinations = [[]]
     for key, values in grid.items():
         combinations = [c + [(key, v)] for c in combinations for v in values]
@@ -131,7 +219,7 @@ def expand_grid(where, prefix, grid, fixed_hyperparams = {}):
     for combination in combinations:
         name = trial_name(prefix, combination)
         if name in names:
-            fail("{}: the trials {} and {} would share the target name {}; change one of the values".format(where, names[name], combination, name))
+            fail("{}: the trials {} and {} would share the target name {} (a hash collision); change one of the values".format(where, names[name], combination, name))
         names[name] = combination
         hyperparams = dict(fixed_hyperparams)
         hyperparams.update({k: v for k, v in combination})

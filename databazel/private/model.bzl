@@ -1,9 +1,13 @@
 """The `model` rule: training a model is building its file."""
 
 load(":common.bzl", "COMMON_ATTRS", "PY_TOOLCHAIN_TYPE", "describe_hyperparams", "run_runner", "script_attr")
+load(":grid.bzl", "is_identifier")
 load(":providers.bzl", "ModelInfo")
 
 def _model_impl(ctx):
+    for key in ctx.attr.hyperparams:
+        if not is_identifier(key):
+            fail("{}: hyperparams key {} is not a valid hyperparameter name: use letters, digits and `_`, not starting with a digit".format(ctx.label, repr(key)))
     model_file = ctx.actions.declare_file(ctx.attr.model or ctx.label.name + ".model")
     hyperparams_file = ctx.actions.declare_file(ctx.label.name + ".hyperparams.json")
 

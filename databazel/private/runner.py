@@ -5,11 +5,12 @@ Bazel calls this file with paths relative to the action's working directory
 
     python3 runner.py train --target //pkg:name --hyperparams-file HP.json \\
         --model-output OUT --data PATH [--data PATH ...] --script SCRIPT \\
-        [--python-script] [--pythonpath DIR ...]
+        [--python-script] [--pythonpath DIR ...] [--timeout SECONDS]
 
     python3 runner.py evaluate --target //pkg:name --model MODEL \\
         --data PATH [--data PATH ...] --metrics-output METRICS.json \\
-        --output-dir DIR --script SCRIPT [--python-script] [--pythonpath DIR ...]
+        --output-dir DIR --script SCRIPT [--python-script] [--pythonpath DIR ...] \\
+        [--timeout SECONDS]
 
 The user script is invoked without a shell, with stdin from /dev/null::
 
@@ -33,6 +34,10 @@ The user script is invoked without a shell, with stdin from /dev/null::
   their parent directories), and passes that directory.  For example
   ``--data d/train/x.csv --data d/test/y.csv`` gives ``TMP/train/x.csv`` and
   ``TMP/test/y.csv``.  The directory is removed when the script has finished.
+* ``--timeout SECONDS``: the script runs in a session of its own; when it is
+  still running after SECONDS, it and every process it started get SIGTERM,
+  then SIGKILL 5 s later, and the runner fails saying so.  SIGTERM, SIGINT or
+  SIGHUP sent to the runner stop the script the same way.
 * evaluate: DIR is created if needed.  After the script exits 0 the runner
   reads ``DIR/metrics.json`` (format: ``METRICS_FORMAT``) and writes its
   canonical form to METRICS.json.
@@ -55,6 +60,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -297,14 +303,74 @@ def _exit_description(returncode: int) -> str:
     return f"exited with code {returncode}"
 
 
+# Seconds between SIGTERM and SIGKILL when a script is stopped.
+KILL_GRACE_SECONDS = 5.0
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop the script and every process it started (its own session)."""
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+# How often the runner checks for a timeout or a termination signal.
+_POLL_SECONDS = 0.1
+
+
+def _wait(process: subprocess.Popen[bytes], timeout: float | None) -> str | None:
+    """Wait for the script; stop it on timeout or when the runner is told to stop.
+
+    The script runs in a session of its own (so that a timeout can kill
+    everything it started), which also takes it out of the runner's process
+    group: SIGTERM, SIGINT and SIGHUP sent to the runner are passed on here.
+
+    Returns None when the script ended by itself, "timeout" when it was killed
+    for the timeout; raises SystemExit(128 + signal) when the runner was told
+    to stop.
+    """
+    received: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while not received:
+            try:
+                process.wait(_POLL_SECONDS)
+                return None
+            except subprocess.TimeoutExpired:
+                if deadline is not None and time.monotonic() >= deadline:
+                    _stop(process)
+                    return "timeout"
+        _stop(process)
+        raise SystemExit(128 + received[0])
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def run_script(
     kind: str,
     script: str,
     python_script: bool,
     pythonpath: Sequence[str],
     script_args: list[str],
+    timeout: float | None = None,
 ) -> None:
-    """Run the user script (no shell); raise RunnerError unless it exits 0."""
+    """Run the user script (no shell); raise RunnerError unless it exits 0.
+
+    With `timeout` (seconds), a script still running after it is killed with
+    everything it started, and the error says so.
+    """
     if not os.path.isfile(script):
         raise RunnerError(f"{kind} script {script} does not exist or is not a file")
     if not python_script and not os.access(script, os.X_OK):
@@ -328,27 +394,37 @@ def run_script(
         stderr_log = os.path.join(log_dir, "stderr")
         with open(stdout_log, "wb") as out, open(stderr_log, "wb") as err:
             try:
-                returncode = subprocess.run(
+                process = subprocess.Popen(
                     command,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=err,
                     env=env,
-                    check=False,
-                ).returncode
+                    start_new_session=True,
+                )
             except OSError as e:
                 raise RunnerError(f"cannot run {kind} script {script}: {e}") from None
-        if returncode != 0:
+            timed_out = _wait(process, timeout) == "timeout"
+            returncode = process.returncode
+        if timed_out:
+            message = (
+                f"{kind} script {script} was still running after the timeout of "
+                f"{timeout:g} s and was killed; raise the target's `timeout` "
+                "or make the script faster\n"
+            )
+        elif returncode != 0:
             message = f"{kind} script {script} {_exit_description(returncode)}\n"
-            stderr_tail = tail(stderr_log)
-            if stderr_tail:
-                message += "Last lines of its stderr:\n" + _indent(stderr_tail)
-            else:
-                message += "(its stderr was empty)"
-                stdout_tail = tail(stdout_log)
-                if stdout_tail:
-                    message += "\nLast lines of its stdout:\n" + _indent(stdout_tail)
-            raise RunnerError(message)
+        else:
+            return
+        stderr_tail = tail(stderr_log)
+        if stderr_tail:
+            message += "Last lines of its stderr:\n" + _indent(stderr_tail)
+        else:
+            message += "(its stderr was empty)"
+            stdout_tail = tail(stdout_log)
+            if stdout_tail:
+                message += "\nLast lines of its stdout:\n" + _indent(stdout_tail)
+        raise RunnerError(message)
     finally:
         shutil.rmtree(log_dir, ignore_errors=True)
 
@@ -385,6 +461,7 @@ def train(args: argparse.Namespace) -> None:
                 "--hyperparams",
                 encode_hyperparams(hyperparams),
             ],
+            args.timeout,
         )
     if os.path.isdir(out):
         raise ContractError(
@@ -426,6 +503,7 @@ def evaluate(args: argparse.Namespace) -> None:
             args.python_script,
             args.pythonpath,
             ["--model-path", args.model, "--data-path", data, "--output-dir", out_dir],
+            args.timeout,
         )
     if not os.path.isfile(metrics_file):
         raise ContractError(
@@ -454,6 +532,13 @@ def evaluate(args: argparse.Namespace) -> None:
 # Command line
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="runner.py", description="databazel action runner"
@@ -472,6 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--script", required=True)
         cmd.add_argument("--python-script", action="store_true")
         cmd.add_argument("--pythonpath", action="append", default=[])
+        cmd.add_argument("--timeout", type=_positive_seconds, default=None)
     return parser
 
 
@@ -486,6 +572,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (RunnerError, OSError) as e:
         message = str(e)
+    except SystemExit:
+        # Stopped by a signal (see _wait): leave no output behind.
+        remove_path(output)
+        raise
     except Exception as e:  # noqa: BLE001 - any failure is one error, never a traceback
         message = f"internal error in the databazel runner: {type(e).__name__}: {e}"
     remove_path(output)

@@ -2,7 +2,7 @@
 
 load(":common.bzl", "DEFAULT_ENV", "PY_TOOLCHAIN_TYPE", "python_runtime")
 load(":evaluate.bzl", _evaluate = "evaluate")
-load(":grid.bzl", "expand_grid")
+load(":grid.bzl", "DEFAULT_MAX_TRIALS", "expand_grid")
 load(":model.bzl", _model = "model")
 load(":providers.bzl", "MetricsInfo", "SearchReportInfo")
 
@@ -104,15 +104,17 @@ search_report = rule(
 
 def hyperparam_search(
         name,
-        grid,
-        metric,
-        training_data,
-        train_executable,
-        test_data,
-        eval_executable,
+        grid = None,
+        metric = None,
+        training_data = None,
+        train_executable = None,
+        test_data = None,
+        eval_executable = None,
         mode = "max",
         hyperparams = {},
         model = None,
+        max_trials = DEFAULT_MAX_TRIALS,
+        timeout = 0,
         deps = [],
         data = [],
         env = {},
@@ -125,28 +127,48 @@ def hyperparam_search(
     `search`. Trial names depend only on the trial's own values, so adding a value
     to the grid adds trials and Bazel re-uses the results of the others.
 
+    Every mistake in the declaration fails when the BUILD file is loaded, with a
+    message naming the search and the argument to fix.
+
     Args:
       name: name of the report target; every trial's name starts with it.
-      grid: dict from hyperparameter name (an identifier) to a non-empty list of string values.
-      metric: the metric the report ranks by; every evaluation must produce it.
-      training_data: as in `model`.
-      train_executable: as in `model`.
-      test_data: as in `evaluate`.
-      eval_executable: as in `evaluate`.
+      grid: required. Dict from hyperparameter name (an identifier) to a non-empty list of string values.
+      metric: required. The metric the report ranks by; every evaluation must produce it.
+      training_data: required. As in `model`.
+      train_executable: required. As in `model`.
+      test_data: required. As in `evaluate`.
+      eval_executable: required. As in `evaluate`.
       mode: `max` (larger is better) or `min`.
       hyperparams: hyperparameters every trial gets besides its grid values.
       model: file name of each trial's model, inside a directory named after the trial. Default: `<trial>.model`.
+      max_trials: the largest grid allowed (default 1000); a larger one fails at load time.
+      timeout: as in `model` and `evaluate`: seconds each training and each evaluation may run (0: no limit).
       deps: as in `model` and `evaluate`; used by both scripts.
       data: as in `model` and `evaluate`; given to both scripts.
       env: as in `model` and `evaluate`; given to both scripts.
       **kwargs: common attributes (`tags`, `visibility`, `testonly`, ...) given to every target.
     """
     where = "//{}:{}".format(native.package_name(), name)
+    required = [
+        ("grid", grid, "a dict from hyperparameter name to a list of string values"),
+        ("metric", metric, "the metric to rank by, such as \"accuracy\""),
+        ("training_data", training_data, "the label of the training data"),
+        ("train_executable", train_executable, "the training script"),
+        ("test_data", test_data, "the label of the evaluation data"),
+        ("eval_executable", eval_executable, "the evaluation script"),
+    ]
+    for arg, value, what in required:
+        if value == None:
+            fail("{}: `{}` is required: {}".format(where, arg, what))
     if type(metric) != "string" or not metric:
-        fail("{}: `metric` must name the metric to rank by, such as \"accuracy\"".format(where))
+        fail("{}: `metric` must name the metric to rank by, such as \"accuracy\", got {}".format(where, repr(metric)))
     if mode not in MODES:
         fail("{}: `mode` must be \"max\" or \"min\", got {}".format(where, repr(mode)))
-    trials = expand_grid(where, name, grid, hyperparams)
+    if model != None and (type(model) != "string" or not model):
+        fail("{}: `model` must be a file name such as \"model.pkl\", got {}".format(where, repr(model)))
+    if type(timeout) != "int" or timeout < 0:
+        fail("{}: `timeout` must be a number of seconds (an int, 0 for no limit), got {}".format(where, repr(timeout)))
+    trials = expand_grid(where, name, grid, hyperparams, max_trials)
 
     evaluations = []
     for trial in trials:
@@ -156,6 +178,7 @@ def hyperparam_search(
             train_executable = train_executable,
             hyperparams = trial.hyperparams,
             model = trial.name + "/" + model if model else None,
+            timeout = timeout,
             deps = deps,
             data = data,
             env = env,
@@ -166,6 +189,7 @@ def hyperparam_search(
             model = ":" + trial.name,
             test_data = test_data,
             eval_executable = eval_executable,
+            timeout = timeout,
             deps = deps,
             data = data,
             env = env,

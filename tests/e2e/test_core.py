@@ -153,6 +153,12 @@ VIOLATIONS = [
     ("list", "evaluate", "list", ""),
     ("string", "evaluate", "accuracy", "string"),
     ("nan", "evaluate", "NaN", ""),
+    ("inf", "evaluate", '"loss" is -Infinity; it must be a finite number', ""),
+    ("nested", "evaluate", '"accuracy" has a nested object value; it must be a number', ""),
+    ("bool", "evaluate", '"accuracy" has a boolean (true) value', ""),
+    ("empty", "evaluate", "at least one metric is required", ""),
+    ("duplicate", "evaluate", 'duplicate key "accuracy"', ""),
+    ("spam", "train", "exited with code 1", "last words"),
 ]
 
 
@@ -192,6 +198,8 @@ evaluate(
     assert target in error_lines[0]
     assert message in result.stderr, result.stderr[-3000:]
     assert detail in result.stderr
+    # However much the script printed, the error shows a bounded tail.
+    assert len(result.stderr.encode()) < 64 * 1024, len(result.stderr.encode())
     if stage == "train":
         # No half-written model is left where a result is expected.
         assert not ws.bin(f"bad/{behaviour}/m.model").is_file()
@@ -253,33 +261,62 @@ model(
     assert data_arg.startswith("bazel-out/") and data_arg.endswith("generated/rows.csv")
 
 
+# Each case: arguments replacing (or, with None, removing) those of a good search.
+GOOD_SEARCH = {
+    "grid": '{"x": ["1", "2"]}',
+    "metric": '"accuracy"',
+    "eval_executable": '"//scripts:evaluate.py"',
+    "test_data": '"BUILD"',
+    "train_executable": '"//scripts:train.py"',
+    "training_data": '"BUILD"',
+}
 BAD_SEARCHES = [
-    ('grid = {}, metric = "accuracy"', "`grid` must be a non-empty dict"),
-    ('grid = {"x": []}, metric = "accuracy"', 'grid["x"] must be a non-empty list of strings'),
-    ('grid = {"x": [1, 2]}, metric = "accuracy"', "hyperparameter values must be strings"),
-    ('grid = {"2x": ["1"]}, metric = "accuracy"', "is not a valid hyperparameter name"),
-    ('grid = {"x": ["1"]}, metric = "accuracy", mode = "best"', '`mode` must be "max" or "min"'),
-    ('grid = {"x": ["1"]}, metric = ""', "`metric` must name the metric"),
+    ({"grid": "{}"}, "`grid` must be a non-empty dict"),
+    ({"grid": '{"x": []}'}, 'grid["x"] must be a non-empty list of strings'),
+    ({"grid": '{"x": [1, 2]}'}, 'grid["x"] holds 1 (int); hyperparameter values must be strings: write "1"'),
+    ({"grid": '{"2x": ["1"]}'}, 'grid key "2x" is not a valid hyperparameter name'),
+    ({"grid": '{"": ["1"]}'}, 'grid key "" is not a valid hyperparameter name'),
+    ({"grid": '{"learning rate": ["1"]}'}, 'grid key "learning rate" is not a valid hyperparameter name'),
+    ({"grid": '{"x": ["1", "1"]}'}, 'grid["x"] lists the value "1" twice'),
+    ({"grid": '{"x": ["1"]}', "hyperparams": '{"x": "2"}'}, '"x" is both in `grid` and in `hyperparams`'),
+    ({"hyperparams": '{"tol": 0.1}'}, 'hyperparams["tol"] is 0.1 (float)'),
+    ({"hyperparams": '{"a-b": "1"}'}, 'hyperparams key "a-b" is not a valid hyperparameter name'),
+    ({"mode": '"best"'}, '`mode` must be "max" or "min"'),
+    ({"metric": '""'}, "`metric` must name the metric"),
+    ({"metric": None}, "`metric` is required"),
+    ({"grid": None}, "`grid` is required"),
+    ({"training_data": None}, "`training_data` is required"),
+    ({"eval_executable": None}, "`eval_executable` is required"),
+    ({"timeout": "-5"}, "`timeout` must be a number of seconds"),
+    (
+        {"grid": '{"a": [str(i) for i in range(40)], "b": [str(i) for i in range(30)]}'},
+        "the grid has 1200 trials (40 a x 30 b), more than max_trials = 1000",
+    ),
+    ({"grid": '{"a": ["1", "2", "3"]}', "max_trials": "2"}, "the grid has 3 trials (3 a), more than max_trials = 2"),
+    ({"max_trials": "0"}, "`max_trials` must be a positive int"),
 ]
 
 
-@pytest.mark.parametrize(("arguments", "message"), BAD_SEARCHES, ids=[m for _, m in BAD_SEARCHES])
-def test_bad_search_declarations_fail_at_load_time(ws: Workspace, arguments: str, message: str) -> None:
-    ws.write(
-        "badsearch/BUILD",
-        LOAD
-        + f"""
-hyperparam_search(
-    name = "s",
-    {arguments},
-    eval_executable = "//scripts:evaluate.py",
-    test_data = "BUILD",
-    train_executable = "//scripts:train.py",
-    training_data = "BUILD",
-)
-""",
-    )
+def search_declaration(changes: dict[str, str | None]) -> str:
+    arguments = {**GOOD_SEARCH, **changes}
+    lines = "".join(f"    {k} = {v},\n" for k, v in arguments.items() if v is not None)
+    return LOAD + f'\nhyperparam_search(\n    name = "s",\n{lines})\n'
+
+
+@pytest.mark.parametrize(("changes", "message"), BAD_SEARCHES, ids=[m.split(";")[0][:50] for _, m in BAD_SEARCHES])
+def test_bad_search_declarations_fail_at_load_time(ws: Workspace, changes: dict[str, str | None], message: str) -> None:
+    ws.write("badsearch/BUILD", search_declaration(changes))
     result = ws.bazel("query", "//badsearch:all")
     assert result.returncode != 0
     assert "//badsearch:s: " in result.stderr, result.stderr[-2000:]
     assert message in result.stderr, result.stderr[-2000:]
+
+
+def test_max_trials_can_be_raised(ws: Workspace) -> None:
+    changes = {
+        "grid": '{"a": [str(i) for i in range(40)], "b": [str(i) for i in range(30)]}',
+        "max_trials": "1200",
+    }
+    ws.write("badsearch/BUILD", search_declaration(changes))
+    result = ws.bazel("query", "kind(model, //badsearch:all)", check=True)
+    assert len(result.stdout.split()) == 1200

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -673,3 +675,93 @@ def test_command_line_success_and_failure(work: Path) -> None:
         f"databazel: error: {TARGET}: train script bad.sh exited with code 7\n"
         "Last lines of its stderr:\n    no GPU found\n"
     )
+
+
+# --- timeout and termination ------------------------------------------------
+
+# A training script that writes part of a model, starts a grandchild that would
+# outlive it, records the grandchild's pid, and hangs.
+HANG = """
+import subprocess, sys, time
+argv = sys.argv[1:]
+out = argv[argv.index("--model-output-path") + 1]
+with open(out, "w") as f:
+    f.write("half a model")
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+with open("grandchild.pid", "w") as f:
+    f.write(str(child.pid))
+print("epoch 1 of 1000", file=sys.stderr, flush=True)
+time.sleep(600)
+"""
+
+
+def _wait_for(path: Path, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def _gone(pid: int, seconds: float = 10.0) -> bool:
+    """Whether process `pid` has ended (a zombie counts as ended) within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_timeout_kills_the_script_and_its_children(work: Path, capsys) -> None:
+    script = write_py(work, "train.py", HANG)
+    start = time.monotonic()
+    code, err = run_main(train(script.name, "--timeout", "1.5"), capsys)
+    elapsed = time.monotonic() - start
+    assert code == 1
+    assert_error(
+        err,
+        "train script train.py was still running after the timeout of 1.5 s and was killed",
+        "raise the target's `timeout`",
+        "    epoch 1 of 1000",
+    )
+    assert elapsed < 1.5 + runner.KILL_GRACE_SECONDS + 5
+    assert _gone(int((work / "grandchild.pid").read_text()))
+    # The half-written model is not left where a result is expected.
+    assert not (work / "out/model.bin").exists()
+
+
+def test_a_script_within_its_timeout_succeeds(work: Path, capsys) -> None:
+    script = write_py(work, "train.py", RECORD_ARGV)
+    code, err = run_main(train(script.name, "--timeout", "60"), capsys)
+    assert (code, err) == (0, "")
+    # The timeout is the runner's business: the script never sees it.
+    assert "--timeout" not in json.loads((work / "out/model.bin").read_text())
+
+
+def test_timeout_must_be_positive(work: Path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        runner.main(train("train.py", "--timeout", "0"))
+    assert "expected a positive number of seconds" in capsys.readouterr().err
+
+
+def test_sigterm_to_the_runner_stops_the_script_and_removes_the_output(work: Path) -> None:
+    script = write_py(work, "train.py", HANG)
+    proc = subprocess.Popen(
+        [sys.executable, str(RUNNER), *train(script.name)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_for(work / "grandchild.pid")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=runner.KILL_GRACE_SECONDS + 10)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert _gone(int((work / "grandchild.pid").read_text()))
+    assert not (work / "out/model.bin").exists()
