@@ -29,7 +29,9 @@ def script_attr(doc):
     """
     return attr.label(
         mandatory = True,
-        allow_files = [".py"],
+        # Any executable target (py_binary, sh_binary, ...) or one .py file;
+        # resolve_script says what is wrong with anything else.
+        allow_files = True,
         cfg = "exec",
         doc = doc,
     )

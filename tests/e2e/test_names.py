@@ -1,0 +1,78 @@
+"""Property-based tests (hypothesis) of trial names, through real Bazel loading.
+
+The names are derived in Starlark (databazel/private/grid.bzl), so every example
+is loaded by Bazel itself: a name Bazel rejects, or two targets with one name,
+fail the query.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from bazel_harness import Workspace
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+LOAD = 'load("@databazel//databazel:defs.bzl", "hyperparam_search")\n'
+TRIAL_NAME = re.compile(r"[A-Za-z0-9._+-]+")
+MAX_TRIAL_NAME_LENGTH = 200  # grid.bzl
+
+# Any text, weighted towards what breaks names and shells.
+values = st.text(
+    alphabet=st.one_of(
+        st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")),
+        st.sampled_from(list(" \n\t\r'\"`;$()\\/:_-.+*?[]{}#@!~<>|&")),
+    ),
+    max_size=60,
+)
+keys = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,30}", fullmatch=True)
+grids = st.dictionaries(keys, st.lists(values, min_size=1, max_size=6, unique=True), min_size=1, max_size=3)
+
+
+def starlark_string(value: str) -> str:
+    escaped = (
+        value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+    )
+    return f'"{escaped}"'
+
+
+def trial_names(ws: Workspace, grid: dict[str, list[str]]) -> list[str]:
+    """The model targets Bazel creates for `grid`."""
+    literal = ", ".join(f"{starlark_string(k)}: [{', '.join(map(starlark_string, vs))}]" for k, vs in grid.items())
+    ws.write(
+        "names/BUILD",
+        LOAD
+        + f"""
+hyperparam_search(
+    name = "p",
+    eval_executable = "//scripts:evaluate.py",
+    grid = {{{literal}}},
+    metric = "accuracy",
+    test_data = "BUILD",
+    train_executable = "//scripts:train.py",
+    training_data = "BUILD",
+)
+""",
+    )
+    result = ws.bazel("query", "kind(model, //names:all)", "--output=label")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [label.split(":", 1)[1] for label in result.stdout.split()]
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(grid=grids)
+def test_trial_names_are_valid_distinct_bounded_and_stable(ws: Workspace, grid: dict[str, list[str]]) -> None:
+    names = trial_names(ws, grid)
+    assert len(names) == math.prod(len(v) for v in grid.values())
+    assert len(set(names)) == len(names)
+    for name in names:
+        assert TRIAL_NAME.fullmatch(name), name
+        assert name.startswith("p__")
+        assert len(name) <= MAX_TRIAL_NAME_LENGTH
+
+    # Removing a value renames no other trial (so growing a grid re-uses results).
+    first = next(iter(grid))
+    if len(grid[first]) > 1:
+        smaller = trial_names(ws, {**grid, first: grid[first][:-1]})
+        assert set(smaller) < set(names)
