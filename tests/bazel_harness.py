@@ -32,11 +32,14 @@ class Result:
         return sum(
             1
             for s in self.spawns
-            if not s.get("remoteCacheHit") and (mnemonic is None or s.get("mnemonic") == mnemonic)
+            if not s.get("remoteCacheHit")
+            and (mnemonic is None or s.get("mnemonic") == mnemonic)
         )
 
     def executed_by_mnemonic(self) -> Counter:
-        return Counter(s.get("mnemonic", "?") for s in self.spawns if not s.get("remoteCacheHit"))
+        return Counter(
+            s.get("mnemonic", "?") for s in self.spawns if not s.get("remoteCacheHit")
+        )
 
 
 def _read_execution_log(path: Path) -> list[dict]:
@@ -68,7 +71,9 @@ def _make_writable_and_remove(path: Path) -> None:
 class Workspace:
     """A workspace directory and the output base (the Bazel server) tests use for it."""
 
-    def __init__(self, root: Path, output_base: Path, convenience_symlinks: bool = True) -> None:
+    def __init__(
+        self, root: Path, output_base: Path, convenience_symlinks: bool = True
+    ) -> None:
         self.root = root
         self.output_base = output_base
         self.convenience_symlinks = convenience_symlinks
@@ -146,12 +151,21 @@ class Workspace:
             stdin=subprocess.DEVNULL,
             check=False,
         )
-        result = Result(proc.returncode, proc.stdout, proc.stderr, _read_execution_log(log) if log else [])
+        result = Result(
+            proc.returncode,
+            proc.stdout,
+            proc.stderr,
+            _read_execution_log(log) if log else [],
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"bazel {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
+            raise AssertionError(
+                f"bazel {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-6000:]}"
+            )
         return result
 
-    def build(self, *targets: str, check: bool = True, flags: tuple[str, ...] = ()) -> Result:
+    def build(
+        self, *targets: str, check: bool = True, flags: tuple[str, ...] = ()
+    ) -> Result:
         return self.bazel("build", *flags, *targets, check=check)
 
     def bin(self, relpath: str) -> Path:
