@@ -7,6 +7,7 @@ so the suite pays for one server start and one Python environment.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -15,6 +16,7 @@ import stat
 import subprocess
 import textwrap
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,6 +127,17 @@ class Workspace:
         if executable:
             path.chmod(0o755)
         return path
+
+    @contextlib.contextmanager
+    def workspace_addition(self, text: str) -> Iterator[None]:
+        """Appends `text` to the WORKSPACE file for the duration of the block."""
+        path = self.root / "WORKSPACE"
+        original = path.read_text()
+        path.write_text(original + "\n" + textwrap.dedent(text).lstrip("\n"))
+        try:
+            yield
+        finally:
+            path.write_text(original)
 
     def bazel(self, *args: str, check: bool = False, timeout: float = 600) -> Result:
         """Runs `bazel ARGS` in the workspace; build-like commands get an execution log."""
