@@ -23,6 +23,7 @@ filegroup(
             "venv/bin/python3",
             "**/__pycache__/*.opt-*.pyc",
         ],
+        allow_empty = False,
     ),
 )
 
