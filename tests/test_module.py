@@ -10,8 +10,10 @@ import ast
 import importlib.util
 import re
 import sys
+import types
 from pathlib import Path
 
+import pytest
 from bazel_harness import REPO
 
 
@@ -182,3 +184,74 @@ def test_the_checks_catch_what_they_look_for() -> None:
         '["c"], allow_empty = True',
     ]
     assert _calls_named("native.py_library(name = 'x')", "py_library") == []
+
+
+class _Fail(Exception):
+    pass
+
+
+def _run_extension(modules: list) -> list[dict]:
+    """Runs extensions.bzl's implementation as Python (Starlark is a subset here)
+    with stand-ins for Bazel's builtins; returns the python_env calls it makes."""
+    tree = ast.parse((REPO / "databazel/extensions.bzl").read_text())
+    tree.body = [
+        n
+        for n in tree.body
+        if not (isinstance(n, ast.Expr) and ast.unparse(n).startswith("load("))
+    ]
+    created: list[dict] = []
+
+    def fail(message: str) -> None:
+        raise _Fail(message)
+
+    namespace = {
+        "PYTHON_ENV_ATTRS": {},
+        "_python_env_rule": lambda **kwargs: created.append(kwargs),
+        "tag_class": lambda **kwargs: kwargs,
+        "module_extension": lambda **kwargs: kwargs,
+        "attr": types.SimpleNamespace(string=lambda **kwargs: kwargs),
+        "fail": fail,
+    }
+    exec(compile(tree, "extensions.bzl", "exec"), namespace)
+    namespace["_python_env_impl"](types.SimpleNamespace(modules=modules))
+    return created
+
+
+def _module(name: str, *envs: dict) -> types.SimpleNamespace:
+    settings = {"python_interpreter": "python3", "prune_tests": True, "timeout": 1200}
+    tags = [types.SimpleNamespace(**(settings | env)) for env in envs]
+    return types.SimpleNamespace(
+        name=name, tags=types.SimpleNamespace(environment=tags)
+    )
+
+
+def test_extension_creates_one_environment_per_tag() -> None:
+    created = _run_extension(
+        [
+            _module("root", {"name": "a", "requirements_lock": "//:lock.txt"}),
+            _module("dep", {"name": "b", "requirements_lock": None, "timeout": 5}),
+        ]
+    )
+    assert created == [
+        {
+            "name": "a",
+            "python_interpreter": "python3",
+            "requirements_lock": "//:lock.txt",
+            "prune_tests": True,
+            "timeout": 1200,
+        },
+        {
+            "name": "b",
+            "python_interpreter": "python3",
+            "requirements_lock": None,
+            "prune_tests": True,
+            "timeout": 5,
+        },
+    ]
+    with pytest.raises(_Fail, match="two modules declare the environment `a`"):
+        _run_extension(
+            [
+                _module("root", {"name": "a", "requirements_lock": None}),
+                _module("dep", {"name": "a", "requirements_lock": None}),
+            ]
+        )
