@@ -6,11 +6,12 @@
 #   2. when Bazel cannot download its own dependencies (no network), writes
 #      repository overrides to .bazelrc.local (git-ignored) -- and only then;
 #   3. prepares the Python environment of the build (@databazel_python, from
-#      requirements_lock.txt) and the developer environment .venv (tests, lint);
+#      requirements_lock.txt), the developer environment .venv (tests, ruff) and
+#      buildifier (npm, into .local/buildifier);
 #   4. writes the MNIST example's data, mnist/data/mnist.npz (real MNIST when it
 #      can be downloaded, otherwise scikit-learn's bundled handwritten digits).
 #
-# Options: --no-data (skip step 4), --no-dev (skip .venv).
+# Options: --no-data (skip step 4), --no-dev (skip .venv and buildifier).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 ROOT=$PWD
@@ -127,6 +128,20 @@ if [ "$want_dev" = 1 ]; then
         .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes --only-binary=:all: -r requirements_lock.txt
         .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
         echo "$stamp" >.venv/.databazel-stamp
+    fi
+
+    # buildifier (Starlark format and lint) from npm, pinned with its integrity
+    # hash in tools/buildifier/package-lock.json, into .local/buildifier.
+    bfy=$LOCAL/buildifier
+    bfy_stamp=$(cat tools/buildifier/package.json tools/buildifier/package-lock.json | sha256sum | cut -c1-16)
+    if [ ! -x "$bfy/node_modules/.bin/buildifier" ] || [ "$(cat "$bfy/.databazel-stamp" 2>/dev/null)" != "$bfy_stamp" ]; then
+        command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+        say "installing buildifier into .local/buildifier (npm ci)"
+        rm -rf "$bfy"
+        mkdir -p "$bfy"
+        cp tools/buildifier/package.json tools/buildifier/package-lock.json "$bfy/"
+        (cd "$bfy" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+        echo "$bfy_stamp" >"$bfy/.databazel-stamp"
     fi
 fi
 

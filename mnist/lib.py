@@ -12,10 +12,17 @@ import tempfile
 # Single-threaded BLAS/OpenMP, set before numpy is imported (so import this
 # module first): multi-threaded reductions may sum in a different order from
 # run to run, and the example's results must be byte-identical.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
+for _var in (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+):
     os.environ[_var] = "1"
 
-import numpy as np
+import numpy as np  # noqa: E402  (after the thread settings above)
 
 SPLITS = ("train", "test")
 

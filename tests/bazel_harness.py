@@ -7,6 +7,7 @@ so the suite pays for one server start and one Python environment.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -15,6 +16,7 @@ import stat
 import subprocess
 import textwrap
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,11 +34,14 @@ class Result:
         return sum(
             1
             for s in self.spawns
-            if not s.get("remoteCacheHit") and (mnemonic is None or s.get("mnemonic") == mnemonic)
+            if not s.get("remoteCacheHit")
+            and (mnemonic is None or s.get("mnemonic") == mnemonic)
         )
 
     def executed_by_mnemonic(self) -> Counter:
-        return Counter(s.get("mnemonic", "?") for s in self.spawns if not s.get("remoteCacheHit"))
+        return Counter(
+            s.get("mnemonic", "?") for s in self.spawns if not s.get("remoteCacheHit")
+        )
 
 
 def _read_execution_log(path: Path) -> list[dict]:
@@ -68,7 +73,9 @@ def _make_writable_and_remove(path: Path) -> None:
 class Workspace:
     """A workspace directory and the output base (the Bazel server) tests use for it."""
 
-    def __init__(self, root: Path, output_base: Path, convenience_symlinks: bool = True) -> None:
+    def __init__(
+        self, root: Path, output_base: Path, convenience_symlinks: bool = True
+    ) -> None:
         self.root = root
         self.output_base = output_base
         self.convenience_symlinks = convenience_symlinks
@@ -121,6 +128,17 @@ class Workspace:
             path.chmod(0o755)
         return path
 
+    @contextlib.contextmanager
+    def workspace_addition(self, text: str) -> Iterator[None]:
+        """Appends `text` to the WORKSPACE file for the duration of the block."""
+        path = self.root / "WORKSPACE"
+        original = path.read_text()
+        path.write_text(original + "\n" + textwrap.dedent(text).lstrip("\n"))
+        try:
+            yield
+        finally:
+            path.write_text(original)
+
     def _command(self, args: tuple[str, ...]) -> tuple[list[str], Path | None]:
         """The bazel command line for ARGS, and the execution log it will write."""
         command, rest = args[0], list(args[1:])
@@ -131,7 +149,13 @@ class Workspace:
             rest = [f"--execution_log_json_file={log}"] + rest
             if not self.convenience_symlinks:
                 rest = ["--symlink_prefix=/"] + rest
-        return ["bazel", f"--output_base={self.output_base}", "--max_idle_secs=600", command, *rest], log
+        return [
+            "bazel",
+            f"--output_base={self.output_base}",
+            "--max_idle_secs=600",
+            command,
+            *rest,
+        ], log
 
     def start(self, *args: str) -> subprocess.Popen:
         """Starts `bazel ARGS` in the background (output discarded); the caller waits or kills."""
@@ -163,12 +187,21 @@ class Workspace:
             stdin=subprocess.DEVNULL,
             check=False,
         )
-        result = Result(proc.returncode, proc.stdout, proc.stderr, _read_execution_log(log) if log else [])
+        result = Result(
+            proc.returncode,
+            proc.stdout,
+            proc.stderr,
+            _read_execution_log(log) if log else [],
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"bazel {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
+            raise AssertionError(
+                f"bazel {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-6000:]}"
+            )
         return result
 
-    def build(self, *targets: str, check: bool = True, flags: tuple[str, ...] = ()) -> Result:
+    def build(
+        self, *targets: str, check: bool = True, flags: tuple[str, ...] = ()
+    ) -> Result:
         return self.bazel("build", *flags, *targets, check=check)
 
     def bin(self, relpath: str) -> Path:

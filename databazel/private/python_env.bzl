@@ -23,6 +23,7 @@ filegroup(
             "venv/bin/python3",
             "**/__pycache__/*.opt-*.pyc",
         ],
+        allow_empty = False,
     ),
 )
 
@@ -154,6 +155,27 @@ for root, dirs, files in os.walk(sys.argv[1]):
             os.remove(os.path.join(root, f))
 """
 
+# The attributes of `python_env`, shared with the bzlmod extension's tag class
+# (extensions.bzl), so that both take the same settings.
+PYTHON_ENV_ATTRS = {
+    "python_interpreter": attr.string(
+        default = "python3",
+        doc = "Host interpreter the environment is created from: a name looked up on PATH or an absolute path. The environment variable `DATABAZEL_PYTHON` overrides it.",
+    ),
+    "requirements_lock": attr.label(
+        allow_single_file = True,
+        doc = "A pip requirements file with every package pinned (`==`) and hashed (`--hash=sha256:...`), as `pip-compile --generate-hashes` writes it. Without it the environment holds only the standard library.",
+    ),
+    "prune_tests": attr.bool(
+        default = True,
+        doc = "Remove the `tests` directories inside installed packages (their own test suites). Fewer files make every action's sandbox faster to set up.",
+    ),
+    "timeout": attr.int(
+        default = 1200,
+        doc = "Seconds `pip install` may take.",
+    ),
+}
+
 python_env = repository_rule(
     implementation = _python_env_impl,
     doc = """Creates a Python virtual environment and registers it as a Python toolchain.
@@ -175,23 +197,6 @@ The environment is rebuilt when the lock file or `DATABAZEL_PYTHON` changes.
 Every file of it is an input of the actions that use it, so upgrading a package
 re-runs exactly the trials that ran with the old version.
 """,
-    attrs = {
-        "python_interpreter": attr.string(
-            default = "python3",
-            doc = "Host interpreter the environment is created from: a name looked up on PATH or an absolute path. The environment variable `DATABAZEL_PYTHON` overrides it.",
-        ),
-        "requirements_lock": attr.label(
-            allow_single_file = True,
-            doc = "A pip requirements file with every package pinned (`==`) and hashed (`--hash=sha256:...`), as `pip-compile --generate-hashes` writes it. Without it the environment holds only the standard library.",
-        ),
-        "prune_tests": attr.bool(
-            default = True,
-            doc = "Remove the `tests` directories inside installed packages (their own test suites). Fewer files make every action's sandbox faster to set up.",
-        ),
-        "timeout": attr.int(
-            default = 1200,
-            doc = "Seconds `pip install` may take.",
-        ),
-    },
+    attrs = PYTHON_ENV_ATTRS,
     environ = ["DATABAZEL_PYTHON"],
 )

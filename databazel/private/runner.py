@@ -535,7 +535,9 @@ def evaluate(args: argparse.Namespace) -> None:
 def _positive_seconds(text: str) -> float:
     value = float(text)
     if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of seconds, got {text}"
+        )
     return value
 
 

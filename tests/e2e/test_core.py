@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from bazel_harness import Workspace
 
-LOAD = 'load("@databazel//databazel:defs.bzl", "evaluate", "hyperparam_search", "model")\n'
+LOAD = (
+    'load("@databazel//databazel:defs.bzl", "evaluate", "hyperparam_search", "model")\n'
+)
 
 SEARCH_BUILD = (
     LOAD
@@ -53,7 +55,9 @@ def test_search_builds_every_trial_and_a_ranked_report(ws: Workspace) -> None:
     report = json.loads(ws.bin("search/s.json").read_text())
     assert report["metric"] == "accuracy" and report["mode"] == "max"
     assert len(report["trials"]) == 6
-    assert {t["name"] for t in report["trials"]} == {f"s__x-{x}__y-{y}" for x in "013" for y in "ab"}
+    assert {t["name"] for t in report["trials"]} == {
+        f"s__x-{x}__y-{y}" for x in "013" for y in "ab"
+    }
     assert report["best"]["hyperparams"]["x"] == "1"
     assert report["best"]["metrics"]["accuracy"] == 1.0
     scores = [t["metrics"]["accuracy"] for t in report["trials"]]
@@ -81,14 +85,24 @@ def test_adding_a_grid_value_runs_only_the_new_trials(ws: Workspace) -> None:
     ws.build("//search:s")
     write_search(ws, ["0", "1", "3", "2"])
     grown = ws.build("//search:s")
-    assert grown.executed_by_mnemonic() == {"DatabazelTrain": 2, "DatabazelEvaluate": 2, "DatabazelReport": 1}
-    trained = sorted(s["progressMessage"] for s in grown.spawns if s.get("mnemonic") == "DatabazelTrain")
+    assert grown.executed_by_mnemonic() == {
+        "DatabazelTrain": 2,
+        "DatabazelEvaluate": 2,
+        "DatabazelReport": 1,
+    }
+    trained = sorted(
+        s["progressMessage"]
+        for s in grown.spawns
+        if s.get("mnemonic") == "DatabazelTrain"
+    )
     assert all("x=2" in m for m in trained), trained
     report = json.loads(ws.bin("search/s.json").read_text())
     assert len(report["trials"]) == 8
 
 
-def test_shell_metacharacters_reach_the_script_verbatim(ws: Workspace, tmp_path: Path) -> None:
+def test_shell_metacharacters_reach_the_script_verbatim(
+    ws: Workspace, tmp_path: Path
+) -> None:
     pwned = tmp_path / "pwned"
     value = f"a b; $(touch {pwned}) `touch {pwned}` \"q\" 'q' \\ $HOME é\nline2"
     ws.write("meta/data.txt", "x\n")
@@ -108,11 +122,16 @@ model(
     ws.build("//meta:m")
     model = json.loads(ws.bin("meta/m.model").read_text(encoding="utf-8"))
     assert json.loads(model["hyperparams_arg"]) == {"v": value}
-    assert model["argv"][model["argv"].index("--hyperparams") + 1] == model["hyperparams_arg"]
+    assert (
+        model["argv"][model["argv"].index("--hyperparams") + 1]
+        == model["hyperparams_arg"]
+    )
     assert not pwned.exists()
 
 
-def test_py_binary_script_several_data_files_and_declared_env(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_py_binary_script_several_data_files_and_declared_env(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ws.write("multi/data/a.txt", "A\n")
     ws.write("multi/data/sub/b.txt", "B\n")
     ws.write(
@@ -139,14 +158,21 @@ model(
     assert model["data_is_dir"] is True
     assert set(model["data"]) == {"a.txt", "sub/b.txt"}
     assert model["declared_env"] == "visible"
-    assert model["env_marker"] is None  # undeclared variables of the shell never reach a trial
+    assert (
+        model["env_marker"] is None
+    )  # undeclared variables of the shell never reach a trial
 
 
 VIOLATIONS = [
     ("exit3", "train", "exited with code 3", "FATAL: the learning rate is too high"),
     ("nomodel", "train", "exited 0 but wrote no model", "--model-output-path"),
     ("dir", "train", "directory", ""),
-    ("crash_after_write", "train", "exited with code 1", "crashed after writing the model"),
+    (
+        "crash_after_write",
+        "train",
+        "exited with code 1",
+        "crashed after writing the model",
+    ),
     ("exit5", "evaluate", "exited with code 5", "evaluation exploded"),
     ("nometrics", "evaluate", "no metrics.json", "notes.txt"),
     ("notjson", "evaluate", "not valid JSON", ""),
@@ -154,7 +180,12 @@ VIOLATIONS = [
     ("string", "evaluate", "accuracy", "string"),
     ("nan", "evaluate", "NaN", ""),
     ("inf", "evaluate", '"loss" is -Infinity; it must be a finite number', ""),
-    ("nested", "evaluate", '"accuracy" has a nested object value; it must be a number', ""),
+    (
+        "nested",
+        "evaluate",
+        '"accuracy" has a nested object value; it must be a number',
+        "",
+    ),
     ("bool", "evaluate", '"accuracy" has a boolean (true) value', ""),
     ("empty", "evaluate", "at least one metric is required", ""),
     ("duplicate", "evaluate", 'duplicate key "accuracy"', ""),
@@ -162,7 +193,11 @@ VIOLATIONS = [
 ]
 
 
-@pytest.mark.parametrize(("behaviour", "stage", "message", "detail"), VIOLATIONS, ids=[v[0] for v in VIOLATIONS])
+@pytest.mark.parametrize(
+    ("behaviour", "stage", "message", "detail"),
+    VIOLATIONS,
+    ids=[v[0] for v in VIOLATIONS],
+)
 def test_contract_violation_fails_with_a_clear_message(
     ws: Workspace, behaviour: str, stage: str, message: str, detail: str
 ) -> None:
@@ -193,7 +228,9 @@ evaluate(
     result = ws.build(f"//bad/{behaviour}:e", check=False)
     assert result.returncode != 0
     target = f"//bad/{behaviour}:{'m' if stage == 'train' else 'e'}"
-    error_lines = [line for line in result.stderr.splitlines() if "databazel: error:" in line]
+    error_lines = [
+        line for line in result.stderr.splitlines() if "databazel: error:" in line
+    ]
     assert error_lines, result.stderr[-3000:]
     assert target in error_lines[0]
     assert message in result.stderr, result.stderr[-3000:]
@@ -226,7 +263,9 @@ model(
 """,
     )
     ws.build("//sibling:declared")
-    assert ws.bin("sibling/declared.model").read_text() == "hello from a declared sibling"
+    assert (
+        ws.bin("sibling/declared.model").read_text() == "hello from a declared sibling"
+    )
     # The helper sits next to the script in the source tree, but the action did
     # not declare it: the import must fail instead of silently escaping the cache key.
     result = ws.build("//sibling:undeclared", check=False)
@@ -273,14 +312,26 @@ GOOD_SEARCH = {
 BAD_SEARCHES = [
     ({"grid": "{}"}, "`grid` must be a non-empty dict"),
     ({"grid": '{"x": []}'}, 'grid["x"] must be a non-empty list of strings'),
-    ({"grid": '{"x": [1, 2]}'}, 'grid["x"] holds 1 (int); hyperparameter values must be strings: write "1"'),
+    (
+        {"grid": '{"x": [1, 2]}'},
+        'grid["x"] holds 1 (int); hyperparameter values must be strings: write "1"',
+    ),
     ({"grid": '{"2x": ["1"]}'}, 'grid key "2x" is not a valid hyperparameter name'),
     ({"grid": '{"": ["1"]}'}, 'grid key "" is not a valid hyperparameter name'),
-    ({"grid": '{"learning rate": ["1"]}'}, 'grid key "learning rate" is not a valid hyperparameter name'),
+    (
+        {"grid": '{"learning rate": ["1"]}'},
+        'grid key "learning rate" is not a valid hyperparameter name',
+    ),
     ({"grid": '{"x": ["1", "1"]}'}, 'grid["x"] lists the value "1" twice'),
-    ({"grid": '{"x": ["1"]}', "hyperparams": '{"x": "2"}'}, '"x" is both in `grid` and in `hyperparams`'),
+    (
+        {"grid": '{"x": ["1"]}', "hyperparams": '{"x": "2"}'},
+        '"x" is both in `grid` and in `hyperparams`',
+    ),
     ({"hyperparams": '{"tol": 0.1}'}, 'hyperparams["tol"] is 0.1 (float)'),
-    ({"hyperparams": '{"a-b": "1"}'}, 'hyperparams key "a-b" is not a valid hyperparameter name'),
+    (
+        {"hyperparams": '{"a-b": "1"}'},
+        'hyperparams key "a-b" is not a valid hyperparameter name',
+    ),
     ({"mode": '"best"'}, '`mode` must be "max" or "min"'),
     ({"metric": '""'}, "`metric` must name the metric"),
     ({"metric": None}, "`metric` is required"),
@@ -289,10 +340,15 @@ BAD_SEARCHES = [
     ({"eval_executable": None}, "`eval_executable` is required"),
     ({"timeout": "-5"}, "`timeout` must be a number of seconds"),
     (
-        {"grid": '{"a": [str(i) for i in range(40)], "b": [str(i) for i in range(30)]}'},
+        {
+            "grid": '{"a": [str(i) for i in range(40)], "b": [str(i) for i in range(30)]}'
+        },
         "the grid has 1200 trials (40 a x 30 b), more than max_trials = 1000",
     ),
-    ({"grid": '{"a": ["1", "2", "3"]}', "max_trials": "2"}, "the grid has 3 trials (3 a), more than max_trials = 2"),
+    (
+        {"grid": '{"a": ["1", "2", "3"]}', "max_trials": "2"},
+        "the grid has 3 trials (3 a), more than max_trials = 2",
+    ),
     ({"max_trials": "0"}, "`max_trials` must be a positive int"),
 ]
 
@@ -303,8 +359,14 @@ def search_declaration(changes: dict[str, str | None]) -> str:
     return LOAD + f'\nhyperparam_search(\n    name = "s",\n{lines})\n'
 
 
-@pytest.mark.parametrize(("changes", "message"), BAD_SEARCHES, ids=[m.split(";")[0][:50] for _, m in BAD_SEARCHES])
-def test_bad_search_declarations_fail_at_load_time(ws: Workspace, changes: dict[str, str | None], message: str) -> None:
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    BAD_SEARCHES,
+    ids=[m.split(";")[0][:50] for _, m in BAD_SEARCHES],
+)
+def test_bad_search_declarations_fail_at_load_time(
+    ws: Workspace, changes: dict[str, str | None], message: str
+) -> None:
     ws.write("badsearch/BUILD", search_declaration(changes))
     result = ws.bazel("query", "//badsearch:all")
     assert result.returncode != 0

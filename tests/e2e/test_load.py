@@ -65,11 +65,17 @@ hyperparam_search(
     report = json.loads(ws.bin("load/l.json").read_text())
     assert len(report["trials"]) == 1000
     # The longest hyperparameter JSON makes the biggest model, and wins.
-    assert report["best"]["hyperparams"] == {"a": "0", "b": "0", "c": "x" * 10} or report["best"]["metrics"][
-        "accuracy"
-    ] == max(t["metrics"]["accuracy"] for t in report["trials"])
+    assert report["best"]["hyperparams"] == {
+        "a": "0",
+        "b": "0",
+        "c": "x" * 10,
+    } or report["best"]["metrics"]["accuracy"] == max(
+        t["metrics"]["accuracy"] for t in report["trials"]
+    )
     peak = _peak_rss_mib(ws)
-    print(f"\n1000-trial search: {elapsed:.1f} s wall, Bazel server peak RSS {peak} MiB")
+    print(
+        f"\n1000-trial search: {elapsed:.1f} s wall, Bazel server peak RSS {peak} MiB"
+    )
 
 
 def _peak_rss_mib(ws: Workspace) -> int | None:

@@ -27,19 +27,28 @@ values = st.text(
     max_size=60,
 )
 keys = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,30}", fullmatch=True)
-grids = st.dictionaries(keys, st.lists(values, min_size=1, max_size=6, unique=True), min_size=1, max_size=3)
+grids = st.dictionaries(
+    keys, st.lists(values, min_size=1, max_size=6, unique=True), min_size=1, max_size=3
+)
 
 
 def starlark_string(value: str) -> str:
     escaped = (
-        value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+        value.replace("\\", "\\\\")
+        .replace('"', '\\"')
+        .replace("\n", "\\n")
+        .replace("\t", "\\t")
+        .replace("\r", "\\r")
     )
     return f'"{escaped}"'
 
 
 def trial_names(ws: Workspace, grid: dict[str, list[str]]) -> list[str]:
     """The model targets Bazel creates for `grid`."""
-    literal = ", ".join(f"{starlark_string(k)}: [{', '.join(map(starlark_string, vs))}]" for k, vs in grid.items())
+    literal = ", ".join(
+        f"{starlark_string(k)}: [{', '.join(map(starlark_string, vs))}]"
+        for k, vs in grid.items()
+    )
     ws.write(
         "names/BUILD",
         LOAD
@@ -62,7 +71,9 @@ hyperparam_search(
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(grid=grids)
-def test_trial_names_are_valid_distinct_bounded_and_stable(ws: Workspace, grid: dict[str, list[str]]) -> None:
+def test_trial_names_are_valid_distinct_bounded_and_stable(
+    ws: Workspace, grid: dict[str, list[str]]
+) -> None:
     names = trial_names(ws, grid)
     assert len(names) == math.prod(len(v) for v in grid.values())
     assert len(set(names)) == len(names)

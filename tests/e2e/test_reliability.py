@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from bazel_harness import Workspace
 
-LOAD = 'load("@databazel//databazel:defs.bzl", "evaluate", "hyperparam_search", "model")\n'
+LOAD = (
+    'load("@databazel//databazel:defs.bzl", "evaluate", "hyperparam_search", "model")\n'
+)
 
 
 def model_build(name: str = "m", **attrs: str) -> str:
@@ -34,14 +36,27 @@ model(
 BAD_MODELS = [
     ("", "missing value for mandatory attribute 'training_data' in 'model' rule"),
     ('training_data = "missing.csv"', "missing input file '//badmodel:missing.csv'"),
-    ('training_data = "data.txt", hyperparams = {"learning rate": "1"}', 'hyperparams key "learning rate" is not a valid hyperparameter name'),
-    ('training_data = "data.txt", hyperparams = {"lr": 1}', "expected value of type 'string' for dict value element, but got 1 (int)"),
-    ('training_data = "data.txt", timeout = -1', "`timeout` must be a number of seconds"),
+    (
+        'training_data = "data.txt", hyperparams = {"learning rate": "1"}',
+        'hyperparams key "learning rate" is not a valid hyperparameter name',
+    ),
+    (
+        'training_data = "data.txt", hyperparams = {"lr": 1}',
+        "expected value of type 'string' for dict value element, but got 1 (int)",
+    ),
+    (
+        'training_data = "data.txt", timeout = -1',
+        "`timeout` must be a number of seconds",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("attrs", "message"), BAD_MODELS, ids=[m[:40] for _, m in BAD_MODELS])
-def test_bad_model_declarations_fail_before_anything_runs(ws: Workspace, attrs: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("attrs", "message"), BAD_MODELS, ids=[m[:40] for _, m in BAD_MODELS]
+)
+def test_bad_model_declarations_fail_before_anything_runs(
+    ws: Workspace, attrs: str, message: str
+) -> None:
     ws.write("badmodel/data.txt", "x\n")
     ws.write(
         "badmodel/BUILD",
@@ -72,7 +87,9 @@ evaluate(
     result = ws.build("//notamodel:e", check=False, flags=("--nobuild",))
     assert result.returncode != 0
     assert "//notamodel:e" in result.stderr
-    assert "does not have mandatory providers: 'ModelInfo'" in result.stderr, result.stderr[-2000:]
+    assert "does not have mandatory providers: 'ModelInfo'" in result.stderr, (
+        result.stderr[-2000:]
+    )
 
 
 # --- a script that hangs ----------------------------------------------------------
@@ -82,13 +99,18 @@ def test_a_hanging_script_is_killed_at_its_timeout(ws: Workspace) -> None:
     ws.write("hang/data.txt", "x\n")
     ws.write(
         "hang/BUILD",
-        LOAD + model_build(training_data='"data.txt"', hyperparams='{"behaviour": "hang"}', timeout="2"),
+        LOAD
+        + model_build(
+            training_data='"data.txt"', hyperparams='{"behaviour": "hang"}', timeout="2"
+        ),
     )
     start = time.monotonic()
     result = ws.build("//hang:m", check=False)
     elapsed = time.monotonic() - start
     assert result.returncode != 0
-    assert "databazel: error: //hang:m: train script" in result.stderr, result.stderr[-3000:]
+    assert "databazel: error: //hang:m: train script" in result.stderr, result.stderr[
+        -3000:
+    ]
     assert "was still running after the timeout of 2 s and was killed" in result.stderr
     assert "    epoch 1 of 1000" in result.stderr
     # 2 s of timeout, up to 5 s of grace after SIGTERM, Bazel's own seconds.
@@ -127,7 +149,9 @@ def probe_dir() -> Iterator[Path]:
         path.rmdir()
 
 
-def test_a_trial_cannot_write_outside_its_declared_output(ws: Workspace, probe_dir: Path) -> None:
+def test_a_trial_cannot_write_outside_its_declared_output(
+    ws: Workspace, probe_dir: Path
+) -> None:
     ws.write("escape/data.txt", "x\n")
     ws.write(
         "escape/BUILD",
@@ -164,7 +188,9 @@ def _wait_until(condition, seconds: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def test_sigkill_mid_search_then_rebuild_runs_only_the_unfinished_trials(ws: Workspace, tmp_path: Path) -> None:
+def test_sigkill_mid_search_then_rebuild_runs_only_the_unfinished_trials(
+    ws: Workspace, tmp_path: Path
+) -> None:
     log = tmp_path / "progress.log"
     release = tmp_path / "release"
     xs = [str(i) for i in range(6)]
@@ -195,11 +221,16 @@ hyperparam_search(
     # Bazel writes its action cache to disk only when a command ends; what a
     # killed build finished survives in the disk cache (README: "Long searches").
     disk_cache = f"--disk_cache={tmp_path / 'disk_cache'}"
-    client = ws.start("build", disk_cache, "--jobs=3", "--local_cpu_resources=3", "//killed:k")
+    client = ws.start(
+        "build", disk_cache, "--jobs=3", "--local_cpu_resources=3", "//killed:k"
+    )
     done = [ws.bin(f"killed/k__x-{x}__eval.metrics.json") for x in xs[:4]]
     try:
         _wait_until(
-            lambda: sum(e == "blocked" for e, _ in _events(log)) == 2 and all(p.exists() for p in done),
+            lambda: (
+                sum(e == "blocked" for e, _ in _events(log)) == 2
+                and all(p.exists() for p in done)
+            ),
             180,
             "two blocked trials and four finished ones",
         )
@@ -234,7 +265,9 @@ hyperparam_search(
     report = json.loads(ws.bin("killed/k.json").read_text())
     assert len(report["trials"]) == len(xs)
     for x in xs:
-        assert json.loads(ws.bin(f"killed/k__x-{x}.model").read_text())["hyperparams_arg"]
+        assert json.loads(ws.bin(f"killed/k__x-{x}.model").read_text())[
+            "hyperparams_arg"
+        ]
 
 
 # --- hostile hyperparameter values ----------------------------------------------------
@@ -260,11 +293,18 @@ HOSTILE = [
 
 def starlark_string(value: str) -> str:
     """A Starlark string literal for `value` (UTF-8 source, escapes for the rest)."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    escaped = (
+        value.replace("\\", "\\\\")
+        .replace('"', '\\"')
+        .replace("\n", "\\n")
+        .replace("\t", "\\t")
+    )
     return f'"{escaped}"'
 
 
-def test_hostile_values_reach_the_scripts_byte_for_byte_under_valid_unique_names(ws: Workspace) -> None:
+def test_hostile_values_reach_the_scripts_byte_for_byte_under_valid_unique_names(
+    ws: Workspace,
+) -> None:
     ws.write("hostile/train.txt", "x\n")
     ws.write("hostile/test.txt", "y\n")
     ws.write(
@@ -291,6 +331,8 @@ hyperparam_search(
     names = [t["name"] for t in report["trials"]]
     assert len(set(names)) == len(HOSTILE)
     for value, trial in by_value.items():
-        model = json.loads(ws.bin(f"hostile/{trial['name']}.model").read_text(encoding="utf-8"))
+        model = json.loads(
+            ws.bin(f"hostile/{trial['name']}.model").read_text(encoding="utf-8")
+        )
         assert json.loads(model["hyperparams_arg"]) == {"v": value}
     assert not (ws.root / "pwned").exists()

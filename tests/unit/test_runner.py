@@ -748,7 +748,9 @@ def test_timeout_must_be_positive(work: Path, capsys) -> None:
     assert "expected a positive number of seconds" in capsys.readouterr().err
 
 
-def test_sigterm_to_the_runner_stops_the_script_and_removes_the_output(work: Path) -> None:
+def test_sigterm_to_the_runner_stops_the_script_and_removes_the_output(
+    work: Path,
+) -> None:
     script = write_py(work, "train.py", HANG)
     proc = subprocess.Popen(
         [sys.executable, str(RUNNER), *train(script.name)],

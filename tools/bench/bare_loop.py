@@ -28,19 +28,34 @@ REPO = Path(__file__).resolve().parents[2]
 def action_env(target: str) -> dict[str, str]:
     """The environment Bazel gives the training action of `target` (from `bazel aquery`)."""
     query = f'mnemonic("DatabazelTrain", {target})'
-    out = subprocess.run(["bazel", "aquery", query, "--output=jsonproto"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["bazel", "aquery", query, "--output=jsonproto"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     action = json.loads(out)["actions"][0]
     return {v["key"]: v["value"] for v in action.get("environmentVariables", [])}
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--report", type=Path, default=REPO / "bazel-bin/mnist/bzl_search.json")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--report", type=Path, default=REPO / "bazel-bin/mnist/bzl_search.json"
+    )
     parser.add_argument("--data", type=Path, default=REPO / "mnist/data/mnist.npz")
     args = parser.parse_args()
 
-    output_base = subprocess.run(["bazel", "info", "output_base"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    output_base = subprocess.run(
+        ["bazel", "info", "output_base"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     python = Path(output_base) / "external/databazel_python/venv/bin/python3"
     env = action_env("//mnist:bzl_training")
     trials = json.loads(args.report.read_text())["trials"]
@@ -50,18 +65,46 @@ def main() -> int:
         for i, trial in enumerate(trials):
             model, out = Path(tmp) / f"{i}.pkl", Path(tmp) / f"{i}.out"
             t0 = time.perf_counter()
-            subprocess.run([str(python), "mnist/train.py", "--data", str(args.data), "--model-output-path", str(model),
-                            "--hyperparams", json.dumps(trial["hyperparams"], sort_keys=True)],
-                           cwd=REPO, env=env, check=True, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    str(python),
+                    "mnist/train.py",
+                    "--data",
+                    str(args.data),
+                    "--model-output-path",
+                    str(model),
+                    "--hyperparams",
+                    json.dumps(trial["hyperparams"], sort_keys=True),
+                ],
+                cwd=REPO,
+                env=env,
+                check=True,
+                stderr=subprocess.DEVNULL,
+            )
             t1 = time.perf_counter()
-            subprocess.run([str(python), "mnist/evaluate.py", "--model-path", str(model), "--data-path", str(args.data),
-                            "--output-dir", str(out)], cwd=REPO, env=env, check=True)
+            subprocess.run(
+                [
+                    str(python),
+                    "mnist/evaluate.py",
+                    "--model-path",
+                    str(model),
+                    "--data-path",
+                    str(args.data),
+                    "--output-dir",
+                    str(out),
+                ],
+                cwd=REPO,
+                env=env,
+                check=True,
+            )
             per_trial.append((trial["name"], t1 - t0, time.perf_counter() - t1))
         total = time.perf_counter() - start
     for name, train, evaluate in per_trial:
         print(f"{name}: train {train:.2f} s, evaluate {evaluate:.2f} s")
-    print(f"{len(trials)} trials, serial bare loop: {total:.1f} s wall "
-          f"(train {sum(t for _, t, _ in per_trial):.1f} s + evaluate {sum(e for _, _, e in per_trial):.1f} s)")
+    print(
+        f"{len(trials)} trials, serial bare loop: {total:.1f} s wall "
+        f"(train {sum(t for _, t, _ in per_trial):.1f} s + evaluate {sum(e for _, _, e in per_trial):.1f} s)"
+    )
     return 0
 
 
