@@ -173,7 +173,9 @@ def plot_pair(plt: Any, report: dict[str, Any], names: list[str], path: str) -> 
         for row, values in enumerate(grid):
             for col, value in enumerate(values):
                 if not math.isnan(value):
-                    ax.text(col, row, f"{value:.4g}", ha="center", va="center", fontsize=8, color="white")
+                    shade = image.norm(value) if mode == "max" else 1 - image.norm(value)
+                    color = "black" if shade > 0.6 else "white"  # readable on viridis
+                    ax.text(col, row, f"{value:.4g}", ha="center", va="center", fontsize=8, color=color)
         for row, col in failed:
             ax.text(col, row, "failed", ha="center", va="center", fontsize=8, color="tab:red")
         ax.set_xticks(range(len(x_axis.categories)), x_axis.categories)
@@ -215,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 def import_pyplot(config_dir: str) -> Any:
     """matplotlib.pyplot with the Agg backend, its config and font cache in `config_dir`."""
     os.environ["MPLCONFIGDIR"] = config_dir
+    os.environ["XDG_CACHE_HOME"] = config_dir  # fontconfig's cache, when matplotlib asks it
     try:
         import matplotlib
 
