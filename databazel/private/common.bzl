@@ -37,6 +37,10 @@ def script_attr(doc):
     )
 
 COMMON_ATTRS = {
+    "allow_failure": attr.bool(
+        default = False,
+        doc = "Record a failure of the script as this target's result instead of failing the build. A failed `model` writes a failure record (exit code, error, the tail of the script's stderr) in place of its model file; an `evaluate` of such a model, or whose own script failed, writes the record in place of its metrics (`{\"status\": \"failed\", ...}`). `search_report` ranks such trials last. Set by `hyperparam_search(allow_failed_trials = True)`.",
+    ),
     "data": attr.label_list(
         allow_files = True,
         doc = "Files the script reads at run time besides its data (configuration, vocabularies, ...). They are inputs of the action, so changing one re-runs it.",
@@ -185,6 +189,8 @@ def run_runner(ctx, subcommand, script_attr_name, arguments, inputs, outputs, mn
         head.add("--timeout", str(ctx.attr.timeout))
     if script.python:
         head.add("--python-script")
+    if ctx.attr.allow_failure:
+        head.add("--allow-failure")
 
     # Import roots are computed when the action runs, not by flattening the
     # deps of every trial during analysis.

@@ -26,7 +26,11 @@ SearchReportInfo = provider(
     fields = {
         "json": "File: the report as JSON (`search`, `metric`, `mode`, `trials` best first, `best`).",
         "csv": "File: the leaderboard as CSV, best first.",
-        "markdown": "File: the leaderboard as a Markdown table, best first.",
+        "markdown": "File: the leaderboard as a Markdown table, best first (embedding the plots, if any).",
+        "leaderboard": "File: the leaderboard as a text table (what `bazel run` on the report target prints).",
+        "best_model": "File: a byte-identical copy of the best trial's model file.",
+        "best_hyperparams": "File: the best trial's hyperparameters, a JSON object of strings.",
+        "plots": "list[File]: the PNG plots (empty unless `plots = True`).",
         "metric": "str: the metric trials are ranked by.",
         "mode": "str: `max` or `min`.",
         "trials": "list[MetricsInfo]: every trial of the search, in grid order.",

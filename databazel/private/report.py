@@ -4,23 +4,32 @@ Bazel calls this file as::
 
     python3 report.py --target //pkg:search --manifest MANIFEST.json \\
         --metric NAME --mode max|min \\
-        --json-output R.json --csv-output R.csv --markdown-output R.md
+        --json-output R.json --csv-output R.csv --markdown-output R.md \\
+        --leaderboard-output R.txt --best-model-output R.best.EXT \\
+        --best-hyperparams-output R.best_hyperparams.json \\
+        [--plot "TITLE=RELATIVE/PATH.png" ...]
 
-MANIFEST.json lists the trials in grid order::
+MANIFEST.json lists the trials in search order::
 
     {"hyperparam_names": ["C", "max_iter"],
      "trials": [{"name": "...", "label": "//pkg:...",
                  "hyperparams": {"C": "0.1", "max_iter": "100"},
                  "metrics": "path/to/trial.metrics.json",
-                 "model": "path/to/model"}, ...]}
+                 "model": "short/path/of/model",
+                 "model_path": "exec/path/of/model"}, ...]}
 
-Each "metrics" file is read and validated like a runner.py metrics file.
-Trials are ranked by the chosen metric (max: highest first, min: lowest
-first); ties keep manifest order.  Hyperparameter columns follow
-hyperparam_names, then any other hyperparameter keys, sorted.  Metric columns
-are the chosen metric, then the other metric names, sorted.  Numbers are
-written with repr().  All outputs are written atomically; on any error none is
-written and one ``databazel: error: <target>: ...`` line is printed.
+Each "metrics" file is read and validated like a runner.py metrics file; it
+may also be a failure record (runner.py, ``--allow-failure``), which makes the
+trial a failed one.  Successful trials are ranked by the chosen metric (max:
+highest first, min: lowest first), then the failed ones; ties keep manifest
+order.  Hyperparameter columns follow hyperparam_names, then any other
+hyperparameter keys, sorted.  Metric columns are the chosen metric, then the
+other metric names, sorted.  Numbers are written with repr().  The best trial's
+model file is copied byte for byte, and its hyperparameters are written as
+JSON; if every trial failed, that is an error.  ``--plot`` adds an image link
+(relative to the Markdown file) to the Markdown report.  All outputs are
+written atomically; on any error none is written and one
+``databazel: error: <target>: ...`` line is printed.
 """
 
 from __future__ import annotations
@@ -31,10 +40,22 @@ import dataclasses
 import io
 import json
 import os
+import shutil
 import sys
+import tempfile
 from typing import Any
 
-from runner import RunnerError, error_line, parse_metrics, remove_path, write_atomic
+from runner import (
+    FailureRecord,
+    RunnerError,
+    error_line,
+    parse_metrics_or_failure,
+    remove_path,
+    write_atomic,
+)
+
+# Lines of a failed trial's stderr tail shown in the Markdown report and leaderboard.
+REPORT_TAIL_LINES = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +67,12 @@ class Trial:
     hyperparams: dict[str, str]
     metrics: dict[str, float | int]
     model: str
+    model_path: str = ""
+    failure: FailureRecord | None = None
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.failure is None else "failed"
 
     def to_json(self, rank: int) -> dict[str, Any]:
         return {
@@ -55,7 +82,24 @@ class Trial:
             "hyperparams": self.hyperparams,
             "metrics": self.metrics,
             "model": self.model,
+            "status": self.status,
+            "failure": self.failure,
         }
+
+
+def describe_failure(failure: FailureRecord) -> str:
+    """One line: which step failed and how, e.g. 'train exited with code 3'."""
+    if failure["signal"] is not None:
+        how = f"was killed by signal {failure['signal']}"
+    elif failure["exit_code"] not in (None, 0):
+        how = f"exited with code {failure['exit_code']}"
+    else:
+        how = "failed: " + failure["error"].splitlines()[0]
+    return f"{failure['stage']} {how}"
+
+
+def _stderr_tail(failure: FailureRecord) -> str:
+    return "\n".join(failure["stderr_tail"].splitlines()[-REPORT_TAIL_LINES:])
 
 
 def _is_str_dict(value: Any) -> bool:
@@ -85,17 +129,17 @@ def load_manifest(path: str) -> tuple[list[str], list[Trial]]:
             isinstance(entry, dict)
             and all(
                 isinstance(entry.get(k), str)
-                for k in ("name", "label", "metrics", "model")
+                for k in ("name", "label", "metrics", "model", "model_path")
             )
             and _is_str_dict(entry.get("hyperparams"))
         ):
             raise RunnerError(
                 f"manifest {path}: trial #{index} needs string fields name, label, "
-                "metrics, model and an object of strings hyperparams"
+                "metrics, model, model_path and an object of strings hyperparams"
             )
         try:
             with open(entry["metrics"], encoding="utf-8") as f:
-                metrics = parse_metrics(f.read())
+                metrics, failure = parse_metrics_or_failure(f.read())
         except (OSError, UnicodeDecodeError, RunnerError) as e:
             raise RunnerError(
                 f"cannot read the metrics of trial {entry['name']} "
@@ -108,22 +152,38 @@ def load_manifest(path: str) -> tuple[list[str], list[Trial]]:
                 entry["hyperparams"],
                 metrics,
                 entry["model"],
+                entry["model_path"],
+                failure,
             )
         )
     return names, trials
 
 
 def rank(trials: list[Trial], metric: str, mode: str) -> list[Trial]:
-    """Return the trials best first; ties keep their order (stable sort)."""
+    """Return the trials best first, failed ones last; ties keep their order (stable sort)."""
     if mode not in ("max", "min"):
         raise RunnerError(f'mode must be "max" or "min", got {json.dumps(mode)}')
-    for trial in trials:
+    ok = [t for t in trials if t.failure is None]
+    for trial in ok:
         if metric not in trial.metrics:
             raise RunnerError(
                 f"trial {trial.name} has no metric {json.dumps(metric)}; "
                 f"its metrics are: {', '.join(sorted(trial.metrics))}"
             )
-    return sorted(trials, key=lambda t: t.metrics[metric], reverse=mode == "max")
+    ranked = sorted(ok, key=lambda t: t.metrics[metric], reverse=mode == "max")
+    return ranked + [t for t in trials if t.failure is not None]
+
+
+def best_trial(ranked: list[Trial]) -> Trial:
+    """The winner; an error if every trial failed."""
+    if ranked[0].failure is None:
+        return ranked[0]
+    first = ranked[0]
+    assert first.failure is not None
+    raise RunnerError(
+        f"all {len(ranked)} trials failed, so there is no best model. The first, "
+        f"{first.name}: {describe_failure(first.failure)}\n{_stderr_tail(first.failure)}"
+    )
 
 
 def columns(
@@ -139,10 +199,10 @@ def table(
     ranked: list[Trial], hp_columns: list[str], metric_columns: list[str]
 ) -> list[list[str]]:
     """Header row plus one row per trial, best first, as strings."""
-    rows = [["rank", "name"] + hp_columns + metric_columns]
+    rows = [["rank", "name", "status"] + hp_columns + metric_columns]
     for position, trial in enumerate(ranked, start=1):
         rows.append(
-            [str(position), trial.name]
+            [str(position), trial.name, trial.status]
             + [trial.hyperparams.get(k, "") for k in hp_columns]
             + [
                 repr(trial.metrics[k]) if k in trial.metrics else ""
@@ -160,6 +220,7 @@ def render_json(target: str, metric: str, mode: str, ranked: list[Trial]) -> str
         "mode": mode,
         "trials": trials,
         "best": trials[0],
+        "failed": sum(1 for t in ranked if t.failure is not None),
     }
     return (
         json.dumps(
@@ -179,16 +240,32 @@ def _cell(text: str) -> str:
     return " ".join(text.splitlines()).replace("|", "\\|")
 
 
+def _fence(text: str) -> str:
+    """`text` in a fenced code block whose fence no line of it can close."""
+    fence = "```"
+    while fence in text:
+        fence += "`"
+    return f"{fence}text\n{text}\n{fence}"
+
+
 def render_markdown(
-    target: str, metric: str, mode: str, ranked: list[Trial], rows: list[list[str]]
+    target: str,
+    metric: str,
+    mode: str,
+    ranked: list[Trial],
+    rows: list[list[str]],
+    plots: list[tuple[str, str]],
 ) -> str:
     best = ranked[0]
     direction = "higher is better" if mode == "max" else "lower is better"
+    failed = [(p, t) for p, t in enumerate(ranked, start=1) if t.failure is not None]
     summary = (
         f"Ranked by {_cell(metric)} ({mode}, {direction}). "
         f"Best trial: {_cell(best.name)} with {_cell(metric)} = "
         f"{best.metrics[metric]!r} (model: {_cell(best.model)})."
     )
+    if failed:
+        summary += f" {len(failed)} of {len(ranked)} trials failed (ranked last)."
     lines = [
         f"# Hyperparameter search {_cell(target)}",
         "",
@@ -198,7 +275,83 @@ def render_markdown(
         "|" + "|".join(" --- " for _ in rows[0]) + "|",
     ]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows[1:]]
+    if plots:
+        lines += ["", "## Plots"]
+        for title, path in plots:
+            lines += ["", f"![{_cell(title)}]({path})"]
+    if failed:
+        lines += ["", "## Failed trials"]
+        for position, trial in failed:
+            assert trial.failure is not None
+            lines += [
+                "",
+                f"### {position}. {_cell(trial.name)}",
+                "",
+                f"{describe_failure(trial.failure)} ({_cell(trial.failure['target'])}).",
+                "",
+                _fence(trial.failure["error"]),
+            ]
+            if trial.failure["stderr_tail"]:
+                lines += [
+                    "",
+                    "Last lines of its stderr:",
+                    "",
+                    _fence(_stderr_tail(trial.failure)),
+                ]
     return "\n".join(lines) + "\n"
+
+
+def render_leaderboard(
+    target: str, metric: str, mode: str, ranked: list[Trial], rows: list[list[str]]
+) -> str:
+    """The leaderboard as an aligned text table, for the terminal."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [f"{target}: {len(ranked)} trials ranked by {metric} ({mode})", ""]
+    for index, row in enumerate(rows):
+        lines.append(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+        )
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    for position, trial in enumerate(ranked, start=1):
+        if trial.failure is not None:
+            lines += [
+                "",
+                f"{position}. {trial.name}: {describe_failure(trial.failure)}",
+            ]
+            lines += [
+                "    " + line for line in _stderr_tail(trial.failure).splitlines()
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def copy_atomic(source: str, path: str) -> None:
+    """Copy `source` byte for byte to `path` via a temporary file and os.replace."""
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        remove_path(tmp)
+        raise
+
+
+def render_best_hyperparams(best: Trial) -> str:
+    return (
+        json.dumps(best.hyperparams, sort_keys=True, indent=2, ensure_ascii=False)
+        + "\n"
+    )
+
+
+def parse_plot(text: str) -> tuple[str, str]:
+    """A --plot argument "TITLE=PATH" as (title, path)."""
+    title, sep, path = text.rpartition("=")
+    if not sep or not title or not path:
+        raise RunnerError(f"--plot needs TITLE=PATH, got {json.dumps(text)}")
+    return title, path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,27 +366,44 @@ def build_parser() -> argparse.ArgumentParser:
         "--json-output",
         "--csv-output",
         "--markdown-output",
+        "--leaderboard-output",
+        "--best-model-output",
+        "--best-hyperparams-output",
     ):
         parser.add_argument(flag, required=True)
+    parser.add_argument("--plot", action="append", default=[], metavar="TITLE=PATH")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    outputs: list[str] = [args.json_output, args.csv_output, args.markdown_output]
+    outputs: list[str] = [
+        args.json_output,
+        args.csv_output,
+        args.markdown_output,
+        args.leaderboard_output,
+        args.best_hyperparams_output,
+        args.best_model_output,
+    ]
     try:
+        plots = [parse_plot(p) for p in args.plot]
         names, trials = load_manifest(args.manifest)
         ranked = rank(trials, args.metric, args.mode)
+        best = best_trial(ranked)
         hp_columns, metric_columns = columns(names, trials, args.metric)
         rows = table(ranked, hp_columns, metric_columns)
         texts = [
             render_json(args.target, args.metric, args.mode, ranked),
             render_csv(rows),
-            render_markdown(args.target, args.metric, args.mode, ranked, rows),
+            render_markdown(args.target, args.metric, args.mode, ranked, rows, plots),
+            render_leaderboard(args.target, args.metric, args.mode, ranked, rows),
+            render_best_hyperparams(best),
         ]
-        for path, text in zip(outputs, texts):
+        for path in outputs:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        for path, text in zip(outputs, texts):
             write_atomic(path, text)
+        copy_atomic(best.model_path, args.best_model_output)
         return 0
     except (RunnerError, OSError) as e:
         message = str(e)

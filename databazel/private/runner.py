@@ -46,6 +46,15 @@ The script's stdout and stderr go to temporary files.  On success the runner
 prints nothing.  On any failure it prints one error starting with
 ``databazel: error: <target>: `` (with the last 20 lines of the script's stderr,
 when the script failed), removes the declared output file, and exits 1.
+
+``--allow-failure`` (both subcommands) turns a failure of the trial (the script
+failed or broke the contract) into a recorded result: the runner prints a
+``databazel: warning:`` line, writes a failure record (``FailureRecord``) in
+place of the output and exits 0.  train writes FAILED_MODEL_HEADER followed by
+the record's JSON as the model file; evaluate writes the record's canonical
+JSON as the metrics file (``{"status": "failed", ...}``), and does so without
+running its script when the model it gets is a failed training's record.
+Without ``--allow-failure``, evaluating such a model is an error.
 """
 
 from __future__ import annotations
@@ -62,7 +71,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 METRICS_FORMAT = """\
 The evaluation script must write DIR/metrics.json (DIR is the path given by
@@ -90,6 +99,35 @@ class RunnerError(Exception):
 
 class ContractError(RunnerError):
     """A script or input file does not follow the databazel contract."""
+
+
+class ScriptFailed(RunnerError):
+    """The user's script exited non-zero or was killed."""
+
+    def __init__(self, message: str, returncode: int, stderr_tail: str) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+
+
+class FailedModel(RunnerError):
+    """evaluate got a failed training's record instead of a model."""
+
+
+class FailureRecord(TypedDict):
+    """What a failed trial leaves instead of its model or metrics (``--allow-failure``)."""
+
+    status: str  # always "failed"
+    stage: str  # "train" or "evaluate": the step that failed
+    target: str  # the label of the target whose script failed
+    exit_code: int | None  # the script's exit code; None if it was killed or never ran
+    signal: str | None  # e.g. "SIGKILL" when the script was killed
+    error: str  # databazel's error message
+    stderr_tail: str  # the last lines of the script's stderr ("" if none)
+
+
+# The first bytes of a model file that is a failed training's record.
+FAILED_MODEL_HEADER = b"databazel failed trial v1\n"
 
 
 # ---------------------------------------------------------------------------
@@ -294,12 +332,16 @@ def script_env(pythonpath: Sequence[str]) -> dict[str, str]:
     return env
 
 
+def _signal_name(returncode: int) -> str:
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return str(-returncode)
+
+
 def _exit_description(returncode: int) -> str:
     if returncode < 0:
-        try:
-            return f"was killed by signal {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"was killed by signal {-returncode}"
+        return f"was killed by signal {_signal_name(returncode)}"
     return f"exited with code {returncode}"
 
 
@@ -424,7 +466,7 @@ def run_script(
             stdout_tail = tail(stdout_log)
             if stdout_tail:
                 message += "\nLast lines of its stdout:\n" + _indent(stdout_tail)
-        raise RunnerError(message)
+        raise ScriptFailed(message, returncode, stderr_tail)
     finally:
         shutil.rmtree(log_dir, ignore_errors=True)
 
@@ -496,6 +538,12 @@ def evaluate(args: argparse.Namespace) -> None:
     os.makedirs(out_dir, exist_ok=True)
     metrics_file = os.path.join(out_dir, "metrics.json")
     remove_path(metrics_file)
+    failed = read_failed_model(args.model) if os.path.isfile(args.model) else None
+    if failed is not None:
+        raise FailedModel(
+            f"the model {args.model} is the failure record of {failed['target']}, "
+            f"whose {failed['stage']} step failed: {failed['error']}"
+        )
     with data_path(args.data) as data:
         run_script(
             "evaluate",
@@ -526,6 +574,97 @@ def evaluate(args: argparse.Namespace) -> None:
             'Expected a JSON object mapping metric names to finite numbers, e.g. {"accuracy": 0.97}'
         ) from None
     write_atomic(output, format_metrics(metrics))
+
+
+# ---------------------------------------------------------------------------
+# Failure records (--allow-failure)
+
+
+def failure_record(stage: str, target: str, error: RunnerError) -> FailureRecord:
+    """The record of a trial that failed with `error` in `stage`."""
+    returncode = error.returncode if isinstance(error, ScriptFailed) else None
+    if returncode is None and isinstance(error, ContractError):
+        returncode = 0  # the script exited 0 but broke the contract
+    return {
+        "status": "failed",
+        "stage": stage,
+        "target": target,
+        "exit_code": returncode if returncode is None or returncode >= 0 else None,
+        "signal": _signal_name(returncode)
+        if returncode is not None and returncode < 0
+        else None,
+        "error": str(error),
+        "stderr_tail": error.stderr_tail if isinstance(error, ScriptFailed) else "",
+    }
+
+
+def format_failure(record: FailureRecord) -> str:
+    """The canonical JSON text of a failure record."""
+    return json.dumps(record, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def parse_failure(data: Any) -> FailureRecord | None:
+    """The failure record in parsed JSON `data`, or None if it is not one."""
+    if not isinstance(data, dict) or data.get("status") != "failed":
+        return None
+    fields = {"stage": str, "target": str, "error": str, "stderr_tail": str}
+    for key, kind in fields.items():
+        if not isinstance(data.get(key), kind):
+            raise ContractError(f"a failure record needs a string {json.dumps(key)}")
+    for key in ("exit_code", "signal"):
+        value = data.get(key)
+        if value is not None and not isinstance(
+            value, int if key == "exit_code" else str
+        ):
+            raise ContractError(f"a failure record has an invalid {json.dumps(key)}")
+    return {
+        "status": "failed",
+        "stage": data["stage"],
+        "target": data["target"],
+        "exit_code": data.get("exit_code"),
+        "signal": data.get("signal"),
+        "error": data["error"],
+        "stderr_tail": data["stderr_tail"],
+    }
+
+
+def parse_metrics_or_failure(
+    text: str,
+) -> tuple[dict[str, float | int], FailureRecord | None]:
+    """Parse an evaluation's metrics file: (metrics, None), or ({}, failure record)."""
+    failure = parse_failure(_load_json(text))
+    return ({}, failure) if failure is not None else (parse_metrics(text), None)
+
+
+def read_failed_model(path: str) -> FailureRecord | None:
+    """The failure record a failed training left as its model file, or None."""
+    with open(path, "rb") as f:
+        if f.read(len(FAILED_MODEL_HEADER)) != FAILED_MODEL_HEADER:
+            return None
+        text = f.read().decode("utf-8", errors="replace")
+    try:
+        failure = parse_failure(_load_json(text))
+    except ContractError:
+        failure = None
+    if failure is None:
+        raise ContractError(f"model {path} starts like a failure record but is not one")
+    return failure
+
+
+def record_failure(args: argparse.Namespace, error: RunnerError) -> None:
+    """Write the failure record in place of the command's output."""
+    if args.command == "train":
+        record = failure_record("train", args.target, error)
+        remove_path(args.model_output)
+        with open(args.model_output, "wb") as f:
+            f.write(FAILED_MODEL_HEADER + format_failure(record).encode("utf-8"))
+    else:
+        failed_model = (
+            read_failed_model(args.model) if os.path.isfile(args.model) else None
+        )
+        record = failed_model or failure_record("evaluate", args.target, error)
+        os.makedirs(args.output_dir, exist_ok=True)
+        write_atomic(args.metrics_output, format_failure(record))
 
 
 # ---------------------------------------------------------------------------
@@ -560,6 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--python-script", action="store_true")
         cmd.add_argument("--pythonpath", action="append", default=[])
         cmd.add_argument("--timeout", type=_positive_seconds, default=None)
+        cmd.add_argument("--allow-failure", action="store_true")
     return parser
 
 
@@ -567,11 +707,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     output: str = args.model_output if args.command == "train" else args.metrics_output
     try:
-        if args.command == "train":
-            train(args)
-        else:
-            evaluate(args)
-        return 0
+        try:
+            if args.command == "train":
+                train(args)
+            else:
+                evaluate(args)
+            return 0
+        except RunnerError as e:
+            if not args.allow_failure:
+                raise
+            record_failure(args, e)
+            print(
+                f"databazel: warning: {args.target}: the trial failed; recorded as "
+                f"its result (allow_failure): {str(e).splitlines()[0]}",
+                file=sys.stderr,
+            )
+            return 0
     except (RunnerError, OSError) as e:
         message = str(e)
     except SystemExit:

@@ -1,12 +1,28 @@
-"""`hyperparam_search`: a grid of `model` and `evaluate` targets and a report that ranks them."""
+"""`hyperparam_search`: grid or random trials as `model` and `evaluate` targets, and a report that ranks them."""
 
 load(":common.bzl", "DEFAULT_ENV", "PY_TOOLCHAIN_TYPE", "python_runtime")
 load(":evaluate.bzl", _evaluate = "evaluate")
 load(":grid.bzl", "DEFAULT_MAX_TRIALS", "expand_grid")
 load(":model.bzl", _model = "model")
+load(":plot.bzl", "declare_plots", "run_plot")
 load(":providers.bzl", "MetricsInfo", "SearchReportInfo")
+load(":random.bzl", "expand_random")
 
 MODES = ("max", "min")
+
+def _best_model_name(ctx, trials):
+    """`<name>.best.<ext>`, with the extension the trials' model files share (else `model`)."""
+    extensions = {t.model.model_file.extension: True for t in trials}
+    extension = extensions.keys()[0] if len(extensions) == 1 and extensions.keys()[0] else "model"
+    return "{}.best.{}".format(ctx.label.name, extension)
+
+def _relative_to_package_file(f, anchor):
+    """The path of `f` relative to the directory of `anchor` (both outputs of the same rule)."""
+    anchor_dir = anchor.short_path.rpartition("/")[0]
+    return f.short_path[len(anchor_dir) + 1:] if anchor_dir else f.short_path
+
+def _shell_quote(s):
+    return "'" + s.replace("'", "'\\''") + "'"
 
 def _search_report_impl(ctx):
     trials = [t[MetricsInfo] for t in ctx.attr.trials]
@@ -19,6 +35,7 @@ def _search_report_impl(ctx):
                 "label": str(t.model.label),
                 "metrics": t.metrics_file.path,
                 "model": t.model.model_file.short_path,
+                "model_path": t.model.model_file.path,
                 "name": t.model.label.name,
             }
             for t in trials
@@ -28,7 +45,11 @@ def _search_report_impl(ctx):
         json = ctx.actions.declare_file(ctx.label.name + ".json"),
         csv = ctx.actions.declare_file(ctx.label.name + ".csv"),
         markdown = ctx.actions.declare_file(ctx.label.name + ".md"),
+        leaderboard = ctx.actions.declare_file(ctx.label.name + ".txt"),
+        best_model = ctx.actions.declare_file(_best_model_name(ctx, trials)),
+        best_hyperparams = ctx.actions.declare_file(ctx.label.name + ".best_hyperparams.json"),
     )
+    plots = declare_plots(ctx, ctx.attr.hyperparam_names) if ctx.attr.plots else []
 
     args = ctx.actions.args()
     args.add(ctx.file._report)
@@ -39,28 +60,52 @@ def _search_report_impl(ctx):
     args.add("--json-output", outputs.json)
     args.add("--csv-output", outputs.csv)
     args.add("--markdown-output", outputs.markdown)
+    args.add("--leaderboard-output", outputs.leaderboard)
+    args.add("--best-model-output", outputs.best_model)
+    args.add("--best-hyperparams-output", outputs.best_hyperparams)
+    for plot in plots:
+        args.add("--plot", "{}={}".format(plot.title, _relative_to_package_file(plot.file, outputs.markdown)))
 
     python = python_runtime(ctx)
+    report_outputs = [outputs.json, outputs.csv, outputs.markdown, outputs.leaderboard, outputs.best_model, outputs.best_hyperparams]
     ctx.actions.run(
         executable = python.executable,
         arguments = [args],
         inputs = depset(
-            [manifest, ctx.file._report, ctx.file._runner] + [t.metrics_file for t in trials],
+            [manifest, ctx.file._report, ctx.file._runner] + [t.metrics_file for t in trials] + [t.model.model_file for t in trials],
             transitive = [python.files],
         ),
-        outputs = [outputs.json, outputs.csv, outputs.markdown],
+        outputs = report_outputs,
         mnemonic = "DatabazelReport",
         progress_message = "Ranking {} trials of {} by {} ({})".format(len(trials), ctx.label, ctx.attr.metric, ctx.attr.mode),
         use_default_shell_env = False,
         env = DEFAULT_ENV,
     )
-    files = depset([outputs.json, outputs.csv, outputs.markdown])
+    if plots:
+        run_plot(ctx, python, outputs.json, plots)
+
+    # `bazel run` on the report target prints the leaderboard.
+    launcher = ctx.actions.declare_file(ctx.label.name + ".leaderboard.sh")
+    ctx.actions.write(
+        launcher,
+        "#!/bin/sh\n# Prints the leaderboard of {}.\nexec cat {}\n".format(ctx.label, _shell_quote(outputs.leaderboard.short_path)),
+        is_executable = True,
+    )
+    files = depset(report_outputs + [p.file for p in plots])
     return [
-        DefaultInfo(files = files),
+        DefaultInfo(
+            files = files,
+            executable = launcher,
+            runfiles = ctx.runfiles(files = [outputs.leaderboard]),
+        ),
         SearchReportInfo(
             json = outputs.json,
             csv = outputs.csv,
             markdown = outputs.markdown,
+            leaderboard = outputs.leaderboard,
+            best_model = outputs.best_model,
+            best_hyperparams = outputs.best_hyperparams,
+            plots = [p.file for p in plots],
             metric = ctx.attr.metric,
             mode = ctx.attr.mode,
             trials = trials,
@@ -69,7 +114,16 @@ def _search_report_impl(ctx):
 
 search_report = rule(
     implementation = _search_report_impl,
-    doc = "Ranks the evaluations of a search by one metric and writes `<name>.json`, `<name>.csv` and `<name>.md`. `hyperparam_search` creates one; use it directly to rank any set of `evaluate` targets.",
+    doc = """Ranks the evaluations of a search by one metric.
+
+Writes the report `<name>.json`, `<name>.csv`, `<name>.md` and `<name>.txt`
+(the leaderboard as a text table, which `bazel run` on this target prints), the
+best trial's model `<name>.best.<ext>` (a byte-identical copy) and its
+hyperparameters `<name>.best_hyperparams.json`, and with `plots = True` PNG
+plots in `<name>.plots/`. Trials whose failure was recorded (`allow_failure`)
+are ranked last and can't be the best; if every trial failed, the build fails.
+`hyperparam_search` creates one; use it directly to rank any set of `evaluate`
+targets.""",
     attrs = {
         "hyperparam_names": attr.string_list(
             doc = "Order of the hyperparameter columns in the CSV and Markdown leaderboards.",
@@ -83,11 +137,19 @@ search_report = rule(
             values = list(MODES),
             doc = "`max` if a larger metric is better, `min` if a smaller one is.",
         ),
+        "plots": attr.bool(
+            default = False,
+            doc = "Draw PNG plots with matplotlib (the metric against each of `hyperparam_names`, and a heatmap or scatter plot of the metric over two hyperparameters when there are exactly two) into `<name>.plots/`, embedded in the Markdown report. Needs matplotlib in the Python environment.",
+        ),
         "trials": attr.label_list(
             mandatory = True,
             allow_empty = False,
             providers = [MetricsInfo],
             doc = "The `evaluate` targets to rank.",
+        ),
+        "_plot": attr.label(
+            default = Label("//databazel/private:plot.py"),
+            allow_single_file = True,
         ),
         "_report": attr.label(
             default = Label("//databazel/private:report.py"),
@@ -100,49 +162,91 @@ search_report = rule(
     },
     provides = [SearchReportInfo],
     toolchains = [PY_TOOLCHAIN_TYPE],
+    executable = True,
 )
+
+STRATEGIES = ("grid", "random")
+
+def _expand_trials(where, name, strategy, grid, search_space, num_trials, seed, hyperparams, max_trials):
+    """The trials of a search, by strategy; fails naming `where` on arguments of the other strategy."""
+    if strategy not in STRATEGIES:
+        fail("{}: `strategy` must be \"grid\" or \"random\", got {}".format(where, repr(strategy)))
+    if strategy == "grid":
+        for arg, value in (("search_space", search_space), ("num_trials", num_trials), ("seed", seed)):
+            if value != None:
+                fail("{}: `{}` is for strategy = \"random\"; a grid search takes `grid`".format(where, arg))
+        if grid == None:
+            fail("{}: `grid` is required: a dict from hyperparameter name to a list of string values".format(where))
+        return expand_grid(where, name, grid, hyperparams, max_trials)
+    if grid != None:
+        fail("{}: a random search takes `search_space`, not `grid`".format(where))
+    if num_trials == None:
+        fail("{}: a random search needs `num_trials`, the number of trials to draw".format(where))
+    if type(num_trials) == "int" and num_trials > max_trials:
+        fail("{}: `num_trials` = {} is more than max_trials = {}; raise `max_trials` if you mean it".format(where, num_trials, max_trials))
+    return expand_random(where, name, search_space, num_trials, 0 if seed == None else seed, hyperparams)
 
 def hyperparam_search(
         name,
-        grid = None,
         metric = None,
         training_data = None,
         train_executable = None,
         test_data = None,
         eval_executable = None,
+        grid = None,
+        strategy = "grid",
+        search_space = None,
+        num_trials = None,
+        seed = None,
         mode = "max",
         hyperparams = {},
         model = None,
         max_trials = DEFAULT_MAX_TRIALS,
         timeout = 0,
+        allow_failed_trials = False,
+        plots = False,
         deps = [],
         data = [],
         env = {},
         **kwargs):
-    """Grid search: one `model` and one `evaluate` target per combination, and a report.
+    """A hyperparameter search: one `model` and one `evaluate` target per trial, and a report.
 
-    For `grid = {"C": ["0.1", "1"], "max_iter": ["50", "100"]}` and `name = "search"`
-    this creates the four model targets `search__C-0.1__max_iter-50`, ..., their
-    evaluations `search__C-0.1__max_iter-50__eval`, ..., and the report target
-    `search`. Trial names depend only on the trial's own values, so adding a value
-    to the grid adds trials and Bazel re-uses the results of the others.
+    Grid search (the default): for `grid = {"C": ["0.1", "1"], "max_iter": ["50", "100"]}`
+    and `name = "search"` this creates the four model targets
+    `search__C-0.1__max_iter-50`, ..., their evaluations
+    `search__C-0.1__max_iter-50__eval`, ..., and the report target `search`.
+
+    Random search: `strategy = "random"`, `num_trials = N`, `seed = S` and a
+    `search_space` whose entries are lists of string values or `uniform(low, high)`,
+    `loguniform(low, high)`, `randint(low, high)`. The N trials are drawn at load
+    time, deterministically: the same seed gives the same trials everywhere, and
+    growing `num_trials` keeps the earlier trials.
+
+    Trial names depend only on the trial's own values, so adding grid values or
+    random trials adds targets and Bazel re-uses the results of the others.
 
     Every mistake in the declaration fails when the BUILD file is loaded, with a
     message naming the search and the argument to fix.
 
     Args:
       name: name of the report target; every trial's name starts with it.
-      grid: required. Dict from hyperparameter name (an identifier) to a non-empty list of string values.
       metric: required. The metric the report ranks by; every evaluation must produce it.
       training_data: required. As in `model`.
       train_executable: required. As in `model`.
       test_data: required. As in `evaluate`.
       eval_executable: required. As in `evaluate`.
+      grid: required for the grid strategy: dict from hyperparameter name (an identifier) to a non-empty list of string values.
+      strategy: `grid` (every combination of `grid`) or `random` (`num_trials` draws from `search_space`).
+      search_space: for the random strategy: dict from hyperparameter name to a list of string values (one is drawn) or `uniform(low, high)`, `loguniform(low, high)`, `randint(low, high)`.
+      num_trials: for the random strategy: how many distinct trials to draw.
+      seed: for the random strategy: an int (default 0); the same seed gives the same trials.
       mode: `max` (larger is better) or `min`.
-      hyperparams: hyperparameters every trial gets besides its grid values.
+      hyperparams: hyperparameters every trial gets besides its searched values.
       model: file name of each trial's model, inside a directory named after the trial. Default: `<trial>.model`.
-      max_trials: the largest grid allowed (default 1000); a larger one fails at load time.
+      max_trials: the most trials allowed (default 1000): a larger grid or `num_trials` fails at load time.
       timeout: as in `model` and `evaluate`: seconds each training and each evaluation may run (0: no limit).
+      allow_failed_trials: record a failing trial (its exit code and stderr tail) in the report, ranked last, instead of failing the build.
+      plots: draw PNG plots of the metric against the hyperparameters with matplotlib (which the Python environment must then contain).
       deps: as in `model` and `evaluate`; used by both scripts.
       data: as in `model` and `evaluate`; given to both scripts.
       env: as in `model` and `evaluate`; given to both scripts.
@@ -150,7 +254,6 @@ def hyperparam_search(
     """
     where = "//{}:{}".format(native.package_name(), name)
     required = [
-        ("grid", grid, "a dict from hyperparameter name to a list of string values"),
         ("metric", metric, "the metric to rank by, such as \"accuracy\""),
         ("training_data", training_data, "the label of the training data"),
         ("train_executable", train_executable, "the training script"),
@@ -168,7 +271,7 @@ def hyperparam_search(
         fail("{}: `model` must be a file name such as \"model.pkl\", got {}".format(where, repr(model)))
     if type(timeout) != "int" or timeout < 0:
         fail("{}: `timeout` must be a number of seconds (an int, 0 for no limit), got {}".format(where, repr(timeout)))
-    trials = expand_grid(where, name, grid, hyperparams, max_trials)
+    trials = _expand_trials(where, name, strategy, grid, search_space, num_trials, seed, hyperparams, max_trials)
 
     evaluations = []
     for trial in trials:
@@ -179,6 +282,7 @@ def hyperparam_search(
             hyperparams = trial.hyperparams,
             model = trial.name + "/" + model if model else None,
             timeout = timeout,
+            allow_failure = allow_failed_trials,
             deps = deps,
             data = data,
             env = env,
@@ -190,6 +294,7 @@ def hyperparam_search(
             test_data = test_data,
             eval_executable = eval_executable,
             timeout = timeout,
+            allow_failure = allow_failed_trials,
             deps = deps,
             data = data,
             env = env,
@@ -200,8 +305,9 @@ def hyperparam_search(
     search_report(
         name = name,
         trials = evaluations,
-        hyperparam_names = grid.keys(),
+        hyperparam_names = (grid if strategy == "grid" else search_space).keys(),
         metric = metric,
         mode = mode,
+        plots = plots,
         **kwargs
     )

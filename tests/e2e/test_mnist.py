@@ -1,4 +1,4 @@
-"""The worked example, built for real: `bazel build //mnist:bzl_search` in this checkout."""
+"""The worked example, built for real: `bazel build //mnist:bzl_search //mnist:bzl_random_search` in this checkout."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from bazel_harness import REPO, Workspace
+from pngcheck import png_size
 
 DATA = REPO / "mnist" / "data" / "mnist.npz"
 
@@ -17,25 +18,32 @@ def _digests(root: Path) -> dict[str, str]:
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
         if p.is_file()
+        and ".runfiles" not in p.relative_to(root).as_posix()
         and (
             p.name == "model.pkl"
-            or p.name.endswith(".metrics.json")
-            or p.name.startswith("bzl_search.")
+            or p.name.endswith((".metrics.json", ".png"))
+            or p.name.startswith(("bzl_search.", "bzl_random_search."))
         )
     }
+
+
+SEARCHES = (
+    "//mnist:bzl_training",
+    "//mnist:bzl_eval",
+    "//mnist:bzl_search",
+    "//mnist:bzl_random_search",
+)
 
 
 def test_mnist_search_is_complete_cached_and_deterministic(repo: Workspace) -> None:
     if not DATA.exists():
         pytest.fail(f"{DATA} is missing: run ./setup.sh first")
-    first = repo.build(
-        "//mnist:bzl_training",
-        "//mnist:bzl_eval",
-        "//mnist:bzl_search",
-        flags=("--jobs=2",),
-    )
-    assert first.executed("DatabazelTrain") == 13  # bzl_training + 12 trials
-    assert first.executed("DatabazelEvaluate") == 13
+    first = repo.build(*SEARCHES, flags=("--jobs=2",))
+    assert (
+        first.executed("DatabazelTrain") == 21
+    )  # bzl_training + 12 grid trials + 8 random trials
+    assert first.executed("DatabazelEvaluate") == 21
+    assert first.executed("DatabazelPlot") == 2
 
     report = json.loads(repo.bin("mnist/bzl_search.json").read_text())
     assert len(report["trials"]) == 12
@@ -55,18 +63,41 @@ def test_mnist_search_is_complete_cached_and_deterministic(repo: Workspace) -> N
     assert set(metrics) >= {"accuracy", "macro_f1", "log_loss"}
     assert repo.bin("mnist/bzl_training/model.pkl").stat().st_size > 0
 
-    again = repo.build("//mnist:bzl_search")
+    # The best model is the winner's, byte for byte; every plot is a valid image.
+    for search in ("bzl_search", "bzl_random_search"):
+        report = json.loads(repo.bin(f"mnist/{search}.json").read_text())
+        assert (
+            repo.bin(f"mnist/{search}.best.pkl").read_bytes()
+            == repo.bin(report["best"]["model"]).read_bytes()
+        )
+        assert (
+            json.loads(repo.bin(f"mnist/{search}.best_hyperparams.json").read_text())
+            == report["best"]["hyperparams"]
+        )
+        plots = sorted(p.name for p in repo.bin(f"mnist/{search}.plots").iterdir())
+        assert plots == ["C.png", "C__max_iter.png", "max_iter.png"]
+        for name in plots:
+            assert png_size(repo.bin(f"mnist/{search}.plots/{name}")) == (640, 480)
+            assert (
+                f"]({search}.plots/{name})"
+                in repo.bin(f"mnist/{search}.md").read_text()
+            )
+    random_report = json.loads(repo.bin("mnist/bzl_random_search.json").read_text())
+    assert len(random_report["trials"]) == 8
+
+    # `bazel run` on a search prints its leaderboard.
+    run = repo.bazel("run", "//mnist:bzl_random_search", check=True)
+    assert run.stdout.startswith(
+        "//mnist:bzl_random_search: 8 trials ranked by accuracy (max)\n"
+    )
+    assert random_report["best"]["name"] in run.stdout.splitlines()[4]
+
+    again = repo.build(*SEARCHES)
     assert again.executed() == 0, again.executed_by_mnemonic()
 
     before = _digests(repo.bin("mnist"))
-    assert (
-        len(before) == 13 + 13 + 4
-    )  # models, metrics files, report files and manifest
+    # models, metrics files, 2 x (7 report files and the manifest), 2 x 3 plots
+    assert len(before) == 21 + 21 + 2 * 8 + 2 * 3
     repo.bazel("clean", check=True)
-    repo.build(
-        "//mnist:bzl_training",
-        "//mnist:bzl_eval",
-        "//mnist:bzl_search",
-        flags=("--jobs=2",),
-    )
+    repo.build(*SEARCHES, flags=("--jobs=2",))
     assert _digests(repo.bin("mnist")) == before

@@ -35,6 +35,8 @@ def make_search(
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         text = metrics if isinstance(metrics, str) else json.dumps(metrics)
         metrics_path.write_text(text, encoding="utf-8")
+        model_path = root / "out" / f"{index}.model.pkl"
+        model_path.write_bytes(b"model of " + name.encode() + bytes(range(256)))
         entries.append(
             {
                 "name": name,
@@ -42,6 +44,7 @@ def make_search(
                 "hyperparams": hyperparams,
                 "metrics": str(metrics_path),
                 "model": f"mnist/{name}/model.pkl",
+                "model_path": str(model_path),
             }
         )
     manifest = root / "manifest.json"
@@ -51,31 +54,37 @@ def make_search(
     return manifest
 
 
+OUTPUTS = {
+    "json": "--json-output",
+    "csv": "--csv-output",
+    "md": "--markdown-output",
+    "txt": "--leaderboard-output",
+    "best.pkl": "--best-model-output",
+    "best_hyperparams.json": "--best-hyperparams-output",
+}
+
+
+def report_args(
+    root: Path, manifest: Path, metric: str, mode: str, prefix: str
+) -> tuple[list[str], dict[str, Path]]:
+    outputs = {ext: root / "reports" / f"{prefix}.{ext}" for ext in OUTPUTS}
+    args = ["--target", TARGET, "--manifest", str(manifest)]
+    args += ["--metric", metric, "--mode", mode]
+    for ext, flag in OUTPUTS.items():
+        args += [flag, str(outputs[ext])]
+    return args, outputs
+
+
 def run_report(
-    root: Path, manifest: Path, metric: str, mode: str, prefix: str = "r"
+    root: Path,
+    manifest: Path,
+    metric: str,
+    mode: str,
+    prefix: str = "r",
+    extra: tuple[str, ...] = (),
 ) -> tuple[int, dict[str, Path]]:
-    outputs = {
-        ext: root / "reports" / f"{prefix}.{ext}" for ext in ("json", "csv", "md")
-    }
-    code = report.main(
-        [
-            "--target",
-            TARGET,
-            "--manifest",
-            str(manifest),
-            "--metric",
-            metric,
-            "--mode",
-            mode,
-            "--json-output",
-            str(outputs["json"]),
-            "--csv-output",
-            str(outputs["csv"]),
-            "--markdown-output",
-            str(outputs["md"]),
-        ]
-    )
-    return code, outputs
+    args, outputs = report_args(root, manifest, metric, mode, prefix)
+    return report.main(args + list(extra)), outputs
 
 
 def grid() -> list[tuple[dict[str, str], dict[str, Any] | str]]:
@@ -112,7 +121,10 @@ def test_max_mode_ranks_highest_first(tmp_path: Path, capsys) -> None:
         "hyperparams": {"C": "1.0", "max_iter": "100"},
         "metrics": {"accuracy": 0.97, "loss": 0.12},
         "model": "mnist/bzl_search__C-1.0__max_iter-100/model.pkl",
+        "status": "ok",
+        "failure": None,
     }
+    assert data["failed"] == 0
 
 
 def test_min_mode_ranks_lowest_first(tmp_path: Path) -> None:
@@ -162,10 +174,28 @@ def test_csv_header_and_rows(tmp_path: Path) -> None:
     assert code == 0
     rows = list(csv.reader(io.StringIO(out["csv"].read_text(encoding="utf-8"))))
     assert rows == [
-        ["rank", "name", "C", "max_iter", "loss", "accuracy", "n"],
-        ["1", "bzl_search__C-1.0__max_iter-100", "1.0", "100", "0.12", "0.97", ""],
-        ["2", "bzl_search__C-10__max_iter-100", "10", "100", "0.21", "0.94", ""],
-        ["3", "bzl_search__C-0.1__max_iter-100", "0.1", "100", "0.3", "0.91", "10"],
+        ["rank", "name", "status", "C", "max_iter", "loss", "accuracy", "n"],
+        [
+            "1",
+            "bzl_search__C-1.0__max_iter-100",
+            "ok",
+            "1.0",
+            "100",
+            "0.12",
+            "0.97",
+            "",
+        ],
+        ["2", "bzl_search__C-10__max_iter-100", "ok", "10", "100", "0.21", "0.94", ""],
+        [
+            "3",
+            "bzl_search__C-0.1__max_iter-100",
+            "ok",
+            "0.1",
+            "100",
+            "0.3",
+            "0.91",
+            "10",
+        ],
     ]
 
 
@@ -178,7 +208,7 @@ def test_extra_fixed_hyperparams_come_after_grid_columns(tmp_path: Path) -> None
     code, out = run_report(tmp_path, manifest, "acc", "max")
     assert code == 0
     header = out["csv"].read_text(encoding="utf-8").splitlines()[0]
-    assert header == "rank,name,C,penalty,solver,acc"
+    assert header == "rank,name,status,C,penalty,solver,acc"
     second = out["csv"].read_text(encoding="utf-8").splitlines()[1]
     assert second.endswith(",1,l2,lbfgs,0.6")
 
@@ -196,55 +226,34 @@ def test_markdown_leaderboard(tmp_path: Path) -> None:
     assert "accuracy" in summary and "max" in summary
     assert "bzl_search__C-1\\|0__max_iter-100" in summary
     table = [line for line in lines if line.startswith("|")]
-    assert table[0] == "| rank | name | C | max_iter | accuracy | loss |"
+    assert table[0] == "| rank | name | status | C | max_iter | accuracy | loss |"
     assert set(table[1].replace("|", "").split()) == {"---"}
     assert (
         table[2]
-        == "| 1 | bzl_search__C-1\\|0__max_iter-100 | 1\\|0 | 100 | 0.97 | 0.12 |"
+        == "| 1 | bzl_search__C-1\\|0__max_iter-100 | ok | 1\\|0 | 100 | 0.97 | 0.12 |"
     )
     assert [row.split(" | ")[0] for row in table[2:]] == ["| 1", "| 2", "| 3"]
-    assert [row.split(" | ")[4] for row in table[2:]] == ["0.97", "0.94", "0.91"]
+    assert [row.split(" | ")[5] for row in table[2:]] == ["0.97", "0.94", "0.91"]
+    assert "## Plots" not in text and "## Failed trials" not in text
 
 
 def test_output_is_byte_identical_across_runs(tmp_path: Path) -> None:
     manifest = make_search(tmp_path, grid())
     code1, first = run_report(tmp_path, manifest, "accuracy", "max", prefix="a")
     # The second run goes through the command line, as Bazel runs it.
-    second = {ext: tmp_path / "reports" / f"b.{ext}" for ext in ("json", "csv", "md")}
+    args, second = report_args(tmp_path, manifest, "accuracy", "max", "b")
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPORT),
-            "--target",
-            TARGET,
-            "--manifest",
-            str(manifest),
-            "--metric",
-            "accuracy",
-            "--mode",
-            "max",
-            "--json-output",
-            str(second["json"]),
-            "--csv-output",
-            str(second["csv"]),
-            "--markdown-output",
-            str(second["md"]),
-        ],
+        [sys.executable, str(REPORT), *args],
         capture_output=True,
         text=True,
         check=False,
     )
     assert (code1, proc.returncode, proc.stdout, proc.stderr) == (0, 0, "", "")
-    for ext in ("json", "csv", "md"):
+    for ext in OUTPUTS:
         assert first[ext].read_bytes() == second[ext].read_bytes()
-    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == [
-        "a.csv",
-        "a.json",
-        "a.md",
-        "b.csv",
-        "b.json",
-        "b.md",
-    ]
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == sorted(
+        f"{prefix}.{ext}" for prefix in "ab" for ext in OUTPUTS
+    )
 
 
 def assert_failed(code: int, out: dict[str, Path], capsys, *fragments: str) -> None:
@@ -315,3 +324,139 @@ def test_malformed_manifest(tmp_path: Path, capsys) -> None:
     manifest.write_text('{"hyperparam_names": [], "trials": [{"name": 3}]}', "utf-8")
     code, out = run_report(tmp_path, manifest, "accuracy", "max")
     assert_failed(code, out, capsys, "trial #0 needs string fields")
+
+
+def test_best_model_is_copied_byte_for_byte_with_its_hyperparameters(
+    tmp_path: Path,
+) -> None:
+    manifest = make_search(tmp_path, grid())
+    code, out = run_report(tmp_path, manifest, "accuracy", "max")
+    assert code == 0
+    assert (
+        out["best.pkl"].read_bytes() == (tmp_path / "out" / "1.model.pkl").read_bytes()
+    )
+    assert json.loads(out["best_hyperparams.json"].read_text()) == {
+        "C": "1.0",
+        "max_iter": "100",
+    }
+
+
+def failure(stage: str, exit_code: int | None, signal: str | None = None) -> str:
+    return json.dumps(
+        {
+            "status": "failed",
+            "stage": stage,
+            "target": f"//mnist:t_{stage}",
+            "exit_code": exit_code,
+            "signal": signal,
+            "error": f"{stage} script s.py exited with code {exit_code}\nLast lines of its stderr:\n    boom",
+            "stderr_tail": "".join(f"line {i}\n" for i in range(30)) + "boom ```",
+        }
+    )
+
+
+def test_failed_trials_are_ranked_last_and_reported(tmp_path: Path) -> None:
+    trials = grid()
+    trials.insert(0, ({"C": "5", "max_iter": "100"}, failure("train", 3)))
+    trials.append(({"C": "7", "max_iter": "100"}, failure("evaluate", None, "SIGKILL")))
+    manifest = make_search(tmp_path, trials)
+    code, out = run_report(tmp_path, manifest, "accuracy", "min")
+    assert code == 0
+    data = json.loads(out["json"].read_text())
+    assert [(t["hyperparams"]["C"], t["status"]) for t in data["trials"]] == [
+        ("0.1", "ok"),
+        ("10", "ok"),
+        ("1.0", "ok"),
+        ("5", "failed"),
+        ("7", "failed"),
+    ]
+    assert data["failed"] == 2
+    assert data["trials"][3]["metrics"] == {}
+    assert data["trials"][3]["failure"]["exit_code"] == 3
+    assert (
+        out["best.pkl"].read_bytes() == (tmp_path / "out" / "1.model.pkl").read_bytes()
+    )
+
+    rows = list(csv.reader(io.StringIO(out["csv"].read_text())))
+    assert rows[4] == [
+        "4",
+        "bzl_search__C-5__max_iter-100",
+        "failed",
+        "5",
+        "100",
+        "",
+        "",
+    ]
+    markdown = out["md"].read_text()
+    assert "2 of 5 trials failed (ranked last)" in markdown
+    assert "### 4. bzl_search__C-5__max_iter-100" in markdown
+    assert "train exited with code 3 (//mnist:t_train)." in markdown
+    assert "evaluate was killed by signal SIGKILL" in markdown
+    assert "line 21" in markdown and "line 20" not in markdown  # the last 10 lines
+    assert "````text\nline 21" in markdown  # a fence the tail's ``` can't close
+    leaderboard = out["txt"].read_text()
+    assert "4. bzl_search__C-5__max_iter-100: train exited with code 3" in leaderboard
+    assert "    boom ```" in leaderboard
+
+
+def test_every_trial_failed(tmp_path: Path, capsys) -> None:
+    trials: list[tuple[dict[str, str], dict[str, Any] | str]] = [
+        ({"C": "1", "max_iter": "1"}, failure("train", 3)),
+        ({"C": "2", "max_iter": "1"}, failure("evaluate", 1)),
+    ]
+    manifest = make_search(tmp_path, trials)
+    code, out = run_report(tmp_path, manifest, "accuracy", "max")
+    assert_failed(
+        code,
+        out,
+        capsys,
+        "all 2 trials failed, so there is no best model. The first, "
+        "bzl_search__C-1__max_iter-1: train exited with code 3",
+    )
+
+
+def test_leaderboard_is_an_aligned_table(tmp_path: Path) -> None:
+    manifest = make_search(tmp_path, grid())
+    code, out = run_report(tmp_path, manifest, "accuracy", "max")
+    assert code == 0
+    lines = out["txt"].read_text().splitlines()
+    assert lines[0] == f"{TARGET}: 3 trials ranked by accuracy (max)"
+    assert lines[2].split() == [
+        "rank",
+        "name",
+        "status",
+        "C",
+        "max_iter",
+        "accuracy",
+        "loss",
+    ]
+    assert set(lines[3].replace(" ", "")) == {"-"}
+    assert lines[4].split() == [
+        "1",
+        "bzl_search__C-1.0__max_iter-100",
+        "ok",
+        "1.0",
+        "100",
+        "0.97",
+        "0.12",
+    ]
+    # Columns line up: every row has its accuracy at the header's offset.
+    offset = lines[2].index("accuracy")
+    assert [line[offset:].split()[0] for line in lines[4:]] == ["0.97", "0.94", "0.91"]
+
+
+def test_plots_are_embedded_in_the_markdown(tmp_path: Path) -> None:
+    manifest = make_search(tmp_path, grid())
+    plots = (
+        "--plot",
+        "accuracy vs C=r.plots/C.png",
+        "--plot",
+        "a=b=r.plots/C__max_iter.png",
+    )
+    code, out = run_report(tmp_path, manifest, "accuracy", "max", extra=plots)
+    assert code == 0
+    markdown = out["md"].read_text()
+    assert (
+        "## Plots\n\n![accuracy vs C](r.plots/C.png)\n\n![a=b](r.plots/C__max_iter.png)"
+        in markdown
+    )

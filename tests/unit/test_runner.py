@@ -767,3 +767,123 @@ def test_sigterm_to_the_runner_stops_the_script_and_removes_the_output(
     assert proc.returncode == 128 + signal.SIGTERM
     assert _gone(int((work / "grandchild.pid").read_text()))
     assert not (work / "out/model.bin").exists()
+
+
+# --- --allow-failure: failures recorded as results ---------------------------
+
+
+def read_failed_model(path: Path) -> dict:
+    data = path.read_bytes()
+    assert data.startswith(runner.FAILED_MODEL_HEADER)
+    return json.loads(data[len(runner.FAILED_MODEL_HEADER) :])
+
+
+def test_allow_failure_records_a_crashing_training(work: Path, capsys) -> None:
+    script = write_py(
+        work,
+        "train.py",
+        """
+        import sys
+        out = sys.argv[sys.argv.index("--model-output-path") + 1]
+        open(out, "w").write("half a model")
+        print("ValueError: bad learning rate", file=sys.stderr)
+        sys.exit(3)
+        """,
+    )
+    code, err = run_main(train(script.name, "--allow-failure"), capsys)
+    assert code == 0
+    assert err.startswith(f"databazel: warning: {TARGET}: the trial failed; recorded")
+    assert "exited with code 3" in err
+    record = read_failed_model(work / "out/model.bin")
+    assert record == {
+        "status": "failed",
+        "stage": "train",
+        "target": TARGET,
+        "exit_code": 3,
+        "signal": None,
+        "error": "train script train.py exited with code 3\n"
+        "Last lines of its stderr:\n    ValueError: bad learning rate",
+        "stderr_tail": "ValueError: bad learning rate",
+    }
+
+
+def test_allow_failure_records_a_killed_training_and_a_contract_violation(
+    work: Path, capsys
+) -> None:
+    killed = write_py(
+        work, "killed.py", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    assert run_main(train(killed.name, "--allow-failure"), capsys)[0] == 0
+    record = read_failed_model(work / "out/model.bin")
+    assert (record["exit_code"], record["signal"]) == (None, "SIGKILL")
+
+    lazy = write_py(work, "lazy.py", "print('forgot to save')\n")
+    assert run_main(train(lazy.name, "--allow-failure"), capsys)[0] == 0
+    record = read_failed_model(work / "out/model.bin")
+    assert (record["exit_code"], record["signal"]) == (0, None)
+    assert "exited 0 but wrote no model" in record["error"]
+
+
+def test_allow_failure_records_a_failed_evaluation(work: Path, capsys) -> None:
+    (work / "model.bin").write_text("model", encoding="utf-8")
+    script = write_py(
+        work,
+        "eval.py",
+        "import sys\nprint('evaluation exploded', file=sys.stderr)\nsys.exit(5)\n",
+    )
+    code, _ = run_main(evaluate(script.name, "--allow-failure"), capsys)
+    assert code == 0
+    metrics, failure = runner.parse_metrics_or_failure(
+        (work / "out/eval.metrics.json").read_text()
+    )
+    assert metrics == {}
+    assert failure is not None
+    assert (failure["stage"], failure["exit_code"], failure["stderr_tail"]) == (
+        "evaluate",
+        5,
+        "evaluation exploded",
+    )
+    assert (work / "out/eval_dir").is_dir()
+
+
+EVAL_MUST_NOT_RUN = "import sys\nsys.exit('the evaluation script ran')\n"
+
+
+def write_failed_model(work: Path) -> dict:
+    record = runner.failure_record(
+        "train",
+        "//pkg:t",
+        runner.ScriptFailed("train script t.py exited with code 3", 3, "boom"),
+    )
+    (work / "model.bin").write_bytes(
+        runner.FAILED_MODEL_HEADER + runner.format_failure(record).encode()
+    )
+    return dict(record)
+
+
+def test_evaluating_a_failed_model_propagates_its_record(work: Path, capsys) -> None:
+    record = write_failed_model(work)
+    script = write_py(work, "eval.py", EVAL_MUST_NOT_RUN)
+    code, _ = run_main(evaluate(script.name, "--allow-failure"), capsys)
+    assert code == 0
+    assert json.loads((work / "out/eval.metrics.json").read_text()) == record
+
+
+def test_evaluating_a_failed_model_without_allow_failure_is_an_error(
+    work: Path, capsys
+) -> None:
+    write_failed_model(work)
+    script = write_py(work, "eval.py", EVAL_MUST_NOT_RUN)
+    code, err = run_main(evaluate(script.name), capsys)
+    assert code == 1
+    assert_error(
+        err,
+        "the model model.bin is the failure record of //pkg:t, whose train step failed",
+    )
+    assert not (work / "out/eval.metrics.json").exists()
+
+
+def test_a_metrics_file_with_a_status_metric_is_not_a_failure() -> None:
+    assert runner.parse_metrics_or_failure('{"status": 1}') == ({"status": 1}, None)
+    with pytest.raises(runner.ContractError, match="string"):
+        runner.parse_metrics_or_failure('{"status": "failed"}')

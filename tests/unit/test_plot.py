@@ -1,0 +1,162 @@
+"""Tests for databazel/private/plot.py, with matplotlib from .venv."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import plot
+from pngcheck import png_size
+
+PLOT = Path(plot.__file__).resolve()
+TARGET = "//pkg:s"
+
+
+def trial(
+    rank: int, hyperparams: dict[str, str], accuracy: float | None
+) -> dict[str, Any]:
+    failed = accuracy is None
+    return {
+        "rank": rank,
+        "name": "s__" + "__".join(f"{k}-{v}" for k, v in hyperparams.items()),
+        "hyperparams": hyperparams,
+        "metrics": {} if failed else {"accuracy": accuracy},
+        "status": "failed" if failed else "ok",
+        "failure": {"stage": "train"} if failed else None,
+    }
+
+
+def write_report(path: Path, trials: list[dict[str, Any]]) -> Path:
+    path.write_text(
+        json.dumps(
+            {
+                "search": TARGET,
+                "metric": "accuracy",
+                "mode": "max",
+                "trials": trials,
+                "best": trials[0],
+            }
+        )
+    )
+    return path
+
+
+def test_grid_plots_with_a_heatmap_and_a_failed_cell(tmp_path: Path) -> None:
+    values = [
+        ("0.01", "50", 0.9),
+        ("0.01", "100", 0.92),
+        ("1", "50", 0.97),
+        ("1", "100", None),
+        ("100", "50", 0.8),
+        ("100", "100", 0.85),
+    ]
+    ok = sorted((v for v in values if v[2] is not None), key=lambda v: -v[2])  # type: ignore[operator]
+    trials = [
+        trial(i, {"C": c, "max_iter": m}, a)
+        for i, (c, m, a) in enumerate(ok + [values[3]], start=1)
+    ]
+    report = write_report(tmp_path / "r.json", trials)
+    outputs = {
+        name: tmp_path / "plots" / f"{name}.png"
+        for name in ("C", "max_iter", "C__max_iter")
+    }
+    code = plot.main(
+        [
+            "--target", TARGET, "--report", str(report),
+            "--single", f"C={outputs['C']}", "--single", f"max_iter={outputs['max_iter']}",
+            "--pair", f"C,max_iter={outputs['C__max_iter']}",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    for path in outputs.values():
+        assert png_size(path) == (640, 480)
+
+
+def test_random_search_pair_is_a_scatter_plot_and_categorical_axes_work(
+    tmp_path: Path,
+) -> None:
+    trials = [
+        trial(1, {"lr": "0.0123", "act": "relu"}, 0.9),
+        trial(2, {"lr": "0.5", "act": "tanh"}, 0.8),
+        trial(3, {"lr": "1.2e-05", "act": "relu"}, 0.7),
+    ]
+    report = write_report(tmp_path / "r.json", trials)
+    out = tmp_path / "pair.png"
+    single = tmp_path / "act.png"
+    assert (
+        plot.main(
+            [
+                "--target",
+                TARGET,
+                "--report",
+                str(report),
+                "--pair",
+                f"lr,act={out}",
+                "--single",
+                f"act={single}",
+            ]
+        )
+        == 0
+    )
+    assert png_size(out) == (640, 480)
+    assert png_size(single) == (640, 480)
+
+
+def test_images_are_byte_identical_across_runs(tmp_path: Path) -> None:
+    trials = [trial(1, {"x": "1"}, 0.9), trial(2, {"x": "2"}, 0.5)]
+    report = write_report(tmp_path / "r.json", trials)
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    assert (
+        plot.main(
+            ["--target", TARGET, "--report", str(report), "--single", f"x={first}"]
+        )
+        == 0
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(PLOT),
+            "--target",
+            TARGET,
+            "--report",
+            str(report),
+            "--single",
+            f"x={second}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_without_matplotlib_the_error_says_what_to_do(tmp_path: Path) -> None:
+    report = write_report(tmp_path / "r.json", [trial(1, {"x": "1"}, 0.9)])
+    out = tmp_path / "x.png"
+    # -S: no site-packages, so no matplotlib (as in a standard-library-only python_env).
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            str(PLOT),
+            "--target",
+            TARGET,
+            "--report",
+            str(report),
+            "--single",
+            f"x={out}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(
+        f"databazel: error: {TARGET}: plots = True needs matplotlib"
+    )
+    assert "set plots = False" in proc.stderr
+    assert not out.exists()
