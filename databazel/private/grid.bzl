@@ -148,6 +148,46 @@ def grid_size(grid):
         size = size * len(values)
     return size
 
+def validate_values(where, what, values):
+    """Fails naming `where` and `what` unless `values` is a non-empty list of distinct strings.
+
+    Args:
+      where: the search's label, for error messages.
+      what: how the list reads in messages, such as `grid["C"]`.
+      values: the list of hyperparameter values.
+    """
+    if type(values) != "list" or not values:
+        fail("{}: {} must be a non-empty list of strings, got {}".format(where, what, repr(values)))
+    seen = {}
+    for v in values:
+        if type(v) != "string":
+            fail("{}: {} holds {} ({}); hyperparameter values must be strings: write {}".format(where, what, repr(v), type(v), repr(str(v))))
+        if v in seen:
+            fail("{}: {} lists the value {} twice".format(where, what, repr(v)))
+        seen[v] = True
+
+def validate_names(where, what, searched, fixed_hyperparams):
+    """Fails naming `where` unless the searched names and the fixed hyperparameters are usable.
+
+    Args:
+      where: the search's label, for error messages.
+      what: the argument holding the searched names, `grid` or `search_space`.
+      searched: dict whose keys are the searched hyperparameter names.
+      fixed_hyperparams: dict of hyperparameters every trial gets; must not overlap `searched`.
+    """
+    if type(fixed_hyperparams) != "dict":
+        fail("{}: `hyperparams` must be a dict from hyperparameter name to string value, got {}".format(where, repr(fixed_hyperparams)))
+    for key in searched:
+        if not is_identifier(key):
+            fail("{}: {} key {} is not a valid hyperparameter name: use letters, digits and `_`, not starting with a digit".format(where, what, repr(key)))
+        if key in fixed_hyperparams:
+            fail("{}: {} is both in `{}` and in `hyperparams`; keep it in one of them".format(where, repr(key), what))
+    for key, value in fixed_hyperparams.items():
+        if not is_identifier(key):
+            fail("{}: hyperparams key {} is not a valid hyperparameter name: use letters, digits and `_`, not starting with a digit".format(where, repr(key)))
+        if type(value) != "string":
+            fail("{}: hyperparams[{}] is {} ({}); hyperparameter values must be strings: write {}".format(where, repr(key), repr(value), type(value), repr(str(value))))
+
 def validate_grid(where, grid, fixed_hyperparams = {}, max_trials = DEFAULT_MAX_TRIALS):
     """Fails with a message naming `where` if `grid` is not a usable grid.
 
@@ -159,29 +199,9 @@ def validate_grid(where, grid, fixed_hyperparams = {}, max_trials = DEFAULT_MAX_
     """
     if type(grid) != "dict" or not grid:
         fail("{}: `grid` must be a non-empty dict from hyperparameter name to a list of string values, got {}".format(where, repr(grid)))
-    if type(fixed_hyperparams) != "dict":
-        fail("{}: `hyperparams` must be a dict from hyperparameter name to string value, got {}".format(where, repr(fixed_hyperparams)))
+    validate_names(where, "grid", grid, fixed_hyperparams)
     for key, values in grid.items():
-        if not is_identifier(key):
-            fail("{}: grid key {} is not a valid hyperparameter name: use letters, digits and `_`, not starting with a digit".format(where, repr(key)))
-        if type(values) != "list" or not values:
-            fail("{}: grid[{}] must be a non-empty list of strings, got {}".format(where, repr(key), repr(values)))
-        seen = {}
-        for v in values:
-            if type(v) != "string":
-                fail("{}: grid[{}] holds {} ({}); hyperparameter values must be strings: write {}".format(where, repr(key), repr(v), type(v), repr(str(v))))
-            if v in seen:
-                fail("{}: grid[{}] lists the value {} twice".format(where, repr(key), repr(v)))
-            seen[v] = True
-        if key in fixed_hyperparams:
-            fail("{}: {} is both in `grid` and in `hyperparams`; keep it in one of them".format(where, repr(key)))
-    for key, value in fixed_hyperparams.items():
-        if not is_identifier(key):
-            fail("{}: hyperparams key {} is not a valid hyperparameter name: use letters, digits and `_`, not starting with a digit".format(where, repr(key)))
-        if type(value) != "string":
-            fail("{}: hyperparams[{}] is {} ({}); hyperparameter values must be strings: write {}".format(where, repr(key), repr(value), type(value), repr(str(value))))
-    if type(max_trials) != "int" or max_trials < 1:
-        fail("{}: `max_trials` must be a positive int, got {}".format(where, repr(max_trials)))
+        validate_values(where, "grid[{}]".format(repr(key)), values)
     size = grid_size(grid)
     if size > max_trials:
         fail("{}: the grid has {} trials ({}), more than max_trials = {}; remove values, or raise `max_trials` if you mean it".format(

@@ -14,7 +14,7 @@ gives the same trials on every machine and with every Bazel version:
 Nothing here creates targets, so all of it is unit-tested with skylib's `unittest`.
 """
 
-load(":grid.bzl", "is_identifier", "trial_name")
+load(":grid.bzl", "trial_name", "validate_names", "validate_values")
 
 _M64 = (1 << 64) - 1
 
@@ -361,15 +361,7 @@ def _validate_entry(where, key, entry):
     """Fails naming `where` and `key` unless `entry` is a valid search-space entry."""
     prefix = "{}: search_space[{}]".format(where, repr(key))
     if type(entry) == "list":
-        if not entry:
-            fail("{} is an empty list; list at least one value".format(prefix))
-        seen = {}
-        for v in entry:
-            if type(v) != "string":
-                fail("{} holds {} ({}); hyperparameter values must be strings: write {}".format(prefix, repr(v), type(v), repr(str(v))))
-            if v in seen:
-                fail("{} lists the value {} twice".format(prefix, repr(v)))
-            seen[v] = True
+        validate_values(where, "search_space[{}]".format(repr(key)), entry)
         return
     if type(entry) != "struct" or not hasattr(entry, _DISTRIBUTION):
         fail("{} must be a list of string values or one of uniform(low, high), loguniform(low, high), randint(low, high) from @databazel//databazel:defs.bzl, got {}".format(prefix, repr(entry)))
@@ -417,12 +409,9 @@ def validate_search_space(where, space, num_trials, seed, fixed_hyperparams = {}
         fail("{}: `num_trials` must be a positive int, got {}".format(where, repr(num_trials)))
     if type(seed) != "int":
         fail("{}: `seed` must be an int, got {}".format(where, repr(seed)))
+    validate_names(where, "search_space", space, fixed_hyperparams)
     for key, entry in space.items():
-        if not is_identifier(key):
-            fail("{}: search_space key {} is not a valid hyperparameter name: use letters, digits and `_`, not starting with a digit".format(where, repr(key)))
         _validate_entry(where, key, entry)
-        if key in fixed_hyperparams:
-            fail("{}: {} is both in `search_space` and in `hyperparams`; keep it in one of them".format(where, repr(key)))
     size = _space_size(space)
     if size != None and num_trials > size:
         fail("{}: `num_trials` is {} but the search space has only {} distinct points; lower `num_trials` (or use the grid strategy to try them all)".format(where, num_trials, size))

@@ -269,6 +269,8 @@ def hyperparam_search(
         fail("{}: `mode` must be \"max\" or \"min\", got {}".format(where, repr(mode)))
     if model != None and (type(model) != "string" or not model):
         fail("{}: `model` must be a file name such as \"model.pkl\", got {}".format(where, repr(model)))
+    if type(max_trials) != "int" or max_trials < 1:
+        fail("{}: `max_trials` must be a positive int, got {}".format(where, repr(max_trials)))
     if type(timeout) != "int" or timeout < 0:
         fail("{}: `timeout` must be a number of seconds (an int, 0 for no limit), got {}".format(where, repr(timeout)))
     trials = _expand_trials(where, name, strategy, grid, search_space, num_trials, seed, hyperparams, max_trials)

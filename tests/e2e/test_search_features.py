@@ -273,6 +273,18 @@ BAD_RANDOM = [
         'strategy = "random", num_trials = 2, seed = "1", search_space = {"x": uniform(0, 1)}',
         "`seed` must be an int",
     ),
+    (
+        'strategy = "random", num_trials = 2, search_space = {"x": uniform(0, 1)}, hyperparams = {"tol": 1}',
+        'hyperparams["tol"] is 1 (int); hyperparameter values must be strings',
+    ),
+    (
+        'strategy = "random", num_trials = 2, search_space = {"x": ["a", "a"]}',
+        'search_space["x"] lists the value "a" twice',
+    ),
+    (
+        'strategy = "random", num_trials = 2000, search_space = {"x": uniform(0, 1)}',
+        "`num_trials` = 2000 is more than max_trials = 1000",
+    ),
 ]
 
 
