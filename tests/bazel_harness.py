@@ -22,6 +22,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def starlark_string(value: str) -> str:
+    """A Starlark string literal for `value`: UTF-8 source, escapes for the rest."""
+    escaped = (
+        value.replace("\\", "\\\\")
+        .replace('"', '\\"')
+        .replace("\n", "\\n")
+        .replace("\t", "\\t")
+        .replace("\r", "\\r")
+    )
+    return f'"{escaped}"'
+
+
 @dataclasses.dataclass
 class Result:
     returncode: int

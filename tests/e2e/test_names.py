@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 
-from bazel_harness import Workspace
+from bazel_harness import Workspace, starlark_string
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,17 +30,6 @@ keys = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,30}", fullmatch=True)
 grids = st.dictionaries(
     keys, st.lists(values, min_size=1, max_size=6, unique=True), min_size=1, max_size=3
 )
-
-
-def starlark_string(value: str) -> str:
-    escaped = (
-        value.replace("\\", "\\\\")
-        .replace('"', '\\"')
-        .replace("\n", "\\n")
-        .replace("\t", "\\t")
-        .replace("\r", "\\r")
-    )
-    return f'"{escaped}"'
 
 
 def trial_names(ws: Workspace, grid: dict[str, list[str]]) -> list[str]:

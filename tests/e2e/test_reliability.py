@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bazel_harness import Workspace
+from bazel_harness import Workspace, starlark_string
 
 LOAD = (
     'load("@databazel//databazel:defs.bzl", "evaluate", "hyperparam_search", "model")\n'
@@ -289,17 +289,6 @@ HOSTILE = [
     "x" * 60,
     "",
 ]
-
-
-def starlark_string(value: str) -> str:
-    """A Starlark string literal for `value` (UTF-8 source, escapes for the rest)."""
-    escaped = (
-        value.replace("\\", "\\\\")
-        .replace('"', '\\"')
-        .replace("\n", "\\n")
-        .replace("\t", "\\t")
-    )
-    return f'"{escaped}"'
 
 
 def test_hostile_values_reach_the_scripts_byte_for_byte_under_valid_unique_names(
