@@ -681,9 +681,7 @@ def record_failure(args: argparse.Namespace, error: RunnerError) -> None:
     """Write the failure record in place of the command's output."""
     if args.command == "train":
         init = args.init_model
-        failed_init = (
-            read_failed_model(init) if init and os.path.isfile(init) else None
-        )
+        failed_init = read_failed_model(init) if init and os.path.isfile(init) else None
         record = failed_init or failure_record("train", args.target, error)
         remove_path(args.model_output)
         with open(args.model_output, "wb") as f:

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from bazel_harness import Workspace
 
-LOAD = 'load("@databazel//databazel:defs.bzl", "evaluate", "hyperparam_search", "model")\n'
+LOAD = (
+    'load("@databazel//databazel:defs.bzl", "evaluate", "hyperparam_search", "model")\n'
+)
 
 
 def write_chain(ws: Workspace, epochs: int, env: dict[str, str] | None = None) -> None:
@@ -209,6 +211,8 @@ def test_trials_differing_only_in_epochs_share_their_common_epochs(
     assert curves.executed("DatabazelTrain") == 0
     assert curves.executed("DatabazelEvaluate") == 6  # epochs 1, 4, 6 of each x
     report = json.loads(ws.bin("epochsearch/s.json").read_text())
-    longest = next(t for t in report["trials"] if t["hyperparams"] == {"x": "1", "epochs": "7"})
+    longest = next(
+        t for t in report["trials"] if t["hyperparams"] == {"x": "1", "epochs": "7"}
+    )
     assert [p["epoch"] for p in longest["learning_curve"]] == list(range(1, 8))
     assert all(p["metrics"]["accuracy"] == 1.0 for p in longest["learning_curve"])
