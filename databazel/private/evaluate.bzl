@@ -3,39 +3,74 @@
 load(":common.bzl", "COMMON_ATTRS", "PY_TOOLCHAIN_TYPE", "describe_hyperparams", "run_runner", "script_attr")
 load(":providers.bzl", "MetricsInfo", "ModelInfo")
 
-def _evaluate_impl(ctx):
-    model_info = ctx.attr.model[ModelInfo]
-    metrics_file = ctx.actions.declare_file(ctx.label.name + ".metrics.json")
-    output_dir = ctx.actions.declare_directory(ctx.label.name + ".outputs")
-    test_data = ctx.attr.test_data.files
-    if not test_data.to_list():
-        fail("{}: `test_data` {} provides no files".format(ctx.label, ctx.attr.test_data.label))
-
+def _evaluate_one(ctx, model_info, model_file, test_data, prefix, epoch):
+    """Registers the evaluation of `model_file`; returns struct(metrics_file, output_dir)."""
+    metrics_file = ctx.actions.declare_file(prefix + ".metrics.json")
+    output_dir = ctx.actions.declare_directory(prefix + ".outputs")
     args = ctx.actions.args()
-    args.add("--model", model_info.model_file)
+    args.add("--model", model_file)
     args.add_all(test_data, before_each = "--data")
     args.add("--metrics-output", metrics_file)
     args.add("--output-dir", output_dir.path)
-
     run_runner(
         ctx,
         subcommand = "evaluate",
         script_attr_name = "eval_executable",
         arguments = args,
-        inputs = depset([model_info.model_file], transitive = [test_data]),
+        inputs = depset([model_file], transitive = [test_data]),
         outputs = [metrics_file, output_dir],
         mnemonic = "DatabazelEvaluate",
-        progress_message = "Evaluating {}{}".format(model_info.label, describe_hyperparams(model_info.hyperparams)),
+        progress_message = "Evaluating {}{}{}".format(
+            model_info.label,
+            ", epoch {}".format(epoch) if epoch else "",
+            describe_hyperparams(model_info.hyperparams),
+        ),
     )
+    return struct(metrics_file = metrics_file, output_dir = output_dir)
+
+def _evaluate_impl(ctx):
+    model_info = ctx.attr.model[ModelInfo]
+    test_data = ctx.attr.test_data.files
+    if not test_data.to_list():
+        fail("{}: `test_data` {} provides no files".format(ctx.label, ctx.attr.test_data.label))
+    checkpoints = model_info.checkpoints
+    if (ctx.attr.learning_curve or ctx.attr.epochs) and not checkpoints:
+        fail("{}: `learning_curve` and `epochs` evaluate the checkpoints of a model trained in epochs, but {} has none; give it `epochs = N`".format(ctx.label, model_info.label))
+    for epoch in ctx.attr.epochs:
+        if epoch < 1 or epoch > len(checkpoints):
+            fail("{}: `epochs` lists epoch {}, but {} has epochs 1 to {}".format(ctx.label, epoch, model_info.label, len(checkpoints)))
+    if not checkpoints:
+        evaluation = _evaluate_one(ctx, model_info, model_info.model_file, test_data, ctx.label.name, None)
+        epoch_evaluations = {}
+    else:
+        # One action per evaluated epoch, each a function of its checkpoint
+        # only: `<name>.epoch-K.metrics.json` does not depend on how many
+        # epochs the model has. The last epoch is always evaluated.
+        wanted = list(range(1, len(checkpoints) + 1)) if ctx.attr.learning_curve else ctx.attr.epochs
+        epoch_evaluations = {}
+        for epoch in sorted({k: True for k in wanted + [len(checkpoints)]}.keys()):
+            epoch_evaluations[epoch] = _evaluate_one(
+                ctx,
+                model_info,
+                checkpoints[epoch - 1],
+                test_data,
+                "{}.epoch-{}".format(ctx.label.name, epoch),
+                epoch,
+            )
+        evaluation = epoch_evaluations[len(checkpoints)]
     return [
-        DefaultInfo(files = depset([metrics_file])),
-        OutputGroupInfo(outputs_dir = depset([output_dir])),
+        DefaultInfo(files = depset([evaluation.metrics_file])),
+        OutputGroupInfo(
+            outputs_dir = depset([evaluation.output_dir]),
+            epoch_metrics = depset([e.metrics_file for e in epoch_evaluations.values()]),
+        ),
         MetricsInfo(
-            metrics_file = metrics_file,
-            output_dir = output_dir,
+            metrics_file = evaluation.metrics_file,
+            output_dir = evaluation.output_dir,
             model = model_info,
             test_data = test_data,
             label = ctx.label,
+            epoch_evaluations = epoch_evaluations,
         ),
     ]
 
@@ -52,8 +87,23 @@ and must write `DIR/metrics.json`: a flat JSON object of finite numbers, such as
 canonicalised, to `<name>.metrics.json`. `DIR` itself, with everything the
 script wrote into it, is the directory `<name>.outputs` (output group
 `outputs_dir`).
+
+For a model trained in epochs (`model(epochs = N)`), the model evaluated is
+the last checkpoint, and the outputs are named after the epoch:
+`<name>.epoch-N.metrics.json` and `<name>.epoch-N.outputs`, so that raising
+`epochs` evaluates only the new last checkpoint. `learning_curve = True`
+evaluates every epoch's checkpoint (`epochs = [...]` some of them), one
+action each; `search_report` draws the metric against the epoch from them.
+Their metrics files are in output group `epoch_metrics`.
 """,
     attrs = dict(COMMON_ATTRS, **{
+        "epochs": attr.int_list(
+            doc = "Epochs (from 1) whose checkpoints are evaluated besides the last one's, for a model trained in epochs.",
+        ),
+        "learning_curve": attr.bool(
+            default = False,
+            doc = "Evaluate the checkpoint of every epoch of a model trained in epochs, not only the last (a learning curve in `search_report`).",
+        ),
         "eval_executable": script_attr(
             "The evaluation script: an executable target (such as a `py_binary`) or a single `.py` file that databazel runs with the Python toolchain's interpreter.",
         ),

@@ -4,11 +4,34 @@ load(":common.bzl", "COMMON_ATTRS", "PY_TOOLCHAIN_TYPE", "describe_hyperparams",
 load(":grid.bzl", "is_identifier")
 load(":providers.bzl", "ModelInfo")
 
+def checkpoint_name(model_name, epoch):
+    """The file name of epoch `epoch`'s checkpoint of a model named `model_name`.
+
+    `.epoch-K` goes before the extension of the file name: `m.model` gives
+    `m.epoch-3.model`, `m/model.pkl` gives `m/model.epoch-3.pkl`, `m/weights`
+    gives `m/weights.epoch-3`. It depends only on the model's name and K, never
+    on the number of epochs, so that epoch K's action is the same whatever it is.
+
+    Args:
+      model_name: the model's file name, relative to the package.
+      epoch: the epoch, from 1.
+
+    Returns:
+      A file name relative to the package.
+    """
+    directory, slash, base = model_name.rpartition("/")
+    stem, dot, extension = base.rpartition(".")
+    if not dot or not stem:
+        stem, extension = base, ""
+    return "{}{}{}.epoch-{}{}".format(directory, slash, stem, epoch, "." + extension if extension else "")
+
 def _model_impl(ctx):
     for key in ctx.attr.hyperparams:
         if not is_identifier(key):
             fail("{}: hyperparams key {} is not a valid hyperparameter name: use letters, digits and `_`, not starting with a digit".format(ctx.label, repr(key)))
-    model_file = ctx.actions.declare_file(ctx.attr.model or ctx.label.name + ".model")
+    if ctx.attr.epochs < 0:
+        fail("{}: `epochs` must be a positive number of epochs (or 0: train in one step, without epochs); got {}".format(ctx.label, ctx.attr.epochs))
+    model_name = ctx.attr.model or ctx.label.name + ".model"
     hyperparams_file = ctx.actions.declare_file(ctx.label.name + ".hyperparams.json")
 
     # json.encode sorts keys: the order in the BUILD file does not change the cache key.
@@ -17,28 +40,47 @@ def _model_impl(ctx):
     if not training_data.to_list():
         fail("{}: `training_data` {} provides no files".format(ctx.label, ctx.attr.training_data.label))
 
-    args = ctx.actions.args()
-    args.add("--hyperparams-file", hyperparams_file)
-    args.add("--model-output", model_file)
-    args.add_all(training_data, before_each = "--data")
-
-    run_runner(
-        ctx,
-        subcommand = "train",
-        script_attr_name = "train_executable",
-        arguments = args,
-        inputs = depset([hyperparams_file], transitive = [training_data]),
-        outputs = [model_file],
-        mnemonic = "DatabazelTrain",
-        progress_message = "Training {}{}".format(ctx.label, describe_hyperparams(ctx.attr.hyperparams)),
-    )
+    # Without epochs: one action. With N epochs: a chain of N actions, epoch K
+    # reading the checkpoint of epoch K - 1. Nothing of epoch K's action (its
+    # command line, inputs, output path) depends on N: raising N adds actions,
+    # lowering it drops some, and the others stay cached.
+    checkpoints = []
+    for epoch in range(1, ctx.attr.epochs + 1) if ctx.attr.epochs else [None]:
+        output = ctx.actions.declare_file(checkpoint_name(model_name, epoch) if epoch else model_name)
+        previous = checkpoints[-1] if checkpoints else None
+        args = ctx.actions.args()
+        args.add("--hyperparams-file", hyperparams_file)
+        args.add("--model-output", output)
+        args.add_all(training_data, before_each = "--data")
+        if epoch:
+            args.add("--epoch", str(epoch))
+        if previous:
+            args.add("--init-model", previous)
+        run_runner(
+            ctx,
+            subcommand = "train",
+            script_attr_name = "train_executable",
+            arguments = args,
+            inputs = depset([hyperparams_file] + ([previous] if previous else []), transitive = [training_data]),
+            outputs = [output],
+            mnemonic = "DatabazelTrain",
+            progress_message = "Training {}{}{}".format(
+                ctx.label,
+                ", epoch {}".format(epoch) if epoch else "",
+                describe_hyperparams(ctx.attr.hyperparams),
+            ),
+        )
+        checkpoints.append(output)
+    model_file = checkpoints[-1]
     return [
         DefaultInfo(files = depset([model_file])),
+        OutputGroupInfo(**{"epoch_{}".format(k): depset([f]) for k, f in enumerate(checkpoints, start = 1) if ctx.attr.epochs}),
         ModelInfo(
             model_file = model_file,
             hyperparams = dict(ctx.attr.hyperparams),
             training_data = training_data,
             label = ctx.label,
+            checkpoints = checkpoints if ctx.attr.epochs else [],
         ),
     ]
 
@@ -54,8 +96,24 @@ and must write the model to `OUT` and exit 0. `DATA` is the single file of
 `training_data`, or a directory of links to its files when there are several.
 The action is cached by Bazel: it re-runs only when the script, its deps, the
 data, the hyperparameters, `env` or the Python environment change.
+
+With `epochs = N`, training is N chained actions, one per epoch. Epoch K runs
+
+    SCRIPT --data DATA --model-output-path OUT --hyperparams '{...}' --epoch K [--init-model-path PREVIOUS]
+
+where `PREVIOUS` (from the second epoch on) is the checkpoint epoch K - 1
+wrote; the script resumes from it, trains one epoch and writes the new
+checkpoint to `OUT`. Epoch K's checkpoint is `<name>.epoch-K.model` (with
+`model = "dir/model.pkl"`: `dir/model.epoch-K.pkl`), in output group
+`epoch_K`; the target's output is the last one. Epoch K's action does not
+depend on N: raising `epochs` runs only the new epochs, lowering it runs
+nothing, and an interrupted build resumes at the first unfinished epoch.
 """,
     attrs = dict(COMMON_ATTRS, **{
+        "epochs": attr.int(
+            default = 0,
+            doc = "Train in this many epochs, one action each, chained through checkpoints (see above). 0: one action, and the script gets neither `--epoch` nor `--init-model-path`.",
+        ),
         "hyperparams": attr.string_dict(
             doc = "Hyperparameters, given to the script as one JSON object of strings in `--hyperparams`.",
         ),

@@ -7,12 +7,14 @@ Python environment.
 
 load(":common.bzl", "DEFAULT_ENV")
 
-def declare_plots(ctx, hyperparam_names):
+def declare_plots(ctx, hyperparam_names, learning_curve = False):
     """Declares the plot files of a report.
 
     Args:
       ctx: the `search_report` context.
       hyperparam_names: the searched hyperparameters.
+      learning_curve: whether to plot the metric against the epoch too
+        (`<name>.plots/learning_curve.png`).
 
     Returns:
       A list of struct(title, file, kind, names): one plot of the metric
@@ -39,6 +41,13 @@ def declare_plots(ctx, hyperparam_names):
             kind = "pair",
             names = hyperparam_names,
         ))
+    if learning_curve:
+        plots.append(struct(
+            title = "learning curves: {} vs epoch".format(metric),
+            file = ctx.actions.declare_file(directory + "learning_curve.png"),
+            kind = "learning-curve",
+            names = [],
+        ))
     return plots
 
 def run_plot(ctx, python, report_json, plots):
@@ -55,7 +64,7 @@ def run_plot(ctx, python, report_json, plots):
     args.add("--target", str(ctx.label))
     args.add("--report", report_json)
     for plot in plots:
-        args.add("--" + plot.kind, ",".join(plot.names) + "=" + plot.file.path)
+        args.add("--" + plot.kind, ",".join(plot.names) + "=" + plot.file.path if plot.names else plot.file.path)
     ctx.actions.run(
         executable = python.executable,
         arguments = [args],

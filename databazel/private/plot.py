@@ -3,14 +3,18 @@
 Bazel calls this file as::
 
     python3 plot.py --target //pkg:search --report R.json \\
-        [--single HP=OUT.png ...] [--pair HP1,HP2=OUT.png]
+        [--single HP=OUT.png ...] [--pair HP1,HP2=OUT.png] \\
+        [--learning-curve OUT.png]
 
 R.json is report.py's JSON report.  ``--single`` draws the ranking metric
 against one hyperparameter (every successful trial is a point; the best value
 per hyperparameter value is joined by a line; the best trial is a star).
 ``--pair`` draws the metric over two hyperparameters: a heatmap when the trials
 form a full grid over them (cells of failed trials are marked), a scatter plot
-coloured by the metric otherwise.  A hyperparameter whose values are all
+coloured by the metric otherwise.  ``--learning-curve`` draws the metric
+against the epoch, one line per trial with a learning curve (a curve that is
+the beginning of another one, as for trials sharing a chain of epochs, is
+drawn once, as part of the longer one).  A hyperparameter whose values are all
 numbers gets a numeric axis (logarithmic when they are positive and span a
 factor of 100 or more); otherwise its values are categories, in order of first
 appearance.
@@ -38,6 +42,7 @@ from runner import RunnerError, error_line, remove_path
 FIGSIZE = (6.4, 4.8)
 DPI = 100
 LOG_SPAN = 100.0
+MAX_LEGEND = 12  # learning curves named in the legend
 
 
 def _as_float(value: str) -> float | None:
@@ -227,6 +232,47 @@ def plot_pair(plt: Any, report: dict[str, Any], names: list[str], path: str) -> 
     plt.close(fig)
 
 
+def _curve(trial: dict[str, Any], metric: str) -> list[tuple[int, float]]:
+    return [
+        (point["epoch"], point["metrics"][metric])
+        for point in trial.get("learning_curve", [])
+        if metric in point["metrics"]
+    ]
+
+
+def plot_learning_curve(plt: Any, report: dict[str, Any], path: str) -> None:
+    """The metric against the epoch, one line per trial (nested curves once)."""
+    metric, mode = report["metric"], report["mode"]
+    curves = [(t["name"], _curve(t, metric)) for t in _ok(report)]
+    curves = [(name, curve) for name, curve in curves if curve]
+    shown = [
+        (name, curve)
+        for name, curve in curves
+        if not any(
+            len(other) > len(curve) and other[: len(curve)] == curve
+            for _, other in curves
+        )
+    ]
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    for index, (name, curve) in enumerate(shown):
+        ax.plot(
+            [p[0] for p in curve],
+            [p[1] for p in curve],
+            marker="o",
+            markersize=3,
+            label=name if index < MAX_LEGEND else None,
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{metric} ({mode})")
+    ax.set_title(_title(report, f"learning curves: {metric} vs epoch"), fontsize=10)
+    ax.grid(True, alpha=0.3)
+    if shown:
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
 def _spec(text: str, count: int) -> tuple[list[str], str]:
     names, sep, path = text.partition("=")
     parts = names.split(",")
@@ -243,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", required=True)
     parser.add_argument("--single", action="append", default=[], metavar="HP=OUT")
     parser.add_argument("--pair", action="append", default=[], metavar="HP1,HP2=OUT")
+    parser.add_argument("--learning-curve", default=None, metavar="OUT")
     return parser
 
 
@@ -271,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     singles = [_spec(s, 1) for s in args.single]
     pairs = [_spec(p, 2) for p in args.pair]
     outputs = [path for _, path in singles + pairs]
+    if args.learning_curve:
+        outputs.append(args.learning_curve)
     config_dir = tempfile.mkdtemp(prefix="databazel-mpl-")
     try:
         report = load_report(args.report)
@@ -279,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
             plot_single(plt, report, names[0], path)
         for names, path in pairs:
             plot_pair(plt, report, names, path)
+        if args.learning_curve:
+            plot_learning_curve(plt, report, args.learning_curve)
         return 0
     except (RunnerError, OSError) as e:
         message = str(e)

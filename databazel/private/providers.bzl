@@ -7,6 +7,7 @@ ModelInfo = provider(
         "hyperparams": "dict[str, str]: the hyperparameters the script received (as a JSON object in `--hyperparams`).",
         "training_data": "depset[File]: the training data the script received through `--data`.",
         "label": "Label: the `model` target that built the model.",
+        "checkpoints": "list[File]: with `epochs = N`, the N checkpoints, epoch 1 first (`model_file` is the last); empty for a model trained in one step.",
     },
 )
 
@@ -18,6 +19,7 @@ MetricsInfo = provider(
         "model": "ModelInfo: the model that was evaluated.",
         "test_data": "depset[File]: the data the script received through `--data-path`.",
         "label": "Label: the `evaluate` target.",
+        "epoch_evaluations": "dict[int, struct(metrics_file, output_dir)]: for a model trained in epochs, the evaluation of each evaluated epoch's checkpoint (the last one's is `metrics_file`); empty otherwise.",
     },
 )
 

@@ -16,7 +16,8 @@ MANIFEST.json lists the trials in search order::
                  "hyperparams": {"C": "0.1", "max_iter": "100"},
                  "metrics": "path/to/trial.metrics.json",
                  "model": "short/path/of/model",
-                 "model_path": "exec/path/of/model"}, ...]}
+                 "model_path": "exec/path/of/model",
+                 "learning_curve": [{"epoch": 1, "metrics": "path"}, ...]}, ...]}
 
 Each "metrics" file is read and validated like a runner.py metrics file; it
 may also be a failure record (runner.py, ``--allow-failure``), which makes the
@@ -25,6 +26,11 @@ highest first, min: lowest first), then the failed ones; ties keep manifest
 order.  Hyperparameter columns follow hyperparam_names, then any other
 hyperparameter keys, sorted.  Metric columns are the chosen metric, then the
 other metric names, sorted.  Numbers are written with repr().  The best trial's
+model file is copied byte for byte.  A trial's optional "learning_curve"
+lists the metrics files of the epochs its evaluation covered; the JSON report
+gives each trial ``"learning_curve": [{"epoch": K, "metrics": {...}}, ...]``
+(empty metrics for an epoch whose evaluation failed; an empty list for a trial
+evaluated once).  The best trial's
 model file is copied byte for byte, and its hyperparameters are written as
 JSON; if every trial failed, that is an error.  ``--plot`` adds an image link
 (relative to the Markdown file) to the Markdown report.  All outputs are
@@ -69,6 +75,7 @@ class Trial:
     model: str
     model_path: str = ""
     failure: FailureRecord | None = None
+    learning_curve: tuple[tuple[int, dict[str, float | int]], ...] = ()
 
     @property
     def status(self) -> str:
@@ -84,6 +91,10 @@ class Trial:
             "model": self.model,
             "status": self.status,
             "failure": self.failure,
+            "learning_curve": [
+                {"epoch": epoch, "metrics": metrics}
+                for epoch, metrics in self.learning_curve
+            ],
         }
 
 
@@ -137,14 +148,18 @@ def load_manifest(path: str) -> tuple[list[str], list[Trial]]:
                 f"manifest {path}: trial #{index} needs string fields name, label, "
                 "metrics, model, model_path and an object of strings hyperparams"
             )
-        try:
-            with open(entry["metrics"], encoding="utf-8") as f:
-                metrics, failure = parse_metrics_or_failure(f.read())
-        except (OSError, UnicodeDecodeError, RunnerError) as e:
+        metrics, failure = _read_metrics(entry["name"], entry["metrics"])
+        curve = entry.get("learning_curve", [])
+        if not isinstance(curve, list) or not all(
+            isinstance(point, dict)
+            and isinstance(point.get("epoch"), int)
+            and isinstance(point.get("metrics"), str)
+            for point in curve
+        ):
             raise RunnerError(
-                f"cannot read the metrics of trial {entry['name']} "
-                f"from {entry['metrics']}: {e}"
-            ) from None
+                f"manifest {path}: trial #{index} has a learning_curve that is not "
+                "a list of {epoch: int, metrics: path}"
+            )
         trials.append(
             Trial(
                 entry["name"],
@@ -154,9 +169,25 @@ def load_manifest(path: str) -> tuple[list[str], list[Trial]]:
                 entry["model"],
                 entry["model_path"],
                 failure,
+                tuple(
+                    (p["epoch"], _read_metrics(entry["name"], p["metrics"])[0])
+                    for p in curve
+                ),
             )
         )
     return names, trials
+
+
+def _read_metrics(
+    trial: str, path: str
+) -> tuple[dict[str, float | int], FailureRecord | None]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return parse_metrics_or_failure(f.read())
+    except (OSError, UnicodeDecodeError, RunnerError) as e:
+        raise RunnerError(
+            f"cannot read the metrics of trial {trial} from {path}: {e}"
+        ) from None
 
 
 def rank(trials: list[Trial], metric: str, mode: str) -> list[Trial]:

@@ -5,7 +5,8 @@ Bazel calls this file with paths relative to the action's working directory
 
     python3 runner.py train --target //pkg:name --hyperparams-file HP.json \\
         --model-output OUT --data PATH [--data PATH ...] --script SCRIPT \\
-        [--python-script] [--pythonpath DIR ...] [--timeout SECONDS]
+        [--python-script] [--pythonpath DIR ...] [--timeout SECONDS] \\
+        [--epoch K [--init-model CHECKPOINT]]
 
     python3 runner.py evaluate --target //pkg:name --model MODEL \\
         --data PATH [--data PATH ...] --metrics-output METRICS.json \\
@@ -14,8 +15,16 @@ Bazel calls this file with paths relative to the action's working directory
 
 The user script is invoked without a shell, with stdin from /dev/null::
 
-    train:    SCRIPT --data DATA --model-output-path OUT --hyperparams JSON
+    train:    SCRIPT --data DATA --model-output-path OUT --hyperparams JSON \\
+                  [--epoch K [--init-model-path CHECKPOINT]]
     evaluate: SCRIPT --model-path MODEL --data-path DATA --output-dir DIR
+
+* ``--epoch K`` (training in epochs, ``model(epochs = N)``): the script runs
+  epoch K (1-based) and gets ``--epoch K``; from the second epoch on it also
+  gets ``--init-model-path`` with the checkpoint epoch K - 1 wrote, to resume
+  from.  Without ``--epoch`` the script gets neither flag.  A checkpoint that
+  is a failed epoch's record (``--allow-failure``) is not given to the script:
+  the record is passed on as this epoch's result.
 
 * ``--python-script`` runs SCRIPT with this interpreter (``sys.executable``),
   with PYTHONSAFEPATH=1 and the script's directory, unresolved, first on
@@ -489,20 +498,37 @@ def train(args: argparse.Namespace) -> None:
     out: str = args.model_output
     remove_path(out)
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    script_args = [
+        "--data",
+        "",  # the data path, below
+        "--model-output-path",
+        out,
+        "--hyperparams",
+        encode_hyperparams(hyperparams),
+    ]
+    if args.init_model is not None and args.epoch is None:
+        raise RunnerError("--init-model needs --epoch")
+    if args.epoch is not None:
+        script_args += ["--epoch", str(args.epoch)]
+    if args.init_model is not None:
+        if not os.path.isfile(args.init_model):
+            raise RunnerError(f"checkpoint {args.init_model} does not exist")
+        failed = read_failed_model(args.init_model)
+        if failed is not None:
+            raise FailedModel(
+                f"the checkpoint {args.init_model} is the failure record of "
+                f"{failed['target']}, whose {failed['stage']} step failed: "
+                f"{failed['error']}"
+            )
+        script_args += ["--init-model-path", args.init_model]
     with data_path(args.data) as data:
+        script_args[1] = data
         run_script(
             "train",
             args.script,
             args.python_script,
             args.pythonpath,
-            [
-                "--data",
-                data,
-                "--model-output-path",
-                out,
-                "--hyperparams",
-                encode_hyperparams(hyperparams),
-            ],
+            script_args,
             args.timeout,
         )
     if os.path.isdir(out):
@@ -654,7 +680,9 @@ def read_failed_model(path: str) -> FailureRecord | None:
 def record_failure(args: argparse.Namespace, error: RunnerError) -> None:
     """Write the failure record in place of the command's output."""
     if args.command == "train":
-        record = failure_record("train", args.target, error)
+        init = args.init_model
+        failed_init = read_failed_model(init) if init and os.path.isfile(init) else None
+        record = failed_init or failure_record("train", args.target, error)
         remove_path(args.model_output)
         with open(args.model_output, "wb") as f:
             f.write(FAILED_MODEL_HEADER + format_failure(record).encode("utf-8"))
@@ -680,6 +708,16 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="runner.py", description="databazel action runner"
@@ -688,6 +726,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd = commands.add_parser("train")
     train_cmd.add_argument("--hyperparams-file", required=True)
     train_cmd.add_argument("--model-output", required=True)
+    train_cmd.add_argument("--epoch", type=_positive_int, default=None)
+    train_cmd.add_argument("--init-model", default=None)
     eval_cmd = commands.add_parser("evaluate")
     eval_cmd.add_argument("--model", required=True)
     eval_cmd.add_argument("--metrics-output", required=True)

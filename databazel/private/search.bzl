@@ -1,8 +1,9 @@
 """`hyperparam_search`: grid or random trials as `model` and `evaluate` targets, and a report that ranks them."""
 
 load(":common.bzl", "DEFAULT_ENV", "PY_TOOLCHAIN_TYPE", "python_runtime")
+load(":epochs.bzl", "trial_checkpoint", "trial_evaluation")
 load(":evaluate.bzl", _evaluate = "evaluate")
-load(":grid.bzl", "DEFAULT_MAX_TRIALS", "expand_grid")
+load(":grid.bzl", "DEFAULT_MAX_TRIALS", "expand_grid", "trial_name")
 load(":model.bzl", _model = "model")
 load(":plot.bzl", "declare_plots", "run_plot")
 load(":providers.bzl", "MetricsInfo", "SearchReportInfo")
@@ -37,6 +38,10 @@ def _search_report_impl(ctx):
                 "model": t.model.model_file.short_path,
                 "model_path": t.model.model_file.path,
                 "name": t.model.label.name,
+                "learning_curve": [
+                    {"epoch": epoch, "metrics": e.metrics_file.path}
+                    for epoch, e in sorted(t.epoch_evaluations.items())
+                ],
             }
             for t in trials
         ],
@@ -49,7 +54,9 @@ def _search_report_impl(ctx):
         best_model = ctx.actions.declare_file(_best_model_name(ctx, trials)),
         best_hyperparams = ctx.actions.declare_file(ctx.label.name + ".best_hyperparams.json"),
     )
-    plots = declare_plots(ctx, ctx.attr.hyperparam_names) if ctx.attr.plots else []
+    curves = [e.metrics_file for t in trials for e in t.epoch_evaluations.values()]
+    has_curve = [t for t in trials if len(t.epoch_evaluations) > 1]
+    plots = declare_plots(ctx, ctx.attr.hyperparam_names, learning_curve = bool(has_curve)) if ctx.attr.plots else []
 
     args = ctx.actions.args()
     args.add(ctx.file._report)
@@ -73,7 +80,7 @@ def _search_report_impl(ctx):
         arguments = [args],
         inputs = depset(
             [manifest, ctx.file._report, ctx.file._runner] + [t.metrics_file for t in trials] + [t.model.model_file for t in trials],
-            transitive = [python.files],
+            transitive = [python.files, depset(curves)],
         ),
         outputs = report_outputs,
         mnemonic = "DatabazelReport",
@@ -123,7 +130,8 @@ hyperparameters `<name>.best_hyperparams.json`, and with `plots = True` PNG
 plots in `<name>.plots/`. Trials whose failure was recorded (`allow_failure`)
 are ranked last and can't be the best; if every trial failed, the build fails.
 `hyperparam_search` creates one; use it directly to rank any set of `evaluate`
-targets.""",
+targets. Trials whose evaluation covers several epochs (`evaluate(learning_curve = True)`)
+get their `learning_curve` (the metrics of each evaluated epoch) in the JSON report.""",
     attrs = {
         "hyperparam_names": attr.string_list(
             doc = "Order of the hyperparameter columns in the CSV and Markdown leaderboards.",
@@ -139,7 +147,7 @@ targets.""",
         ),
         "plots": attr.bool(
             default = False,
-            doc = "Draw PNG plots with matplotlib (the metric against each of `hyperparam_names`, and a heatmap or scatter plot of the metric over two hyperparameters when there are exactly two) into `<name>.plots/`, embedded in the Markdown report. Needs matplotlib in the Python environment.",
+            doc = "Draw PNG plots with matplotlib (the metric against each of `hyperparam_names`, a heatmap or scatter plot of the metric over two hyperparameters when there are exactly two, and the learning curves, the metric against the epoch, when trials evaluated several epochs) into `<name>.plots/`, embedded in the Markdown report. Needs matplotlib in the Python environment.",
         ),
         "trials": attr.label_list(
             mandatory = True,
@@ -205,6 +213,8 @@ def hyperparam_search(
         timeout = 0,
         allow_failed_trials = False,
         plots = False,
+        epochs = None,
+        learning_curve = False,
         deps = [],
         data = [],
         env = {},
@@ -247,6 +257,8 @@ def hyperparam_search(
       timeout: as in `model` and `evaluate`: seconds each training and each evaluation may run (0: no limit).
       allow_failed_trials: record a failing trial (its exit code and stderr tail) in the report, ranked last, instead of failing the build.
       plots: draw PNG plots of the metric against the hyperparameters with matplotlib (which the Python environment must then contain).
+      epochs: train every trial in this many epochs (see `model`). To search over the number of epochs instead, make `epochs` a key of `grid` (or `search_space`) with positive integer strings: trials that differ only in it share one chain of epochs (`<trial without epochs>__chain`, evaluated by `...__chain__eval`), so epochs ["5", "10", "20"] train 20 epochs per combination of the other values, not 35. The script never gets `epochs` in `--hyperparams`, only `--epoch K`.
+      learning_curve: evaluate every epoch's checkpoint: the report's JSON gets each trial's `learning_curve` and, with `plots`, a plot of the metric against the epoch. Needs `epochs`.
       deps: as in `model` and `evaluate`; used by both scripts.
       data: as in `model` and `evaluate`; given to both scripts.
       env: as in `model` and `evaluate`; given to both scripts.
@@ -274,42 +286,134 @@ def hyperparam_search(
     if type(timeout) != "int" or timeout < 0:
         fail("{}: `timeout` must be a number of seconds (an int, 0 for no limit), got {}".format(where, repr(timeout)))
     trials = _expand_trials(where, name, strategy, grid, search_space, num_trials, seed, hyperparams, max_trials)
+    hyperparam_names = (grid if strategy == "grid" else search_space).keys()
+    epoch_axis = EPOCHS in hyperparam_names
+    if type(hyperparams) == "dict" and EPOCHS in hyperparams:
+        fail("{}: `epochs` is not a hyperparameter: write `epochs = N` (every trial), or make it a grid axis".format(where))
+    if epochs != None and (type(epochs) != "int" or epochs < 1):
+        fail("{}: `epochs` must be a positive int, got {}".format(where, repr(epochs)))
+    if epochs != None and epoch_axis:
+        fail("{}: `epochs` is both an argument and a searched hyperparameter; keep one of them".format(where))
+    if learning_curve and epochs == None and not epoch_axis:
+        fail("{}: `learning_curve` evaluates every epoch, so it needs `epochs` (or an `epochs` grid axis)".format(where))
+
+    # What every model and evaluate target of the search shares.
+    common = dict(
+        training_data = training_data,
+        train_executable = train_executable,
+        test_data = test_data,
+        eval_executable = eval_executable,
+        model_name = model,
+        learning_curve = learning_curve,
+        timeout = timeout,
+        allow_failure = allow_failed_trials,
+        deps = deps,
+        data = data,
+        env = env,
+        kwargs = kwargs,
+    )
 
     evaluations = []
-    for trial in trials:
-        _model(
-            name = trial.name,
-            training_data = training_data,
-            train_executable = train_executable,
-            hyperparams = trial.hyperparams,
-            model = trial.name + "/" + model if model else None,
-            timeout = timeout,
-            allow_failure = allow_failed_trials,
-            deps = deps,
-            data = data,
-            env = env,
-            **kwargs
-        )
-        _evaluate(
-            name = trial.name + "__eval",
-            model = ":" + trial.name,
-            test_data = test_data,
-            eval_executable = eval_executable,
-            timeout = timeout,
-            allow_failure = allow_failed_trials,
-            deps = deps,
-            data = data,
-            env = env,
-            **kwargs
-        )
-        evaluations.append(":" + trial.name + "__eval")
+    if not epoch_axis:
+        for trial in trials:
+            _train(common, trial.name, trial.hyperparams, epochs or 0)
+            _evaluate_trial(common, trial.name + "__eval", trial.name)
+            evaluations.append(":" + trial.name + "__eval")
+    else:
+        chains = _epoch_chains(where, name, hyperparam_names, trials)
+        for chain in chains.values():
+            _train(common, chain.name, chain.hyperparams, max(chain.epochs))
+            _evaluate_trial(common, chain.name + "__eval", chain.name, sorted(chain.epochs))
+        for trial in trials:
+            chain = chains[trial.chain]
+            trial_checkpoint(
+                name = trial.name,
+                model = ":" + chain.name,
+                epoch = trial.epochs,
+                hyperparams = trial.hyperparams,
+                **kwargs
+            )
+            trial_evaluation(
+                name = trial.name + "__eval",
+                evaluation = ":" + chain.name + "__eval",
+                model = ":" + trial.name,
+                epoch = trial.epochs,
+                **kwargs
+            )
+            evaluations.append(":" + trial.name + "__eval")
 
     search_report(
         name = name,
         trials = evaluations,
-        hyperparam_names = (grid if strategy == "grid" else search_space).keys(),
+        hyperparam_names = hyperparam_names,
         metric = metric,
         mode = mode,
         plots = plots,
         **kwargs
     )
+
+def _train(common, target, hyperparams, epochs):
+    """The `model` target of a trial (or of a chain of epochs)."""
+    _model(
+        name = target,
+        training_data = common["training_data"],
+        train_executable = common["train_executable"],
+        hyperparams = hyperparams,
+        model = target + "/" + common["model_name"] if common["model_name"] else None,
+        epochs = epochs,
+        timeout = common["timeout"],
+        allow_failure = common["allow_failure"],
+        deps = common["deps"],
+        data = common["data"],
+        env = common["env"],
+        **common["kwargs"]
+    )
+
+def _evaluate_trial(common, target, trained, epochs = []):
+    """The `evaluate` target of a trial (or of a chain of epochs, at `epochs`)."""
+    _evaluate(
+        name = target,
+        model = ":" + trained,
+        test_data = common["test_data"],
+        eval_executable = common["eval_executable"],
+        learning_curve = common["learning_curve"],
+        epochs = epochs,
+        timeout = common["timeout"],
+        allow_failure = common["allow_failure"],
+        deps = common["deps"],
+        data = common["data"],
+        env = common["env"],
+        **common["kwargs"]
+    )
+
+# The searched hyperparameter that is the number of epochs.
+EPOCHS = "epochs"
+
+def _epoch_chains(where, prefix, hyperparam_names, trials):
+    """Groups trials that differ only in their number of epochs into shared chains.
+
+    Args:
+      where: the search's label, for error messages.
+      prefix: the search's name.
+      hyperparam_names: the searched hyperparameters, `epochs` among them.
+      trials: the expanded trials (each with an `epochs` hyperparameter); each
+        gets `chain` (its chain's name) and `epochs` (an int) added.
+
+    Returns:
+      dict from chain name to struct(name, hyperparams without `epochs`, epochs: list of ints).
+    """
+    chains = {}
+    for i, trial in enumerate(trials):
+        value = trial.hyperparams[EPOCHS]
+        if not value.isdigit() or int(value) < 1:
+            fail("{}: {} must be positive integers (a number of epochs), got {}".format(where, EPOCHS, repr(value)))
+        others = {k: v for k, v in trial.hyperparams.items() if k != EPOCHS}
+
+        # Named like a trial without `epochs`, plus `__chain`: a trial name's
+        # last piece has a `-` or is a hash, so the two never meet.
+        chain = trial_name(prefix, [(k, others[k]) for k in hyperparam_names if k != EPOCHS]) + "__chain"
+        if chain not in chains:
+            chains[chain] = struct(name = chain, hyperparams = others, epochs = [])
+        chains[chain].epochs.append(int(value))
+        trials[i] = struct(name = trial.name, hyperparams = trial.hyperparams, chain = chain, epochs = int(value))
+    return chains

@@ -350,6 +350,17 @@ BAD_SEARCHES = [
         "the grid has 3 trials (3 a), more than max_trials = 2",
     ),
     ({"max_trials": "0"}, "`max_trials` must be a positive int"),
+    (
+        {"grid": '{"epochs": ["0", "2"]}'},
+        'epochs must be positive integers (a number of epochs), got "0"',
+    ),
+    ({"hyperparams": '{"epochs": "3"}'}, "`epochs` is not a hyperparameter"),
+    (
+        {"grid": '{"epochs": ["2"]}', "epochs": "3"},
+        "`epochs` is both an argument and a searched hyperparameter",
+    ),
+    ({"learning_curve": "True"}, "`learning_curve` evaluates every epoch"),
+    ({"epochs": "0"}, "`epochs` must be a positive int"),
 ]
 
 

@@ -21,8 +21,9 @@ def _digests(root: Path) -> dict[str, str]:
         and ".runfiles" not in p.relative_to(root).as_posix()
         and (
             p.name == "model.pkl"
+            or (p.name.startswith("model.epoch-") and p.name.endswith(".pkl"))
             or p.name.endswith((".metrics.json", ".png"))
-            or p.name.startswith(("bzl_search.", "bzl_random_search."))
+            or p.name.startswith(("bzl_search.", "bzl_random_search.", "bzl_epochs."))
         )
     }
 
@@ -32,6 +33,7 @@ SEARCHES = (
     "//mnist:bzl_eval",
     "//mnist:bzl_search",
     "//mnist:bzl_random_search",
+    "//mnist:bzl_epochs",
 )
 
 
@@ -39,11 +41,11 @@ def test_mnist_search_is_complete_cached_and_deterministic(repo: Workspace) -> N
     if not DATA.exists():
         pytest.fail(f"{DATA} is missing: run ./setup.sh first")
     first = repo.build(*SEARCHES, flags=("--jobs=2",))
-    assert (
-        first.executed("DatabazelTrain") == 21
-    )  # bzl_training + 12 grid trials + 8 random trials
-    assert first.executed("DatabazelEvaluate") == 21
-    assert first.executed("DatabazelPlot") == 2
+    # bzl_training + 12 grid trials + 8 random trials + 2 alphas x 6 epochs
+    assert first.executed("DatabazelTrain") == 21 + 12
+    # ... and bzl_epochs evaluates each of its 12 checkpoints once (learning_curve)
+    assert first.executed("DatabazelEvaluate") == 21 + 12
+    assert first.executed("DatabazelPlot") == 3
 
     report = json.loads(repo.bin("mnist/bzl_search.json").read_text())
     assert len(report["trials"]) == 12
@@ -82,6 +84,24 @@ def test_mnist_search_is_complete_cached_and_deterministic(repo: Workspace) -> N
                 f"]({search}.plots/{name})"
                 in repo.bin(f"mnist/{search}.md").read_text()
             )
+    epochs = json.loads(repo.bin("mnist/bzl_epochs.json").read_text())
+    assert len(epochs["trials"]) == 6
+    for trial in epochs["trials"]:
+        n = int(trial["hyperparams"]["epochs"])
+        assert [p["epoch"] for p in trial["learning_curve"]] == list(range(1, n + 1))
+        assert trial["learning_curve"][-1]["metrics"] == trial["metrics"]
+        assert trial["metrics"]["accuracy"] > 0.8
+    plots = sorted(p.name for p in repo.bin("mnist/bzl_epochs.plots").iterdir())
+    assert plots == [
+        "alpha.png",
+        "alpha__epochs.png",
+        "epochs.png",
+        "learning_curve.png",
+    ]
+    assert png_size(repo.bin("mnist/bzl_epochs.plots/learning_curve.png")) == (640, 480)
+    chain = repo.bin("mnist/bzl_epochs__alpha-0.01__chain")
+    checkpoints = [(chain / f"model.epoch-{k}.pkl").read_bytes() for k in range(1, 7)]
+    assert len(set(checkpoints)) == 6  # every epoch changes the model
     random_report = json.loads(repo.bin("mnist/bzl_random_search.json").read_text())
     assert len(random_report["trials"]) == 8
 
@@ -96,8 +116,10 @@ def test_mnist_search_is_complete_cached_and_deterministic(repo: Workspace) -> N
     assert again.executed() == 0, again.executed_by_mnemonic()
 
     before = _digests(repo.bin("mnist"))
-    # models, metrics files, 2 x (7 report files and the manifest), 2 x 3 plots
-    assert len(before) == 21 + 21 + 2 * 8 + 2 * 3
+    # models and checkpoints, metrics files, 3 x (7 report files and the
+    # manifest), 2 x 3 + 4 plots
+    assert len(before) == 33 + 33 + 3 * 8 + 2 * 3 + 4
     repo.bazel("clean", check=True)
     repo.build(*SEARCHES, flags=("--jobs=2",))
+    # Every model, checkpoint, metrics file, report and plot is byte-identical.
     assert _digests(repo.bin("mnist")) == before

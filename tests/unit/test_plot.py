@@ -160,3 +160,53 @@ def test_without_matplotlib_the_error_says_what_to_do(tmp_path: Path) -> None:
     )
     assert "set plots = False" in proc.stderr
     assert not out.exists()
+
+
+def test_learning_curve_plot_draws_each_chain_once(tmp_path: Path) -> None:
+    trials = [
+        trial(1, {"x": "1", "epochs": "3"}, 0.9),
+        trial(2, {"x": "1", "epochs": "2"}, 0.8),
+        trial(3, {"x": "0", "epochs": "3"}, 0.6),
+    ]
+    curves = {1: [0.5, 0.8, 0.9], 2: [0.5, 0.8], 3: [0.4, 0.5, 0.6]}
+    for t in trials:
+        t["learning_curve"] = [
+            {"epoch": k, "metrics": {"accuracy": a}}
+            for k, a in enumerate(curves[t["rank"]], start=1)
+        ]
+    report = write_report(tmp_path / "r.json", trials)
+    out = tmp_path / "plots" / "learning_curve.png"
+    assert (
+        plot.main(
+            ["--target", TARGET, "--report", str(report), "--learning-curve", str(out)]
+        )
+        == 0
+    )
+    assert png_size(out) == (640, 480)
+
+    drawn: list[tuple[list[int], list[float]]] = []
+
+    class Axes:
+        def plot(self, xs: list[int], ys: list[float], **kwargs: Any) -> None:
+            drawn.append((list(xs), list(ys)))
+
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: None
+
+    class Pyplot:
+        def subplots(self, **kwargs):
+            return Axes(), Axes()  # the figure's methods are no-ops too
+
+        def close(self, fig):
+            pass
+
+    saved: list[str] = []
+    original = plot._save
+    plot._save = lambda fig, path: saved.append(path)
+    try:
+        plot.plot_learning_curve(Pyplot(), json.loads(report.read_text()), "x.png")
+    finally:
+        plot._save = original
+    # The epochs-2 trial's curve is the beginning of the epochs-3 one: drawn once.
+    assert drawn == [([1, 2, 3], [0.5, 0.8, 0.9]), ([1, 2, 3], [0.4, 0.5, 0.6])]
+    assert saved == ["x.png"]

@@ -123,8 +123,49 @@ def test_max_mode_ranks_highest_first(tmp_path: Path, capsys) -> None:
         "model": "mnist/bzl_search__C-1.0__max_iter-100/model.pkl",
         "status": "ok",
         "failure": None,
+        "learning_curve": [],
     }
     assert data["failed"] == 0
+
+
+def test_learning_curves_are_in_the_json_report(tmp_path: Path) -> None:
+    manifest = make_search(tmp_path, grid())
+    data = json.loads(manifest.read_text())
+    curve = []
+    for epoch, accuracy in ((1, 0.5), (2, 0.7)):
+        path = tmp_path / f"epoch-{epoch}.metrics.json"
+        path.write_text(json.dumps({"accuracy": accuracy}))
+        curve.append({"epoch": epoch, "metrics": str(path)})
+    failed = tmp_path / "epoch-3.metrics.json"
+    failed.write_text(
+        json.dumps(
+            {
+                "status": "failed",
+                "stage": "evaluate",
+                "target": "//p:e",
+                "exit_code": 1,
+                "signal": None,
+                "error": "boom",
+                "stderr_tail": "",
+            }
+        )
+    )
+    curve.append({"epoch": 3, "metrics": str(failed)})
+    data["trials"][0]["learning_curve"] = curve
+    manifest.write_text(json.dumps(data))
+    code, out = run_report(tmp_path, manifest, "accuracy", "max")
+    assert code == 0
+    trials = json.loads(out["json"].read_text())["trials"]
+    first = next(t for t in trials if t["hyperparams"]["C"] == "0.1")
+    assert first["learning_curve"] == [
+        {"epoch": 1, "metrics": {"accuracy": 0.5}},
+        {"epoch": 2, "metrics": {"accuracy": 0.7}},
+        {"epoch": 3, "metrics": {}},
+    ]
+    data["trials"][1]["learning_curve"] = [{"epoch": "1", "metrics": str(failed)}]
+    manifest.write_text(json.dumps(data))
+    code, out = run_report(tmp_path, manifest, "accuracy", "max")
+    assert code == 1
 
 
 def test_min_mode_ranks_lowest_first(tmp_path: Path) -> None:

@@ -122,6 +122,42 @@ def test_train_success_writes_model_and_prints_nothing(work: Path, capsys) -> No
     ]
 
 
+def test_train_epochs_pass_the_epoch_and_the_previous_checkpoint(
+    work: Path, capsys
+) -> None:
+    script = write_py(work, "train.py", RECORD_ARGV)
+    (work / "prev.bin").write_text("previous checkpoint", encoding="utf-8")
+    code, err = run_main(
+        train(script.name, "--epoch", "2", "--init-model", "prev.bin"), capsys
+    )
+    assert (code, err) == (0, "")
+    argv = json.loads((work / "out/model.bin").read_text(encoding="utf-8"))
+    assert argv[-4:] == ["--epoch", "2", "--init-model-path", "prev.bin"]
+    code, err = run_main(train(script.name, "--epoch", "1"), capsys)
+    assert (code, err) == (0, "")
+    argv = json.loads((work / "out/model.bin").read_text(encoding="utf-8"))
+    assert argv[-2:] == ["--epoch", "1"] and "--init-model-path" not in argv
+
+
+def test_train_epoch_after_a_failed_epoch_passes_its_record_on(
+    work: Path, capsys
+) -> None:
+    script = write_py(work, "train.py", RECORD_ARGV)
+    record = runner.failure_record(
+        "train", "//pkg:m", runner.ScriptFailed("exploded", 3, "tail")
+    )
+    (work / "prev.bin").write_bytes(
+        runner.FAILED_MODEL_HEADER + runner.format_failure(record).encode()
+    )
+    argv = train(script.name, "--epoch", "2", "--init-model", "prev.bin")
+    code, err = run_main(argv, capsys)
+    assert code == 1
+    assert_error(err, "the checkpoint prev.bin is the failure record of //pkg:m")
+    code, err = run_main(argv + ["--allow-failure"], capsys)
+    assert code == 0
+    assert runner.read_failed_model(str(work / "out/model.bin")) == record
+
+
 HOSTILE = {
     "cmd": "a b; $(touch {tmp}/pwned)",
     "tick": "`touch {tmp}/pwned2` && echo hi > {tmp}/pwned3",
