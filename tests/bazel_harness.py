@@ -157,16 +157,20 @@ class Workspace:
             *rest,
         ], log
 
-    def start(self, *args: str) -> subprocess.Popen:
-        """Starts `bazel ARGS` in the background (output discarded); the caller waits or kills."""
+    def start(self, *args: str, stderr: Path | None = None) -> subprocess.Popen:
+        """Starts `bazel ARGS` in the background; the caller waits or kills.
+
+        Output is discarded, except stderr when a file is given for it.
+        """
         command, _log = self._command(args)
-        return subprocess.Popen(
-            command,
-            cwd=self.root,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with open(stderr or os.devnull, "w") as err:
+            return subprocess.Popen(
+                command,
+                cwd=self.root,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
 
     def server_pid(self) -> int | None:
         """The pid of this workspace's Bazel server, if one is running."""
