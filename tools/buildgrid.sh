@@ -19,17 +19,22 @@ usage() { echo "usage: $0 start STATE_DIR PORT [WORKERS] | stop STATE_DIR" >&2; 
 action=$1
 state=$(realpath -m "$2")
 
-stop_pid() { # PIDFILE: TERM, then KILL after 5 s
-    local pidfile=$1 pid
-    [ -f "$pidfile" ] || return 0
-    pid=$(cat "$pidfile")
-    kill -TERM "$pid" 2>/dev/null || true
+stop_pids() { # PIDFILE...: TERM to all, then KILL what is left after 5 s
+    local pidfile pids=()
+    for pidfile in "$@"; do
+        [ -f "$pidfile" ] && pids+=("$(cat "$pidfile")")
+    done
+    [ ${#pids[@]} = 0 ] && return 0
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    local pid alive
     for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
+        alive=0
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && break
         sleep 0.1
     done
-    kill -KILL "$pid" 2>/dev/null || true
-    rm -f "$pidfile"
+    [ "$alive" = 1 ] && kill -KILL "${pids[@]}" 2>/dev/null || true
+    rm -f "$@"
 }
 
 case "$action" in
@@ -104,7 +109,7 @@ except grpc.FutureTimeoutError:
     sys.exit(1)"; then
         echo "$0: BuildGrid did not start on 127.0.0.1:$port; $state/logs/bgd.log says:" >&2
         tail -n 30 "$state/logs/bgd.log" >&2
-        stop_pid "$state/bgd.pid"
+        stop_pids "$state/bgd.pid"
         exit 1
     fi
     for i in $(seq "$workers"); do
@@ -126,10 +131,7 @@ except grpc.FutureTimeoutError:
     ;;
 stop)
     [ $# = 2 ] || usage
-    for pidfile in "$state"/worker-*.pid; do
-        [ -e "$pidfile" ] && stop_pid "$pidfile"
-    done
-    stop_pid "$state/bgd.pid"
+    stop_pids "$state"/worker-*.pid "$state/bgd.pid"
     echo "buildgrid.sh: stopped ($state)"
     ;;
 *) usage ;;

@@ -263,8 +263,12 @@ def test_stopping_the_cache_server_mid_build_still_ends_in_a_correct_local_build
         release.touch()
         server.remove()
 
+    # Bazel 4.2 warns and goes on locally: uploads of the finished trials
+    # fail, and so do the lookups of the actions that come after the stop.
     output = stderr.read_text()
-    assert "WARNING" in output and "Remote Cache" in output, output[-4000:]
+    assert "WARNING: Writing to Remote Cache:" in output, output[-4000:]
+    assert "WARNING: Reading from Remote Cache:" in output, output[-4000:]
+    assert "Connection refused" in output
     assert "Build completed successfully" in output
     for x in TRIALS:
         model = json.loads(ws.bin(f"cachedown/s__x-{x}.model").read_text())
@@ -338,25 +342,22 @@ model(
     assert _databazel_errors(local.stderr), local.stderr[-3000:]
 
 
-def test_exec_properties_reach_the_remote_action(
+def test_exec_properties_of_a_search_reach_each_of_its_remote_actions(
     ws: Workspace, remote_ws: Workspace, buildgrid: BuildGrid
 ) -> None:
-    ws.write("remoteimage/data.txt", "x\n")
+    # `exec_properties` is an attribute of every rule; the macro passes it on
+    # to each target it makes. BuildGrid accepts container-image (tools/buildgrid.sh).
+    image = "docker://python:3.11-slim"
+    ws.write("remoteimage/train.txt", "x\n")
+    ws.write("remoteimage/test.txt", "y\n")
     ws.write(
         "remoteimage/BUILD",
-        LOAD
-        + """
-model(
-    name = "m",
-    exec_properties = {"container-image": "docker://python:3.11-slim"},
-    train_executable = "//scripts:train.py",
-    training_data = "data.txt",
-    deps = ["//lib:fixturelib"],
-)
-""",
+        search_build(
+            "s", xs=["7"], exec_properties=json.dumps({"container-image": image})
+        ),
     )
-    result = remote_ws.build("//remoteimage:m", flags=(buildgrid.flag,))
-    assert result.executed("DatabazelTrain") == 1
-    assert "platform={'container-image': 'docker://python:3.11-slim'}" in (
-        buildgrid.worker_log()
-    )
+    before = buildgrid.worker_log().count(image)
+    result = remote_ws.build("//remoteimage:s", flags=(buildgrid.flag,))
+    assert result.executed_by_mnemonic() == dict.fromkeys(SPAWNED, 1)
+    platform = f"platform={{'container-image': '{image}'}}"
+    assert buildgrid.worker_log().count(platform) - before == 3

@@ -58,6 +58,7 @@ BATCH_LIMIT = 1 << 20  # blobs above this go through ByteStream
 CHUNK = 1 << 20
 
 _stopping = False
+_busy = False
 
 
 def log(name: str, message: str) -> None:
@@ -300,6 +301,30 @@ def _force_remove(func, path, _exc) -> None:
     func(path)
 
 
+def run_lease(cas: Cas, args: argparse.Namespace, lease: bots_pb2.Lease) -> None:
+    """Executes the lease's action and marks the lease completed, with its result."""
+    global _busy
+    _busy = True
+    try:
+        action = re_pb2.Action()
+        if lease.payload.Is(re_pb2.Action.DESCRIPTOR):
+            lease.payload.Unpack(action)
+        else:
+            digest = re_pb2.Digest()
+            lease.payload.Unpack(digest)
+            action.ParseFromString(cas.read([digest])[digest.hash])
+        result = execute(cas, args.name, action, args.work_dir)
+        lease.result.Pack(result)
+        lease.status.code = 0
+    except Exception as e:  # report it: never leave the build waiting
+        log(args.name, f"lease {lease.id} failed: {e!r}")
+        lease.status.code = 13  # INTERNAL
+        lease.status.message = f"fixture worker: {e!r}"
+    finally:
+        _busy = False
+    lease.state = bots_pb2.COMPLETED
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", required=True, help="HOST:PORT of BuildGrid")
@@ -310,7 +335,9 @@ def main() -> None:
 
     def stop(_signum, _frame):
         global _stopping
-        _stopping = True
+        if not _busy:
+            os._exit(0)  # idle: nothing to finish or report
+        _stopping = True  # finish and report the current action first
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -327,7 +354,8 @@ def main() -> None:
         )
     )
     log(args.name, f"connected to {args.server} as {session.name}")
-    while not _stopping:
+    while True:
+        # Reports the leases completed last round, and waits for new ones.
         try:
             session = bots.UpdateBotSession(
                 bots_pb2.UpdateBotSessionRequest(name=session.name, bot_session=session),
@@ -338,25 +366,11 @@ def main() -> None:
                 log(args.name, f"UpdateBotSession: {e.code().name}: {e.details()}")
                 time.sleep(0.5)
             continue
+        if _stopping:
+            break
         for lease in session.leases:
-            if lease.state not in (bots_pb2.PENDING, bots_pb2.ACTIVE):
-                continue
-            action = re_pb2.Action()
-            if lease.payload.Is(re_pb2.Action.DESCRIPTOR):
-                lease.payload.Unpack(action)
-            else:
-                digest = re_pb2.Digest()
-                lease.payload.Unpack(digest)
-                action.ParseFromString(cas.read([digest])[digest.hash])
-            try:
-                result = execute(cas, args.name, action, args.work_dir)
-                lease.result.Pack(result)
-                lease.status.code = 0
-            except Exception as e:  # report, never hang the build
-                log(args.name, f"lease {lease.id} failed: {e!r}")
-                lease.status.code = 13  # INTERNAL
-                lease.status.message = f"fixture worker: {e!r}"
-            lease.state = bots_pb2.COMPLETED
+            if lease.state in (bots_pb2.PENDING, bots_pb2.ACTIVE):
+                run_lease(cas, args, lease)
     log(args.name, "stopping")
 
 
