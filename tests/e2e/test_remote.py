@@ -68,9 +68,7 @@ def free_port() -> int:
 @contextlib.contextmanager
 def other_output_base(ws: Workspace, name: str) -> Iterator[Workspace]:
     """The same workspace seen by a second, empty output base (its own Bazel server)."""
-    other = Workspace(
-        ws.root, ws.output_base.parent / name, convenience_symlinks=False
-    )
+    other = Workspace(ws.root, ws.output_base.parent / name, convenience_symlinks=False)
     try:
         yield other
     finally:
@@ -247,8 +245,10 @@ def test_stopping_the_cache_server_mid_build_still_ends_in_a_correct_local_build
         try:
             # x=0 and x=1 finish (and are uploaded); x=2 and x=3 wait for `release`.
             _wait_until(
-                lambda: sum(e == "blocked" for e, _ in _events(log)) == 2
-                and {x for e, x in _events(log) if e == "end"} == {"0", "1"},
+                lambda: (
+                    sum(e == "blocked" for e, _ in _events(log)) == 2
+                    and {x for e, x in _events(log) if e == "end"} == {"0", "1"}
+                ),
                 180,
                 "two blocked trials and two finished ones",
             )

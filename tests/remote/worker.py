@@ -89,9 +89,7 @@ class Cas:
             if not batch:
                 return
             response = self.cas.BatchReadBlobs(
-                re_pb2.BatchReadBlobsRequest(
-                    instance_name=self.instance, digests=batch
-                )
+                re_pb2.BatchReadBlobsRequest(instance_name=self.instance, digests=batch)
             )
             for r in response.responses:
                 if r.status.code != 0:
@@ -145,7 +143,9 @@ class Cas:
 
                 self.bytestream.Write(requests())
             else:
-                small.append(re_pb2.BatchUpdateBlobsRequest.Request(digest=d, data=data))
+                small.append(
+                    re_pb2.BatchUpdateBlobsRequest.Request(digest=d, data=data)
+                )
         for start in range(0, len(small), 100):
             response = self.cas.BatchUpdateBlobs(
                 re_pb2.BatchUpdateBlobsRequest(
@@ -167,7 +167,9 @@ def materialise(cas: Cas, root_digest: re_pb2.Digest, target: str) -> None:
     files: list[tuple[str, re_pb2.FileNode]] = []
 
     def walk(digest: re_pb2.Digest, path: str) -> None:
-        directory = directories[digest.hash] if digest.size_bytes else re_pb2.Directory()
+        directory = (
+            directories[digest.hash] if digest.size_bytes else re_pb2.Directory()
+        )
         os.makedirs(path, exist_ok=True)
         for f in directory.files:
             files.append((os.path.join(path, f.name), f))
@@ -222,9 +224,13 @@ def _files_under(path: str) -> dict[str, bytes]:
     return blobs
 
 
-def execute(cas: Cas, name: str, action: re_pb2.Action, scratch: str) -> re_pb2.ActionResult:
+def execute(
+    cas: Cas, name: str, action: re_pb2.Action, scratch: str
+) -> re_pb2.ActionResult:
     command = re_pb2.Command()
-    command.ParseFromString(cas.read([action.command_digest])[action.command_digest.hash])
+    command.ParseFromString(
+        cas.read([action.command_digest])[action.command_digest.hash]
+    )
     platform = {p.name: p.value for p in action.platform.properties} or {
         p.name: p.value for p in command.platform.properties
     }
@@ -358,7 +364,9 @@ def main() -> None:
         # Reports the leases completed last round, and waits for new ones.
         try:
             session = bots.UpdateBotSession(
-                bots_pb2.UpdateBotSessionRequest(name=session.name, bot_session=session),
+                bots_pb2.UpdateBotSessionRequest(
+                    name=session.name, bot_session=session
+                ),
                 timeout=5,
             )
         except grpc.RpcError as e:
