@@ -68,6 +68,10 @@ server:
     insecure-mode: true
 authorization:
   method: none
+# One gRPC thread per concurrent call; Bazel keeps one Execute stream open per
+# running action and uploads in parallel, and each idle worker holds a long
+# poll. BuildGrid's default (5 per CPU) turns those away (RESOURCE_EXHAUSTED).
+thread-pool-size: 128
 connections:
   - !sql-connection &sql
     connection-string: ""
