@@ -15,11 +15,27 @@ import shutil
 import stat
 import subprocess
 import textwrap
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def wait_until(condition, seconds: float, what: str) -> None:
+    """Polls `condition()` every 0.1 s; fails the test after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def progress_events(log: Path) -> list[tuple[str, str]]:
+    """The (event, x) lines the fixture's `gate` behaviour appends to $PROGRESS_LOG."""
+    if not log.exists():
+        return []
+    return [tuple(line.split()) for line in log.read_text().splitlines()]  # type: ignore[misc]
 
 
 @dataclasses.dataclass

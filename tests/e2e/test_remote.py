@@ -12,12 +12,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bazel_harness import REPO, Workspace
+from bazel_harness import REPO, Workspace, progress_events, wait_until
 
 LOAD = (
     'load("@databazel//databazel:defs.bzl", "evaluate", "hyperparam_search", "model")\n'
@@ -208,19 +207,6 @@ def test_a_warm_http_cache_serves_a_search_to_an_empty_output_base(
         assert search_outputs(other, "httpcache") == expected
 
 
-def _events(log: Path) -> list[tuple[str, str]]:
-    if not log.exists():
-        return []
-    return [tuple(line.split()) for line in log.read_text().splitlines()]  # type: ignore[misc]
-
-
-def _wait_until(condition, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def test_stopping_the_cache_server_mid_build_still_ends_in_a_correct_local_build(
     ws: Workspace, tmp_path: Path
 ) -> None:
@@ -244,10 +230,10 @@ def test_stopping_the_cache_server_mid_build_still_ends_in_a_correct_local_build
         )
         try:
             # x=0 and x=1 finish (and are uploaded); x=2 and x=3 wait for `release`.
-            _wait_until(
+            wait_until(
                 lambda: (
-                    sum(e == "blocked" for e, _ in _events(log)) == 2
-                    and {x for e, x in _events(log) if e == "end"} == {"0", "1"}
+                    sum(e == "blocked" for e, _ in progress_events(log)) == 2
+                    and {x for e, x in progress_events(log) if e == "end"} == {"0", "1"}
                 ),
                 180,
                 "two blocked trials and two finished ones",
