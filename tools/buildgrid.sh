@@ -128,7 +128,8 @@ except grpc.FutureTimeoutError:
         sleep 0.1
     done
     if [ "$ready" != "$workers" ]; then
-        echo "$0: only $ready of $workers workers connected; see $state/logs" >&2
+        echo "$0: only $ready of $workers workers connected; stopping. See $state/logs" >&2
+        stop_pids "$state"/worker-*.pid "$state/bgd.pid"
         exit 1
     fi
     echo "buildgrid.sh: BuildGrid on grpc://127.0.0.1:$port with $workers workers (state in $state)"
