@@ -8,20 +8,27 @@
 #   3. prepares the Python environment of the build (@databazel_python, from
 #      requirements_lock.txt), the developer environment .venv (tests, ruff) and
 #      buildifier (npm, into .local/buildifier);
-#   4. writes the MNIST example's data, mnist/data/mnist.npz (real MNIST when it
+#   4. for the remote cache and remote execution tests (--no-remote skips
+#      this): nginx with WebDAV (Debian's nginx-extras; no service is started)
+#      and BuildGrid, pinned in tools/buildgrid-requirements.txt, in
+#      .local/buildgrid-venv;
+#   5. writes the MNIST example's data, mnist/data/mnist.npz (real MNIST when it
 #      can be downloaded, otherwise scikit-learn's bundled handwritten digits).
 #
-# Options: --no-data (skip step 4), --no-dev (skip .venv and buildifier).
+# Options: --no-data (skip step 5), --no-dev (skip .venv and buildifier),
+# --no-remote (skip step 4).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 ROOT=$PWD
 
 want_data=1
 want_dev=1
+want_remote=1
 for arg in "$@"; do
     case "$arg" in
     --no-data) want_data=0 ;;
     --no-dev) want_dev=0 ;;
+    --no-remote) want_remote=0 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
     esac
 done
@@ -145,7 +152,31 @@ if [ "$want_dev" = 1 ]; then
     fi
 fi
 
-# --- 4. MNIST data ------------------------------------------------------------
+# --- 4. Remote cache and remote execution servers (for the tests) -----------
+if [ "$want_remote" = 1 ]; then
+    if ! nginx -V 2>&1 | grep -q -- --with-http_dav_module; then
+        say "installing nginx-extras (nginx with WebDAV, for tools/cache_server.sh)"
+        # Debian starts services on install unless policy-rc.d says no.
+        policy=/usr/sbin/policy-rc.d
+        if [ ! -e "$policy" ]; then
+            printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+            as_root chmod 755 "$policy"
+            trap 'as_root rm -f /usr/sbin/policy-rc.d' EXIT
+        fi
+        apt_install nginx-extras
+    fi
+    bg=$LOCAL/buildgrid-venv
+    bg_stamp=$(sha256sum tools/buildgrid-requirements.txt | cut -c1-16)
+    if [ ! -x "$bg/bin/bgd" ] || [ "$(cat "$bg/.databazel-stamp" 2>/dev/null)" != "$bg_stamp" ]; then
+        say "installing BuildGrid into .local/buildgrid-venv (tools/buildgrid-requirements.txt)"
+        rm -rf "$bg"
+        python3 -m venv "$bg"
+        "$bg/bin/python" -m pip install -q --disable-pip-version-check --only-binary=:all: -r tools/buildgrid-requirements.txt
+        echo "$bg_stamp" >"$bg/.databazel-stamp"
+    fi
+fi
+
+# --- 5. MNIST data ------------------------------------------------------------
 if [ "$want_data" = 1 ]; then
     bazel run --ui_event_filters=-info,-stdout,-stderr --noshow_progress //mnist:prepare_data -- --output "$ROOT/mnist/data/mnist.npz"
 fi

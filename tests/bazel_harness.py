@@ -15,6 +15,7 @@ import shutil
 import stat
 import subprocess
 import textwrap
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,21 @@ def starlark_string(value: str) -> str:
         .replace("\r", "\\r")
     )
     return f'"{escaped}"'
+
+
+def wait_until(condition, seconds: float, what: str) -> None:
+    """Polls `condition()` every 0.1 s; fails the test after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def progress_events(log: Path) -> list[tuple[str, str]]:
+    """The (event, x) lines the fixture's `gate` behaviour appends to $PROGRESS_LOG."""
+    if not log.exists():
+        return []
+    return [tuple(line.split()) for line in log.read_text().splitlines()]  # type: ignore[misc]
 
 
 @dataclasses.dataclass
@@ -169,16 +185,20 @@ class Workspace:
             *rest,
         ], log
 
-    def start(self, *args: str) -> subprocess.Popen:
-        """Starts `bazel ARGS` in the background (output discarded); the caller waits or kills."""
+    def start(self, *args: str, stderr: Path | None = None) -> subprocess.Popen:
+        """Starts `bazel ARGS` in the background; the caller waits or kills.
+
+        Output is discarded, except stderr when a file is given for it.
+        """
         command, _log = self._command(args)
-        return subprocess.Popen(
-            command,
-            cwd=self.root,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with open(stderr or os.devnull, "w") as err:
+            return subprocess.Popen(
+                command,
+                cwd=self.root,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
 
     def server_pid(self) -> int | None:
         """The pid of this workspace's Bazel server, if one is running."""

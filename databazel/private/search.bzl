@@ -262,7 +262,8 @@ def hyperparam_search(
       deps: as in `model` and `evaluate`; used by both scripts.
       data: as in `model` and `evaluate`; given to both scripts.
       env: as in `model` and `evaluate`; given to both scripts.
-      **kwargs: common attributes (`tags`, `visibility`, `testonly`, ...) given to every target.
+      **kwargs: common attributes (`tags`, `visibility`, `testonly`, `exec_properties`
+        for remote execution, ...) given to every target.
     """
     where = "//{}:{}".format(native.package_name(), name)
     required = [

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bazel_harness import Workspace, starlark_string
+from bazel_harness import Workspace, progress_events, starlark_string, wait_until
 
 LOAD = (
     'load("@databazel//databazel:defs.bzl", "evaluate", "hyperparam_search", "model")\n'
@@ -175,19 +175,6 @@ def test_a_trial_cannot_write_outside_its_declared_output(
 # --- Bazel killed in the middle of a search ---------------------------------------------
 
 
-def _events(log: Path) -> list[tuple[str, str]]:
-    if not log.exists():
-        return []
-    return [tuple(line.split()) for line in log.read_text().splitlines()]  # type: ignore[misc]
-
-
-def _wait_until(condition, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def test_sigkill_mid_search_then_rebuild_runs_only_the_unfinished_trials(
     ws: Workspace, tmp_path: Path
 ) -> None:
@@ -226,9 +213,9 @@ hyperparam_search(
     )
     done = [ws.bin(f"killed/k__x-{x}__eval.metrics.json") for x in xs[:4]]
     try:
-        _wait_until(
+        wait_until(
             lambda: (
-                sum(e == "blocked" for e, _ in _events(log)) == 2
+                sum(e == "blocked" for e, _ in progress_events(log)) == 2
                 and all(p.exists() for p in done)
             ),
             180,
@@ -244,22 +231,22 @@ hyperparam_search(
     finally:
         client.kill()
         client.wait()
-    events = _events(log)
+    events = progress_events(log)
     finished = {x for e, x in events if e == "end"}
     assert finished == {"0", "1", "2", "3"}, events
 
     # The blocked scripts die with the server's sandboxes: none finishes late.
     release.touch()
     time.sleep(1)
-    assert not {x for e, x in _events(log) if e == "end"} - finished
+    assert not {x for e, x in progress_events(log) if e == "end"} - finished
     # No half-written model sits where a result is expected.
     for x in ("4", "5"):
         model = ws.bin(f"killed/k__x-{x}.model")
         assert not model.exists() or model.read_text() != "half a model"
 
     result = ws.build("//killed:k", flags=(disk_cache,))
-    rerun = sorted(x for e, x in _events(log)[len(events) :] if e == "start")
-    assert rerun == ["4", "5"], _events(log)
+    rerun = sorted(x for e, x in progress_events(log)[len(events) :] if e == "start")
+    assert rerun == ["4", "5"], progress_events(log)
     assert result.executed("DatabazelTrain") == 2
     assert result.executed("DatabazelEvaluate") == 2
     report = json.loads(ws.bin("killed/k.json").read_text())

@@ -1,0 +1,349 @@
+"""End-to-end tests of sharing work: a disk cache, an HTTP remote cache (nginx
+WebDAV, tools/cache_server.sh) and remote execution (BuildGrid with two fixture
+workers, tools/buildgrid.sh), all on loopback. Servers are started per module
+and always stopped, even when a test fails."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bazel_harness import REPO, Workspace, progress_events, wait_until
+
+LOAD = (
+    'load("@databazel//databazel:defs.bzl", "evaluate", "hyperparam_search", "model")\n'
+)
+TRIALS = ["0", "1", "2", "3"]
+SPAWNED = ("DatabazelTrain", "DatabazelEvaluate", "DatabazelReport")
+
+
+def search_build(name: str, xs: list[str] = TRIALS, **extra: str) -> str:
+    lines = "".join(f"    {k} = {v},\n" for k, v in extra.items())
+    return (
+        LOAD
+        + f"""
+hyperparam_search(
+    name = "{name}",
+    eval_executable = "//scripts:evaluate.py",
+    grid = {{"x": {json.dumps(xs)}}},
+    metric = "accuracy",
+    test_data = "test.txt",
+    train_executable = "//scripts:train.py",
+    training_data = "train.txt",
+    deps = ["//lib:fixturelib"],
+{lines})
+"""
+    )
+
+
+def write_search(ws: Workspace, pkg: str, **extra: str) -> None:
+    ws.write(f"{pkg}/train.txt", f"{pkg} training data\n")
+    ws.write(f"{pkg}/test.txt", f"{pkg} test data\n")
+    ws.write(f"{pkg}/BUILD", search_build("s", **extra))
+
+
+def search_outputs(ws: Workspace, pkg: str) -> dict[str, bytes]:
+    """The bytes of every model, metrics file and report of the search PKG:s."""
+    names = [f"s__x-{x}.model" for x in TRIALS]
+    names += [f"s__x-{x}__eval.metrics.json" for x in TRIALS]
+    names += ["s.json"]
+    return {name: ws.bin(f"{pkg}/{name}").read_bytes() for name in names}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def other_output_base(ws: Workspace, name: str) -> Iterator[Workspace]:
+    """The same workspace seen by a second, empty output base (its own Bazel server)."""
+    other = Workspace(ws.root, ws.output_base.parent / name, convenience_symlinks=False)
+    try:
+        yield other
+    finally:
+        other.remove(keep_root=True)
+
+
+# --- servers ---------------------------------------------------------------------
+
+
+class CacheServer:
+    """tools/cache_server.sh: nginx's WebDAV store on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        # Directly under /tmp: nginx's worker user must reach the store.
+        self.state = Path(tempfile.mkdtemp(prefix="databazel-cache-", dir="/tmp"))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.flag = f"--remote_cache={self.url}"
+
+    def start(self) -> None:
+        _run_tool("cache_server.sh", "start", str(self.state), str(self.port))
+
+    def stop(self) -> None:
+        _run_tool("cache_server.sh", "stop", str(self.state))
+
+    def blobs(self) -> list[Path]:
+        cas = self.state / "store" / "cas"
+        return sorted(cas.iterdir()) if cas.exists() else []
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.state, ignore_errors=True)
+
+
+def _run_tool(script: str, *args: str) -> None:
+    proc = subprocess.run(
+        [str(REPO / "tools" / script), *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{script} {' '.join(args)}: {proc.stderr}"
+
+
+@pytest.fixture(scope="module")
+def cache_server() -> Iterator[CacheServer]:
+    server = CacheServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+class BuildGrid:
+    """tools/buildgrid.sh: BuildGrid and two fixture workers on 127.0.0.1."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.port = free_port()
+        self.flag = f"--remote_executor=grpc://127.0.0.1:{self.port}"
+
+    def worker_runs(self) -> dict[str, int]:
+        """How many actions each worker has run so far."""
+        return {
+            log.stem: log.read_text().count(": ran action for ")
+            for log in sorted((self.state / "logs").glob("worker-*.log"))
+        }
+
+    def worker_log(self) -> str:
+        return "".join(
+            p.read_text() for p in sorted((self.state / "logs").glob("worker-*.log"))
+        )
+
+
+@pytest.fixture(scope="module")
+def buildgrid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuildGrid]:
+    grid = BuildGrid(tmp_path_factory.mktemp("buildgrid"))
+    try:
+        _run_tool("buildgrid.sh", "start", str(grid.state), str(grid.port), "2")
+        yield grid
+    finally:
+        _run_tool("buildgrid.sh", "stop", str(grid.state))
+
+
+@pytest.fixture(scope="module")
+def remote_ws(ws: Workspace) -> Iterator[Workspace]:
+    """The session workspace from an output base of its own, for remote execution."""
+    with other_output_base(ws, "remote_output_base") as other:
+        yield other
+
+
+# --- disk cache ----------------------------------------------------------------------
+
+
+def test_after_clean_expunge_the_disk_cache_serves_every_trial(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    write_search(ws, "diskcache")
+    disk_cache = f"--disk_cache={tmp_path / 'disk_cache'}"
+    with other_output_base(ws, "disk_cache_output_base") as other:
+        first = other.build("//diskcache:s", flags=(disk_cache,))
+        assert first.executed("DatabazelTrain") == len(TRIALS)
+        expected = search_outputs(other, "diskcache")
+        other.bazel("clean", "--expunge", check=True)
+        again = other.build("//diskcache:s", flags=(disk_cache,))
+        assert again.executed_by_mnemonic() == {}, again.executed_by_mnemonic()
+        assert sum(s.get("mnemonic") in SPAWNED for s in again.spawns) == 9
+        other._bin = None
+        assert search_outputs(other, "diskcache") == expected
+
+
+def test_the_documented_disk_cache_config_is_in_bazelrc() -> None:
+    lines = (REPO / ".bazelrc").read_text().splitlines()
+    assert "build:disk_cache --disk_cache=~/.cache/databazel/disk_cache" in lines
+
+
+# --- HTTP remote cache (nginx WebDAV) --------------------------------------------------
+
+
+def test_a_warm_http_cache_serves_a_search_to_an_empty_output_base(
+    ws: Workspace, cache_server: CacheServer
+) -> None:
+    write_search(ws, "httpcache")
+    first = ws.build("//httpcache:s", flags=(cache_server.flag,))
+    assert first.executed("DatabazelTrain") == len(TRIALS)
+    assert cache_server.blobs(), "nothing was uploaded to the cache"
+    expected = search_outputs(ws, "httpcache")
+
+    with other_output_base(ws, "http_cache_output_base") as other:
+        again = other.build("//httpcache:s", flags=(cache_server.flag,))
+        assert again.executed_by_mnemonic() == {}, again.executed_by_mnemonic()
+        hits = [s for s in again.spawns if s.get("mnemonic") in SPAWNED]
+        assert len(hits) == 2 * len(TRIALS) + 1
+        assert all(s.get("remoteCacheHit") for s in hits)
+        assert search_outputs(other, "httpcache") == expected
+
+
+def test_stopping_the_cache_server_mid_build_still_ends_in_a_correct_local_build(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    server = CacheServer()  # its own: this test stops it
+    log = tmp_path / "progress.log"
+    release = tmp_path / "release"
+    env = {"GATE_FROM": "2", "PROGRESS_LOG": str(log), "RELEASE_FILE": str(release)}
+    write_search(
+        ws, "cachedown", hyperparams='{"behaviour": "gate"}', env=json.dumps(env)
+    )
+    stderr = tmp_path / "stderr.txt"
+    try:
+        server.start()
+        client = ws.start(
+            "build",
+            server.flag,
+            "--jobs=4",
+            "--local_cpu_resources=4",
+            "//cachedown:s",
+            stderr=stderr,
+        )
+        try:
+            # x=0 and x=1 finish (and are uploaded); x=2 and x=3 wait for `release`.
+            wait_until(
+                lambda: (
+                    sum(e == "blocked" for e, _ in progress_events(log)) == 2
+                    and {x for e, x in progress_events(log) if e == "end"} == {"0", "1"}
+                ),
+                180,
+                "two blocked trials and two finished ones",
+            )
+            server.stop()
+        finally:
+            release.touch()
+        assert client.wait(timeout=300) == 0, stderr.read_text()[-4000:]
+        # Whatever reached the store before the stop is whole: named by its digest.
+        for blob in server.blobs():
+            assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+    finally:
+        release.touch()
+        server.remove()
+
+    # Bazel 4.2 warns and goes on locally: uploads of the finished trials
+    # fail, and so do the lookups of the actions that come after the stop.
+    output = stderr.read_text()
+    assert "WARNING: Writing to Remote Cache:" in output, output[-4000:]
+    assert "WARNING: Reading from Remote Cache:" in output, output[-4000:]
+    assert "Connection refused" in output
+    assert "Build completed successfully" in output
+    for x in TRIALS:
+        model = json.loads(ws.bin(f"cachedown/s__x-{x}.model").read_text())
+        assert json.loads(model["hyperparams_arg"]) == {"behaviour": "gate", "x": x}
+    report = json.loads(ws.bin("cachedown/s.json").read_text())
+    assert sorted(t["hyperparams"]["x"] for t in report["trials"]) == TRIALS
+
+
+# --- remote execution (BuildGrid) ------------------------------------------------------
+
+
+def test_remote_execution_on_two_workers_matches_a_local_build_byte_for_byte(
+    ws: Workspace, remote_ws: Workspace, buildgrid: BuildGrid
+) -> None:
+    write_search(ws, "remote")
+    local = ws.build("//remote:s")
+    assert local.executed("DatabazelTrain") == len(TRIALS)
+    expected = search_outputs(ws, "remote")
+
+    remote = remote_ws.build("//remote:s", flags=(buildgrid.flag, "--jobs=4"))
+    runners = {
+        (s.get("mnemonic"), s.get("runner"))
+        for s in remote.spawns
+        if s.get("mnemonic") in SPAWNED
+    }
+    assert runners == {(m, "remote") for m in SPAWNED}, runners
+    assert remote.executed("DatabazelTrain") == len(TRIALS)
+    assert remote.executed("DatabazelEvaluate") == len(TRIALS)
+    runs = buildgrid.worker_runs()
+    assert sorted(runs) == ["worker-1", "worker-2"]
+    assert all(n > 0 for n in runs.values()), runs
+    assert search_outputs(remote_ws, "remote") == expected
+
+    # A second build with nothing in the output base: BuildGrid's action cache.
+    remote_ws.bazel("clean", check=True)
+    again = remote_ws.build("//remote:s", flags=(buildgrid.flag,))
+    assert again.executed_by_mnemonic() == {}, again.executed_by_mnemonic()
+    assert sum(s.get("mnemonic") in SPAWNED for s in again.spawns) == 9
+    assert buildgrid.worker_runs() == runs
+    assert search_outputs(remote_ws, "remote") == expected
+
+
+def _databazel_errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "databazel: error:" in line]
+
+
+def test_a_trial_failing_remotely_reports_its_stderr_as_locally(
+    ws: Workspace, remote_ws: Workspace, buildgrid: BuildGrid
+) -> None:
+    ws.write("remotefail/data.txt", "x\n")
+    ws.write(
+        "remotefail/BUILD",
+        LOAD
+        + """
+model(
+    name = "m",
+    hyperparams = {"behaviour": "exit3"},
+    train_executable = "//scripts:train.py",
+    training_data = "data.txt",
+    deps = ["//lib:fixturelib"],
+)
+""",
+    )
+    local = ws.build("//remotefail:m", check=False)
+    remote = remote_ws.build("//remotefail:m", check=False, flags=(buildgrid.flag,))
+    assert local.returncode != 0 and remote.returncode != 0
+    assert [s.get("runner") for s in remote.spawns] == ["remote"]
+    for result in (local, remote):
+        assert "FATAL: the learning rate is too high" in result.stderr
+    assert _databazel_errors(remote.stderr) == _databazel_errors(local.stderr)
+    assert _databazel_errors(local.stderr), local.stderr[-3000:]
+
+
+def test_exec_properties_of_a_search_reach_each_of_its_remote_actions(
+    ws: Workspace, remote_ws: Workspace, buildgrid: BuildGrid
+) -> None:
+    # `exec_properties` is an attribute of every rule; the macro passes it on
+    # to each target it makes. BuildGrid accepts container-image (tools/buildgrid.sh).
+    image = "docker://python:3.11-slim"
+    ws.write("remoteimage/train.txt", "x\n")
+    ws.write("remoteimage/test.txt", "y\n")
+    ws.write(
+        "remoteimage/BUILD",
+        search_build(
+            "s", xs=["7"], exec_properties=json.dumps({"container-image": image})
+        ),
+    )
+    before = buildgrid.worker_log().count(image)
+    result = remote_ws.build("//remoteimage:s", flags=(buildgrid.flag,))
+    assert result.executed_by_mnemonic() == dict.fromkeys(SPAWNED, 1)
+    platform = f"platform={{'container-image': '{image}'}}"
+    assert buildgrid.worker_log().count(platform) - before == 3
