@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -40,7 +41,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bare_loop import action_env, mnist_loop  # noqa: E402
-from bazel_harness import Workspace  # noqa: E402
+from bazel_harness import Result, Workspace  # noqa: E402
 
 # The environment databazel's actions get (databazel/private/common.bzl, DEFAULT_ENV).
 ACTION_ENV = {
@@ -164,8 +165,7 @@ def grid_for(trials: int) -> dict[str, list[str]]:
         rest //= 10
     dims.append(rest)
     return {
-        name: [str(i) for i in range(size)]
-        for name, size in zip("abc", reversed(dims))
+        name: [str(i) for i in range(size)] for name, size in zip("abc", reversed(dims))
     }
 
 
@@ -212,6 +212,35 @@ def genrules_build(actions: int) -> str:
     )
 
 
+class BenchWorkspace(Workspace):
+    """The test harness's workspace without its JSON execution log.
+
+    The log lists every input of every spawn (~6k files of the Python
+    environment each): measured at ~0.4 s a trial and 90 MB for 12 trials, so
+    it would be most of what is measured. Spawns are counted from Bazel's
+    `INFO: N processes: ...` line instead (`Result.executed()`).
+    """
+
+    def _command(self, args: tuple[str, ...]) -> tuple[list[str], Path | None]:
+        command, _log = super()._command(args)
+        return [
+            c for c in command if not c.startswith("--execution_log_json_file=")
+        ], None
+
+    def bazel(self, *args: str, check: bool = False, timeout: float = 3600) -> Result:
+        result = super().bazel(*args, check=check, timeout=timeout)
+        match = re.search(r"INFO: (\d+) processes?: (.*)", result.stderr)
+        if match:
+            # "42 processes: 17 internal, 25 linux-sandbox.": the non-internal ones ran.
+            parts = dict(
+                (kind.strip(" ."), int(count))
+                for count, kind in re.findall(r"(\d+) ([\w-]+)", match.group(2))
+            )
+            ran = int(match.group(1)) - parts.get("internal", 0)
+            result.spawns = [{"mnemonic": "spawn"}] * ran
+        return result
+
+
 def peak_rss_mib(ws: Workspace) -> float | None:
     pid = ws.server_pid()
     if pid is None:
@@ -222,13 +251,6 @@ def peak_rss_mib(ws: Workspace) -> float | None:
                 return round(int(line.split()[1]) / 1024, 1)
     except OSError:
         return None
-    return None
-
-
-def heap_after_gc_mib(ws: Workspace) -> float | None:
-    text = ws.bazel("info", "used-heap-size-after-gc").stdout.strip()
-    if text.endswith("MB"):
-        return float(text[:-2])
     return None
 
 
@@ -319,7 +341,7 @@ class Bench:
                 package = f"overhead_{rep}_{n}"
                 self.ws.write(f"{package}/BUILD", search_build(grid_for(n)))
                 times[n], result = self.build(f"//{package}:s", "--jobs=1")
-                assert result.executed("DatabazelTrain") == n, result.stderr[-2000:]
+                assert result.executed() >= 2 * n, result.stderr[-2000:]
             per_trial.append((times[large] - times[small]) / (large - small))
             self.log(f"overhead rep {rep}: {per_trial[-1]:.3f} s/trial through Bazel")
         direct = self.direct_trials(max(10, large - small), runner=False)
@@ -348,7 +370,9 @@ class Bench:
                 times.append(elapsed)
             out[f"jobs{jobs}"] = median(times)
             out[f"jobs{jobs}_runs"] = times
-        loops = [sum(self.direct_trials(trials, runner=False)) for _ in range(self.reps)]
+        loops = [
+            sum(self.direct_trials(trials, runner=False)) for _ in range(self.reps)
+        ]
         out["serial_loop"] = median(loops)
         return out
 
@@ -394,18 +418,16 @@ class Bench:
                 ("databazel", f"//analysis_{n}:s"),
                 ("genrules", f"//genrules_{n}:all"),
             ):
-                times, rss, heap = [], [], []
-                for _ in range(reps):
+                times, rss = [], []
+                for _ in range(reps if kind == "databazel" else 1):
                     fresh_server(self.ws)
                     elapsed, _ = self.build(target, "--nobuild")
                     times.append(elapsed)
                     rss.append(peak_rss_mib(self.ws))
-                    heap.append(heap_after_gc_mib(self.ws))
                 row[kind] = {
                     "time": median(times),
                     "runs": times,
                     "peak_rss_mib": median([r for r in rss if r is not None]),
-                    "heap_after_gc_mib": median([h for h in heap if h is not None]),
                 }
             row["load"].append(loadavg())
             rows.append(row)
@@ -423,28 +445,29 @@ class Bench:
         self.ws.build(f"//analysis_{n}:s", flags=("--nobuild", f"--profile={profile}"))
         return self.ws.bazel("analyze-profile", str(profile)).stdout
 
-    def add_grid_value(self, reps: int) -> dict[str, Any]:
-        """Adds one value to the grid of a built 100-trial search (10 x 10): time and actions run."""
-        grid = grid_for(100)
-        self.ws.write("add/BUILD", search_build(grid))
-        cold, first = self.build("//add:s")
+    def add_grid_value(self, built: dict[str, Any], reps: int) -> dict[str, Any]:
+        """Adds one value to the grid of a built search (scaling's 10 x 10): time and actions run."""
+        n = built["trials"]
+        grid = grid_for(n)
+        package = f"size_{n}"
         times, actions = [], []
         for rep in range(reps):
+            wait_quiet(self.max_load, self.wait, self.log)
             bigger = {**grid, "a": [*grid["a"], f"new{rep}"]}
-            self.ws.write("add/BUILD", search_build(bigger))
-            elapsed, result = self.build("//add:s")
+            self.ws.write(f"{package}/BUILD", search_build(bigger))
+            elapsed, result = self.build(f"//{package}:s")
             times.append(elapsed)
             actions.append(dict(result.executed_by_mnemonic()))
-            self.ws.write("add/BUILD", search_build(grid))
-            self.build("//add:s")
+            self.ws.write(f"{package}/BUILD", search_build(grid))
+            self.build(f"//{package}:s")
         return {
-            "trials": 100,
-            "cold": cold,
-            "cold_actions": first.executed(),
+            "trials": n,
+            "cold": built["cold"],
+            "cold_actions": built["actions"],
             "time": median(times),
             "runs": times,
             "actions": actions[0],
-            "new_trials": len(grid["b"]),
+            "new_trials": n // len(grid["a"]),
         }
 
     max_load = 1.5
@@ -453,7 +476,7 @@ class Bench:
 
 def mnist(output_base: Path, reps: int, log: Callable[[str], None]) -> dict[str, Any]:
     """Cold builds of //mnist:bzl_search with --jobs=1 and 2, against the serial loop of bare processes."""
-    ws = Workspace(REPO, output_base, convenience_symlinks=False)
+    ws = BenchWorkspace(REPO, output_base, convenience_symlinks=False)
     try:
         ws.build("//mnist:bzl_search")  # fetches the environment
         out: dict[str, Any] = {}
@@ -516,7 +539,11 @@ def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     if 5000 in analysis:
         a = analysis[5000]["databazel"]
         rows.append(
-            (TARGETS["analysis"], f"{a['time']:.1f} s", "yes" if a["time"] <= 30 else "no")
+            (
+                TARGETS["analysis"],
+                f"{a['time']:.1f} s",
+                "yes" if a["time"] <= 30 else "no",
+            )
         )
         rss = a["peak_rss_mib"]
         rows.append(
@@ -548,10 +575,13 @@ def linearity(results: dict[str, Any]) -> list[tuple[str, str, float]]:
 
     analysis = results.get("analysis", [])
     if analysis:
-        ratio([(r["trials"], r["databazel"]["time"]) for r in analysis], "loading + analysis time")
         ratio(
-            [(r["trials"], r["databazel"]["heap_after_gc_mib"]) for r in analysis],
-            "server heap after GC",
+            [(r["trials"], r["databazel"]["time"]) for r in analysis],
+            "loading + analysis time",
+        )
+        ratio(
+            [(r["trials"], r["databazel"]["peak_rss_mib"]) for r in analysis],
+            "server peak RSS",
         )
     scaling = results.get("scaling", [])
     if scaling:
@@ -574,14 +604,33 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     if analysis:
         n = [r["trials"] for r in analysis]
         ax = axes[0]
-        ax.plot(n, [r["databazel"]["time"] for r in analysis], "o-", label="databazel search")
-        ax.plot(n, [r["genrules"]["time"] for r in analysis], "s--", label="2N plain genrules")
+        ax.plot(
+            n,
+            [r["databazel"]["time"] for r in analysis],
+            "o-",
+            label="databazel search",
+        )
+        ax.plot(
+            n,
+            [r["genrules"]["time"] for r in analysis],
+            "s--",
+            label="2N plain genrules",
+        )
         ax.set_title("loading + analysis (fresh server)")
         ax.set_ylabel("seconds")
         ax = axes[1]
-        ax.plot(n, [r["databazel"]["peak_rss_mib"] for r in analysis], "o-", label="databazel: peak RSS")
-        ax.plot(n, [r["databazel"]["heap_after_gc_mib"] for r in analysis], "o:", label="databazel: heap after GC")
-        ax.plot(n, [r["genrules"]["peak_rss_mib"] for r in analysis], "s--", label="genrules: peak RSS")
+        ax.plot(
+            n,
+            [r["databazel"]["peak_rss_mib"] for r in analysis],
+            "o-",
+            label="databazel: peak RSS",
+        )
+        ax.plot(
+            n,
+            [r["genrules"]["peak_rss_mib"] for r in analysis],
+            "s--",
+            label="genrules: peak RSS",
+        )
         ax.set_title("Bazel server memory")
         ax.set_ylabel("MiB")
     if scaling:
@@ -589,7 +638,12 @@ def plot(results: dict[str, Any], path: Path) -> bool:
         ax = axes[2]
         ax.plot(n, [r["cold"] for r in scaling], "o-", label="cold build, --jobs=2")
         ax.plot(n, [r["noop"] for r in scaling], "o:", label="no-op rebuild")
-        ax.plot(n, [r["empty_build"] for r in scaling], "s--", label="empty build (baseline)")
+        ax.plot(
+            n,
+            [r["empty_build"] for r in scaling],
+            "s--",
+            label="empty build (baseline)",
+        )
         ax.set_title("trivial trials: build time")
         ax.set_ylabel("seconds")
     for ax in axes:
@@ -705,22 +759,35 @@ def render(results: dict[str, Any], png: str | None) -> str:
             "## Loading + analysis and server memory by number of trials",
             "",
             "`bazel build --nobuild` on a fresh server (shut down and restarted first; start-up not "
-            "timed). Peak memory is the server's peak RSS (`VmHWM`); the JVM grows its heap lazily "
-            "(default maximum: 1/4 of RAM), so the heap in use after a full GC "
-            "(`bazel info used-heap-size-after-gc`) is also given. Baseline: a package of as many "
+            "timed). Peak memory is the server's peak RSS (`VmHWM`, JVM default maximum heap: 1/4 of RAM, "
+            "so the JVM may hold more than it needs). Baseline (one run per size): a package of as many "
             "plain genrules as the search has trial actions (2 per trial).",
             "",
-            "| Trials | databazel: time | peak RSS | heap after GC | 2N genrules: time | peak RSS | heap after GC | load before / after |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| Trials | databazel: time | peak RSS | 2N genrules: time | peak RSS | load before / after |",
+            "| --- | --- | --- | --- | --- | --- |",
         ]
         for r in results["analysis"]:
             d, g = r["databazel"], r["genrules"]
             lines.append(
-                f"| {r['trials']:,} | {d['time']:.1f} s | {d['peak_rss_mib']:.0f} MiB | {_s(d['heap_after_gc_mib'], 0)} MiB "
-                f"| {g['time']:.1f} s | {g['peak_rss_mib']:.0f} MiB | {_s(g['heap_after_gc_mib'], 0)} MiB "
+                f"| {r['trials']:,} | {d['time']:.1f} s | {d['peak_rss_mib']:.0f} MiB "
+                f"| {g['time']:.1f} s | {g['peak_rss_mib']:.0f} MiB "
                 f"| {r['load'][0][0]} / {r['load'][1][0]} |"
             )
         lines.append("")
+    profile = results.get("analysis_profile", "")
+    if "PHASE SUMMARY" in profile:
+        summary = profile.split("=== PHASE SUMMARY INFORMATION ===")[1].split(
+            "Critical path"
+        )[0]
+        n = results["analysis"][-1]["trials"]
+        lines += [
+            f"`bazel analyze-profile` of the loading + analysis of {n:,} trials (`--profile`, fresh server):",
+            "",
+            "```",
+            *[line.rstrip() for line in summary.strip().splitlines()],
+            "```",
+            "",
+        ]
     growth = linearity(results)
     if growth:
         lines += [
@@ -737,7 +804,6 @@ def render(results: dict[str, Any], png: str | None) -> str:
         lines.append("")
     if "add_grid_value" in results:
         a = results["add_grid_value"]
-        actions = ", ".join(f"{k} {v}" for k, v in sorted(a["actions"].items()))
         lines += [
             "## Adding one grid value to a 100-trial search",
             "",
@@ -747,7 +813,9 @@ def render(results: dict[str, Any], png: str | None) -> str:
             "| Build | time | actions run |",
             "| --- | --- | --- |",
             f"| the 100-trial search, cold (baseline) | {a['cold']:.1f} s | {a['cold_actions']} |",
-            f"| after adding one value | {a['time']:.1f} s | {sum(a['actions'].values())} ({actions}) |",
+            f"| after adding one value | {a['time']:.1f} s | {sum(a['actions'].values())} "
+            f"(the least possible: {2 * a['new_trials'] + 1}, i.e. {a['new_trials']} train + "
+            f"{a['new_trials']} evaluate + the report) |",
             "",
         ]
     if results.get("notes"):
@@ -772,13 +840,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat, no MNIST")
-    parser.add_argument("--reps", type=int, default=3, help="repeats (the median is reported)")
-    parser.add_argument("--out", type=Path, default=REPO / "docs", help="where benchmarks.{md,json,png} go")
-    parser.add_argument("--max-load", type=float, default=1.5, help="wait for a 1-minute load under this")
-    parser.add_argument("--wait", type=float, default=120, help="longest wait for a quiet machine, s")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, one repeat, no MNIST"
+    )
+    parser.add_argument(
+        "--reps", type=int, default=3, help="repeats (the median is reported)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "docs",
+        help="where benchmarks.{md,json,png} go",
+    )
+    parser.add_argument(
+        "--max-load",
+        type=float,
+        default=1.5,
+        help="wait for a 1-minute load under this",
+    )
+    parser.add_argument(
+        "--wait", type=float, default=120, help="longest wait for a quiet machine, s"
+    )
     parser.add_argument("--no-mnist", action="store_true", help="skip the MNIST search")
-    parser.add_argument("--work", type=Path, help="scratch directory (default: a new temporary one)")
+    parser.add_argument(
+        "--work", type=Path, help="scratch directory (default: a new temporary one)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.reps = 1
@@ -799,7 +885,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_before": loadavg(),
         "notes": [],
     }
-    ws = Workspace.fixture(
+    ws = BenchWorkspace.fixture(
         work / "ws",
         work / "output_base",
         python_env='requirements_lock = "@databazel//:requirements_lock.txt",',
@@ -810,11 +896,13 @@ def main(argv: list[str] | None = None) -> int:
         log(f"fixture workspace in {work}; fetching its Python environment")
         bench.setup()
         wait_quiet(args.max_load, args.wait, log)
-        results["overhead"] = bench.overhead(*((2, 6) if args.quick else (5, 25)))
+        results["overhead"] = bench.overhead(*((2, 6) if args.quick else (5, 20)))
         wait_quiet(args.max_load, args.wait, log)
-        results["cold_trivial"] = bench.cold_trivial(5 if args.quick else 100)
+        results["cold_trivial"] = bench.cold_trivial(5 if args.quick else 20)
         results["scaling"] = bench.scaling((2, 10) if args.quick else (10, 100, 1000))
-        results["add_grid_value"] = bench.add_grid_value(args.reps)
+        results["add_grid_value"] = bench.add_grid_value(
+            results["scaling"][1], args.reps
+        )
         sizes = (2, 10) if args.quick else (10, 100, 1000, 5000)
         results["analysis"] = bench.analysis(sizes, args.reps)
         if not args.quick:
