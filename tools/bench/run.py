@@ -859,11 +859,17 @@ def main(argv: list[str] | None = None) -> int:
         help="wait for a 1-minute load under this",
     )
     parser.add_argument(
-        "--wait", type=float, default=120, help="longest wait for a quiet machine, s"
+        "--wait", type=float, default=60, help="longest wait for a quiet machine, s"
     )
     parser.add_argument("--no-mnist", action="store_true", help="skip the MNIST search")
     parser.add_argument(
         "--work", type=Path, help="scratch directory (default: a new temporary one)"
+    )
+    parser.add_argument(
+        "--parts",
+        type=lambda text: set(text.split(",")),
+        help="run only these parts: overhead, cold_trivial, scaling, add_grid_value "
+        "(needs scaling), analysis, analysis_profile (needs analysis), mnist",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -892,26 +898,41 @@ def main(argv: list[str] | None = None) -> int:
     )
     bench = Bench(ws, args.reps, log)
     bench.max_load, bench.wait = args.max_load, args.wait
+    sizes = (2, 10) if args.quick else (10, 100, 1000, 5000)
+    parts: list[tuple[str, Callable[[], Any]]] = [
+        ("overhead", lambda: bench.overhead(*((2, 6) if args.quick else (5, 20)))),
+        ("cold_trivial", lambda: bench.cold_trivial(5 if args.quick else 20)),
+        ("scaling", lambda: bench.scaling(sizes[:-1] if args.quick else sizes[:3])),
+        ("add_grid_value", lambda: bench.add_grid_value(results["scaling"][-1 if args.quick else 1], args.reps)),
+        ("analysis", lambda: bench.analysis(sizes, args.reps)),
+    ]  # fmt: skip
+    if not args.quick:
+        parts.append(
+            ("analysis_profile", lambda: bench.profile_analysis(sizes[-1], work))
+        )
+
+    def run_part(name: str, function: Callable[[], Any]) -> None:
+        if args.parts and name not in args.parts:
+            return
+        wait_quiet(args.max_load, args.wait, log)
+        log(f"{name} (load average {loadavg()})")
+        try:
+            results[name] = function()
+        except Exception as e:  # noqa: BLE001 - one failed part must not lose the others
+            log(f"{name} failed: {type(e).__name__}: {e}")
+            results["notes"].append(
+                f"- `{name}` failed: {type(e).__name__}: {str(e)[:300]}"
+            )
+
     try:
         log(f"fixture workspace in {work}; fetching its Python environment")
         bench.setup()
-        wait_quiet(args.max_load, args.wait, log)
-        results["overhead"] = bench.overhead(*((2, 6) if args.quick else (5, 20)))
-        wait_quiet(args.max_load, args.wait, log)
-        results["cold_trivial"] = bench.cold_trivial(5 if args.quick else 20)
-        results["scaling"] = bench.scaling((2, 10) if args.quick else (10, 100, 1000))
-        results["add_grid_value"] = bench.add_grid_value(
-            results["scaling"][1], args.reps
-        )
-        sizes = (2, 10) if args.quick else (10, 100, 1000, 5000)
-        results["analysis"] = bench.analysis(sizes, args.reps)
-        if not args.quick:
-            results["analysis_profile"] = bench.profile_analysis(sizes[-1], work)
+        for name, function in parts:
+            run_part(name, function)
     finally:
         ws.remove()
     if not args.no_mnist:
-        wait_quiet(args.max_load, args.wait, log)
-        results["mnist"] = mnist(work / "mnist_output_base", args.reps, log)
+        run_part("mnist", lambda: mnist(work / "mnist_output_base", args.reps, log))
     results["load_after"] = loadavg()
     png = "benchmarks.png" if plot(results, args.out / "benchmarks.png") else None
     (args.out / "benchmarks.json").write_text(json.dumps(results, indent=1) + "\n")
