@@ -40,6 +40,12 @@ def _results() -> dict:
             "direct": 0.01,
             "runner": 0.1,
             "overhead": 0.24,
+            "cpu": {
+                "bazel_per_trial": [0.2],
+                "bazel": 0.2,
+                "direct": 0.01,
+                "runner": 0.05,
+            },
         },
         "cold_trivial": {"trials": 20, "jobs1": 6.0, "jobs2": 4.0, "serial_loop": 0.1},
         "mnist": {
@@ -94,3 +100,4 @@ def test_the_report_lists_every_target_and_figure(tmp_path: Path) -> None:
     assert "![benchmarks](b.png)" in text
     assert "Total run time" in text
     assert "| 5,000 |" in text
+    assert "through Bazel 0.200 s" in text

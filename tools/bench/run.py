@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -254,6 +255,21 @@ def peak_rss_mib(ws: Workspace) -> float | None:
     return None
 
 
+def server_cpu(ws: Workspace) -> float:
+    """CPU seconds of the Bazel server and of the (waited-for) processes it ran: sandboxes, runners, scripts."""
+    pid = ws.server_pid()
+    if pid is None:
+        return float("nan")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime, stime, cutime, cstime: fields 14 to 17 of proc(5), 12 to 15 after the name.
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def fresh_server(ws: Workspace) -> None:
     """Shuts the server down and starts a new one (its start-up is not timed)."""
     ws.shutdown()
@@ -308,10 +324,10 @@ class Bench:
                 hp.write_text(json.dumps({"a": str(i)}))
                 if runner:
                     commands = [
-                        [str(self.python), str(runner_py), "train", "--target", "//b:t",
+                        [str(self.python), "-S", str(runner_py), "train", "--target", "//b:t",
                          "--script", str(bench / "train.sh"), "--hyperparams-file", str(hp),
                          "--model-output", str(model), "--data", str(bench / "data.txt")],
-                        [str(self.python), str(runner_py), "evaluate", "--target", "//b:e",
+                        [str(self.python), "-S", str(runner_py), "evaluate", "--target", "//b:e",
                          "--script", str(bench / "evaluate.sh"), "--model", str(model),
                          "--metrics-output", str(out) + ".json", "--output-dir", str(out),
                          "--data", str(bench / "data.txt")],
@@ -334,20 +350,36 @@ class Bench:
 
     def overhead(self, small: int, large: int) -> dict[str, Any]:
         """Marginal seconds per trial of a cold --jobs=1 build ((T(large) - T(small)) / (large - small))."""
-        per_trial = []
+        per_trial, cpu_per_trial = [], []
         for rep in range(self.reps):
-            times = {}
+            times, cpu = {}, {}
             for n in (small, large):
                 package = f"overhead_{rep}_{n}"
                 self.ws.write(f"{package}/BUILD", search_build(grid_for(n)))
+                before = server_cpu(self.ws)
                 times[n], result = self.build(f"//{package}:s", "--jobs=1")
+                cpu[n] = server_cpu(self.ws) - before
                 assert result.executed() >= 2 * n, result.stderr[-2000:]
             per_trial.append((times[large] - times[small]) / (large - small))
-            self.log(f"overhead rep {rep}: {per_trial[-1]:.3f} s/trial through Bazel")
-        direct = self.direct_trials(max(10, large - small), runner=False)
-        runner = self.direct_trials(max(10, large - small), runner=True)
+            cpu_per_trial.append((cpu[large] - cpu[small]) / (large - small))
+            self.log(
+                f"overhead rep {rep}: {per_trial[-1]:.3f} s/trial wall, "
+                f"{cpu_per_trial[-1]:.3f} s CPU through Bazel"
+            )
+        count = max(10, large - small)
+        cpu = children_cpu()
+        direct = self.direct_trials(count, runner=False)
+        direct_cpu = (children_cpu() - cpu) / count
+        runner = self.direct_trials(count, runner=True)
+        runner_cpu = (children_cpu() - cpu) / count - direct_cpu
         bazel = median(per_trial)
         return {
+            "cpu": {
+                "bazel_per_trial": cpu_per_trial,
+                "bazel": median(cpu_per_trial),
+                "direct": direct_cpu,
+                "runner": runner_cpu,
+            },
             "trials": [small, large],
             "bazel_per_trial": per_trial,
             "bazel": bazel,
@@ -706,6 +738,18 @@ def render(results: dict[str, Any], png: str | None) -> str:
             f"(runs: {', '.join(f'{x:.3f}' for x in o['bazel_per_trial'])}) |",
             f"| **overhead** (through Bazel - direct) | **{o['overhead']:.3f}** |",
             "",
+            *(
+                [
+                    "CPU time per trial, which the load of other users' builds inflates much less than wall "
+                    "time (Bazel server and every process it ran, from `/proc/<pid>/stat`; the direct runs from "
+                    f"`getrusage`): scripts directly {o['cpu']['direct']:.3f} s, through `runner.py` "
+                    f"{o['cpu']['runner']:.3f} s, through Bazel {o['cpu']['bazel']:.3f} s "
+                    f"(runs: {', '.join(f'{x:.3f}' for x in o['cpu']['bazel_per_trial'])}).",
+                    "",
+                ]
+                if "cpu" in o
+                else []
+            ),
             f"Of the overhead, {o['runner'] - o['direct']:.3f} s is the runner (two Python start-ups) and "
             f"{o['bazel'] - o['runner']:.3f} s is Bazel's per-action cost (scheduling, a sandbox of "
             "~6k linked files per action, moving outputs, the action cache).",
@@ -818,6 +862,18 @@ def render(results: dict[str, Any], png: str | None) -> str:
             f"{a['new_trials']} evaluate + the report) |",
             "",
         ]
+    if results.get("part_dates"):
+        lines += [
+            "## When each part was measured",
+            "",
+            "Some parts were re-run with `--parts`; the others are from earlier runs.",
+            "",
+            *[
+                f"- `{name}`: {date}"
+                for name, date in sorted(results["part_dates"].items())
+            ],
+            "",
+        ]
     if results.get("notes"):
         lines += ["## Notes", "", *results["notes"], ""]
     return "\n".join(lines)
@@ -891,6 +947,31 @@ def main(argv: list[str] | None = None) -> int:
         "load_before": loadavg(),
         "notes": [],
     }
+    previous = args.out / "benchmarks.json"
+    if args.parts and previous.exists():
+        # Re-running some parts: keep the other parts' figures, and say when each was measured.
+        kept = json.loads(previous.read_text())
+        parts = (
+            "overhead",
+            "cold_trivial",
+            "scaling",
+            "add_grid_value",
+            "analysis",
+            "analysis_profile",
+            "mnist",
+        )
+        dates = kept.get("part_dates") or {n: kept["date"] for n in parts if n in kept}
+        for name in set(kept) - set(results) - args.parts:
+            results[name] = kept[name]
+        results["part_dates"] = {
+            **dates,
+            **{name: results["date"] for name in args.parts},
+        }
+        results["notes"] = [
+            n
+            for n in kept.get("notes", [])
+            if not any(f"`{p}`" in n for p in args.parts)
+        ]
     ws = BenchWorkspace.fixture(
         work / "ws",
         work / "output_base",
