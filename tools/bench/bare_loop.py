@@ -72,6 +72,7 @@ def mnist_loop(
                 cwd=cwd,
                 env=env,
                 check=True,
+                stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
             t1 = time.perf_counter()
