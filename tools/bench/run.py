@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmarks of databazel: its own cost per trial, and how it grows with the number of trials.
 
-    tools/bench/run.py            # everything (~15 min on 2 cores), writes docs/benchmarks.{md,json,png}
+    tools/bench/run.py            # everything (~35 min on 2 busy cores), writes docs/benchmarks.{md,json,png}
     tools/bench/run.py --quick    # tiny sizes, one repeat, no MNIST: checks the command works
     tools/bench/run.py --reps 5   # more repeats (medians are reported)
 
