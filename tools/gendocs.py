@@ -592,6 +592,10 @@ def generate(
     return pages, problems
 
 
+# Pages in docs/ that other tools write (tools/bench/run.py): never compared or removed here.
+NOT_GENERATED = frozenset({"benchmarks.md"})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -607,7 +611,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale = []
         existing = (
-            {p.name for p in args.out.glob("*.md")} if args.out.is_dir() else set()
+            {p.name for p in args.out.glob("*.md")} - NOT_GENERATED
+            if args.out.is_dir()
+            else set()
         )
         for name in sorted(existing | set(pages)):
             path = args.out / name
@@ -631,7 +637,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for name, text in pages.items():
         (args.out / name).write_text(text)
-    for stale in set(p.name for p in args.out.glob("*.md")) - set(pages):
+    for stale in (
+        set(p.name for p in args.out.glob("*.md")) - set(pages) - NOT_GENERATED
+    ):
         (args.out / stale).unlink()
     return 1 if problems else 0
 

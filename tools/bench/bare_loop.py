@@ -10,6 +10,8 @@ the search:
     bazel build //mnist:bzl_search
     tools/bench/bare_loop.py --report bazel-bin/mnist/bzl_search.json
     bazel clean && time bazel build --jobs=2 //mnist:bzl_search
+
+`tools/bench/run.py` uses `mnist_loop` the same way, next to the builds it times.
 """
 
 from __future__ import annotations
@@ -20,23 +22,79 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def action_env(target: str) -> dict[str, str]:
+def action_env(
+    target: str, bazel: Sequence[str] = ("bazel",), cwd: Path = REPO
+) -> dict[str, str]:
     """The environment Bazel gives the training action of `target` (from `bazel aquery`)."""
     query = f'mnemonic("DatabazelTrain", {target})'
     out = subprocess.run(
-        ["bazel", "aquery", query, "--output=jsonproto"],
-        cwd=REPO,
+        [*bazel, "aquery", query, "--output=jsonproto"],
+        cwd=cwd,
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     action = json.loads(out)["actions"][0]
     return {v["key"]: v["value"] for v in action.get("environmentVariables", [])}
+
+
+def mnist_loop(
+    python: Path,
+    env: dict[str, str],
+    trials: list[dict],
+    data: Path,
+    cwd: Path = REPO,
+) -> tuple[float, list[tuple[str, float, float]]]:
+    """Runs train.py then evaluate.py for each trial, serially; (total wall s, per-trial (name, train s, evaluate s))."""
+    per_trial = []
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        for i, trial in enumerate(trials):
+            model, out = Path(tmp) / f"{i}.pkl", Path(tmp) / f"{i}.out"
+            t0 = time.perf_counter()
+            subprocess.run(
+                [
+                    str(python),
+                    "mnist/train.py",
+                    "--data",
+                    str(data),
+                    "--model-output-path",
+                    str(model),
+                    "--hyperparams",
+                    json.dumps(trial["hyperparams"], sort_keys=True),
+                ],
+                cwd=cwd,
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            t1 = time.perf_counter()
+            subprocess.run(
+                [
+                    str(python),
+                    "mnist/evaluate.py",
+                    "--model-path",
+                    str(model),
+                    "--data-path",
+                    str(data),
+                    "--output-dir",
+                    str(out),
+                ],
+                cwd=cwd,
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            per_trial.append((trial["name"], t1 - t0, time.perf_counter() - t1))
+        total = time.perf_counter() - start
+    return total, per_trial
 
 
 def main() -> int:
@@ -59,46 +117,7 @@ def main() -> int:
     python = Path(output_base) / "external/databazel_python/venv/bin/python3"
     env = action_env("//mnist:bzl_training")
     trials = json.loads(args.report.read_text())["trials"]
-    per_trial = []
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        for i, trial in enumerate(trials):
-            model, out = Path(tmp) / f"{i}.pkl", Path(tmp) / f"{i}.out"
-            t0 = time.perf_counter()
-            subprocess.run(
-                [
-                    str(python),
-                    "mnist/train.py",
-                    "--data",
-                    str(args.data),
-                    "--model-output-path",
-                    str(model),
-                    "--hyperparams",
-                    json.dumps(trial["hyperparams"], sort_keys=True),
-                ],
-                cwd=REPO,
-                env=env,
-                check=True,
-                stderr=subprocess.DEVNULL,
-            )
-            t1 = time.perf_counter()
-            subprocess.run(
-                [
-                    str(python),
-                    "mnist/evaluate.py",
-                    "--model-path",
-                    str(model),
-                    "--data-path",
-                    str(args.data),
-                    "--output-dir",
-                    str(out),
-                ],
-                cwd=REPO,
-                env=env,
-                check=True,
-            )
-            per_trial.append((trial["name"], t1 - t0, time.perf_counter() - t1))
-        total = time.perf_counter() - start
+    total, per_trial = mnist_loop(python, env, trials, args.data)
     for name, train, evaluate in per_trial:
         print(f"{name}: train {train:.2f} s, evaluate {evaluate:.2f} s")
     print(

@@ -1,0 +1,1031 @@
+#!/usr/bin/env python3
+"""Benchmarks of databazel: its own cost per trial, and how it grows with the number of trials.
+
+    tools/bench/run.py            # everything (~35 min on 2 busy cores), writes docs/benchmarks.{md,json,png}
+    tools/bench/run.py --quick    # tiny sizes, one repeat, no MNIST: checks the command works
+    tools/bench/run.py --reps 5   # more repeats (medians are reported)
+
+Trivial trials (`#!/bin/sh` scripts that write a file) show databazel's and
+Bazel's own cost; the MNIST search (`//mnist:bzl_search`) shows real work. Every
+figure sits next to a baseline measured in the same run: the same scripts run
+directly as processes, a serial loop, an empty build, or plain genrules.
+
+The trivial searches run in a fixture workspace (tests/bazel_harness.py) that
+loads this checkout as @databazel with the Python environment of
+requirements_lock.txt, so each action's sandbox holds the same ~6k files as the
+MNIST search's. The MNIST search runs in this checkout with an output base of
+its own (your bazel-bin is left alone). Every Bazel server started here is shut
+down at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bare_loop import action_env, mnist_loop  # noqa: E402
+from bazel_harness import Result, Workspace  # noqa: E402
+
+# The environment databazel's actions get (databazel/private/common.bzl, DEFAULT_ENV).
+ACTION_ENV = {
+    "LC_ALL": "C.UTF-8",
+    "MKL_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONHASHSEED": "0",
+    "PYTHONNOUSERSITE": "1",
+    "PYTHONUTF8": "1",
+}
+
+TRAIN_SH = """#!/bin/sh
+# SCRIPT --data DATA --model-output-path OUT --hyperparams JSON
+printf '%s' "$6" > "$4"
+"""
+
+EVALUATE_SH = """#!/bin/sh
+# SCRIPT --model-path MODEL --data-path DATA --output-dir DIR
+printf '{"accuracy": %s}' "$(wc -c < "$2")" > "$6/metrics.json"
+"""
+
+LOAD = 'load("@databazel//databazel:defs.bzl", "hyperparam_search")\n'
+
+TARGETS = {
+    "overhead": "per-trial overhead <= 0.3 s (median)",
+    "cold": "cold MNIST search with --jobs=2 <= 0.6x the serial loop",
+    "noop": "no-op rebuild of 1,000 trials <= 2 s",
+    "analysis": "loading + analysis of 5,000 trials <= 30 s",
+    "memory": "Bazel server peak memory at 5,000 trials <= 2 GiB",
+    "linear": "cost grows linearly with the number of trials",
+}
+
+
+# ---------------------------------------------------------------------------
+# Machine, load and versions
+
+
+def loadavg() -> tuple[float, float, float]:
+    one, five, fifteen = os.getloadavg()
+    return round(one, 2), round(five, 2), round(fifteen, 2)
+
+
+def wait_quiet(max_load: float, timeout: float, log: Callable[[str], None]) -> float:
+    """Waits (up to `timeout` s) for the 1-minute load average to drop under `max_load`; returns it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        one = os.getloadavg()[0]
+        if one <= max_load or time.monotonic() >= deadline:
+            return round(one, 2)
+        log(f"load average {one:.2f} > {max_load}: waiting for a quieter machine")
+        time.sleep(min(15.0, max(0.0, deadline - time.monotonic())))
+
+
+def machine() -> dict[str, Any]:
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kib = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+    }
+
+
+def _output(command: Sequence[str], cwd: Path = REPO) -> str:
+    try:
+        return subprocess.run(
+            command, cwd=cwd, capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except OSError:
+        return ""
+
+
+def versions() -> dict[str, str]:
+    bazel = _output(["bazel", "--version"])
+    if not bazel or "no_version" in bazel:
+        # Debian's bazel-bootstrap reports "no_version"; its package knows better.
+        package = _output(["dpkg-query", "-W", "-f=${Version}", "bazel-bootstrap"])
+        bazel = f"bazel {package} (Debian bazel-bootstrap)" if package else bazel
+    commit = _output(["git", "rev-parse", "--short=12", "HEAD"])
+    if _output(["git", "status", "--porcelain", "--untracked-files=no"]):
+        commit += " (with uncommitted changes)"
+    return {
+        "bazel": bazel,
+        "python": platform.python_version(),
+        "databazel": commit,
+    }
+
+
+# ---------------------------------------------------------------------------
+# Small helpers
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def timed(function: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    value = function()
+    return time.perf_counter() - start, value
+
+
+def grid_for(trials: int) -> dict[str, list[str]]:
+    """A grid of exactly `trials` trials: factors of 10 first (10x10x50 for 5,000)."""
+    dims, rest = [], trials
+    while rest > 10 and rest % 10 == 0 and len(dims) < 2:
+        dims.append(10)
+        rest //= 10
+    dims.append(rest)
+    return {
+        name: [str(i) for i in range(size)] for name, size in zip("abc", reversed(dims))
+    }
+
+
+def search_build(grid: dict[str, list[str]], name: str = "s") -> str:
+    return (
+        LOAD
+        + f"""
+hyperparam_search(
+    name = "{name}",
+    eval_executable = "//bench:evaluate",
+    grid = {json.dumps(grid)},
+    max_trials = {max(1000, _trials(grid))},
+    metric = "accuracy",
+    test_data = "//bench:data.txt",
+    train_executable = "//bench:train",
+    training_data = "//bench:data.txt",
+)
+"""
+    )
+
+
+def _trials(grid: dict[str, list[str]]) -> int:
+    n = 1
+    for values in grid.values():
+        n *= len(values)
+    return n
+
+
+def genrules_build(actions: int) -> str:
+    """The baseline for analysis: as many plain genrules as a search has trial actions."""
+    return textwrap.dedent(
+        f"""
+        [genrule(
+            name = "g%d" % i,
+            outs = ["g%d.out" % i],
+            cmd = "echo %d > $@" % i,
+        ) for i in range({actions})]
+
+        filegroup(
+            name = "all",
+            srcs = [":g%d" % i for i in range({actions})],
+        )
+        """
+    )
+
+
+class BenchWorkspace(Workspace):
+    """The test harness's workspace without its JSON execution log.
+
+    The log lists every input of every spawn (~6k files of the Python
+    environment each): measured at ~0.4 s a trial and 90 MB for 12 trials, so
+    it would be most of what is measured. Spawns are counted from Bazel's
+    `INFO: N processes: ...` line instead (`Result.executed()`).
+    """
+
+    def _command(self, args: tuple[str, ...]) -> tuple[list[str], Path | None]:
+        command, _log = super()._command(args)
+        return [
+            c for c in command if not c.startswith("--execution_log_json_file=")
+        ], None
+
+    def bazel(self, *args: str, check: bool = False, timeout: float = 3600) -> Result:
+        result = super().bazel(*args, check=check, timeout=timeout)
+        match = re.search(r"INFO: (\d+) processes?: (.*)", result.stderr)
+        if match:
+            # "42 processes: 17 internal, 25 linux-sandbox.": the non-internal ones ran.
+            parts = dict(
+                (kind.strip(" ."), int(count))
+                for count, kind in re.findall(r"(\d+) ([\w-]+)", match.group(2))
+            )
+            ran = int(match.group(1)) - parts.get("internal", 0)
+            result.spawns = [{"mnemonic": "spawn"}] * ran
+        return result
+
+
+def peak_rss_mib(ws: Workspace) -> float | None:
+    pid = ws.server_pid()
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def server_cpu(ws: Workspace) -> float:
+    """CPU seconds of the Bazel server and of the (waited-for) processes it ran: sandboxes, runners, scripts."""
+    pid = ws.server_pid()
+    if pid is None:
+        return float("nan")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime, stime, cutime, cstime: fields 14 to 17 of proc(5), 12 to 15 after the name.
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def fresh_server(ws: Workspace) -> None:
+    """Shuts the server down and starts a new one (its start-up is not timed)."""
+    ws.shutdown()
+    ws.bazel("info", "release", check=True)
+
+
+# ---------------------------------------------------------------------------
+# The benchmarks
+
+
+class Bench:
+    def __init__(self, ws: Workspace, reps: int, log: Callable[[str], None]) -> None:
+        self.ws = ws
+        self.reps = reps
+        self.log = log
+        self.python = ws.output_base / "external/fixture_python/venv/bin/python3"
+
+    def setup(self) -> None:
+        self.ws.write("bench/train.sh", TRAIN_SH, executable=True)
+        self.ws.write("bench/evaluate.sh", EVALUATE_SH, executable=True)
+        self.ws.write("bench/data.txt", "x\n")
+        self.ws.write(
+            "bench/BUILD",
+            """
+            exports_files(["data.txt"])
+
+            sh_binary(name = "train", srcs = ["train.sh"], visibility = ["//visibility:public"])
+
+            sh_binary(name = "evaluate", srcs = ["evaluate.sh"], visibility = ["//visibility:public"])
+
+            filegroup(name = "empty", srcs = [])
+            """,
+        )
+        # Fetches the Python environment and builds the sh_binary scripts once.
+        self.ws.write("warmup/BUILD", search_build(grid_for(2)))
+        self.ws.build("//warmup:s", "//bench:empty")
+
+    def build(self, target: str, *flags: str) -> tuple[float, Any]:
+        return timed(lambda: self.ws.build(target, flags=flags))
+
+    # -- scripts run directly, and through the runner without Bazel ---------
+
+    def direct_trials(self, trials: int, runner: bool) -> list[float]:
+        """Seconds per trial: train.sh + evaluate.sh as plain processes, or each through runner.py."""
+        bench = self.ws.root / "bench"
+        times = []
+        runner_py = REPO / "databazel/private/runner.py"
+        with tempfile.TemporaryDirectory() as tmp:
+            for i in range(trials):
+                model, out = Path(tmp) / f"{i}.model", Path(tmp) / f"{i}.out"
+                hp = Path(tmp) / f"{i}.json"
+                hp.write_text(json.dumps({"a": str(i)}))
+                if runner:
+                    commands = [
+                        [str(self.python), "-S", str(runner_py), "train", "--target", "//b:t",
+                         "--script", str(bench / "train.sh"), "--hyperparams-file", str(hp),
+                         "--model-output", str(model), "--data", str(bench / "data.txt")],
+                        [str(self.python), "-S", str(runner_py), "evaluate", "--target", "//b:e",
+                         "--script", str(bench / "evaluate.sh"), "--model", str(model),
+                         "--metrics-output", str(out) + ".json", "--output-dir", str(out),
+                         "--data", str(bench / "data.txt")],
+                    ]  # fmt: skip
+                else:
+                    out.mkdir()
+                    commands = [
+                        [str(bench / "train.sh"), "--data", str(bench / "data.txt"),
+                         "--model-output-path", str(model), "--hyperparams", hp.read_text()],
+                        [str(bench / "evaluate.sh"), "--model-path", str(model),
+                         "--data-path", str(bench / "data.txt"), "--output-dir", str(out)],
+                    ]  # fmt: skip
+                start = time.perf_counter()
+                for command in commands:
+                    subprocess.run(command, env=ACTION_ENV, check=True, cwd=tmp)
+                times.append(time.perf_counter() - start)
+        return times
+
+    # -- per-trial overhead -----------------------------------------------
+
+    def overhead(self, small: int, large: int) -> dict[str, Any]:
+        """Marginal seconds per trial of a cold --jobs=1 build ((T(large) - T(small)) / (large - small))."""
+        per_trial, cpu_per_trial = [], []
+        for rep in range(self.reps):
+            times, cpu = {}, {}
+            for n in (small, large):
+                package = f"overhead_{rep}_{n}"
+                self.ws.write(f"{package}/BUILD", search_build(grid_for(n)))
+                before = server_cpu(self.ws)
+                times[n], result = self.build(f"//{package}:s", "--jobs=1")
+                cpu[n] = server_cpu(self.ws) - before
+                assert result.executed() >= 2 * n, result.stderr[-2000:]
+            per_trial.append((times[large] - times[small]) / (large - small))
+            cpu_per_trial.append((cpu[large] - cpu[small]) / (large - small))
+            self.log(
+                f"overhead rep {rep}: {per_trial[-1]:.3f} s/trial wall, "
+                f"{cpu_per_trial[-1]:.3f} s CPU through Bazel"
+            )
+        count = max(10, large - small)
+        cpu = children_cpu()
+        direct = self.direct_trials(count, runner=False)
+        direct_cpu = (children_cpu() - cpu) / count
+        runner = self.direct_trials(count, runner=True)
+        runner_cpu = (children_cpu() - cpu) / count - direct_cpu
+        bazel = median(per_trial)
+        return {
+            "cpu": {
+                "bazel_per_trial": cpu_per_trial,
+                "bazel": median(cpu_per_trial),
+                "direct": direct_cpu,
+                "runner": runner_cpu,
+            },
+            "trials": [small, large],
+            "bazel_per_trial": per_trial,
+            "bazel": bazel,
+            "direct": median(direct),
+            "runner": median(runner),
+            "overhead": bazel - median(direct),
+        }
+
+    # -- cold search, no-op rebuilds, growth ----------------------------------
+
+    def cold_trivial(self, trials: int) -> dict[str, Any]:
+        """Cold builds of a fresh `trials`-trial search with --jobs=1 and --jobs=2, against a serial loop."""
+        out: dict[str, Any] = {"trials": trials}
+        for jobs in (1, 2):
+            times = []
+            for rep in range(self.reps):
+                package = f"cold_{jobs}_{rep}"
+                self.ws.write(f"{package}/BUILD", search_build(grid_for(trials)))
+                elapsed, _ = self.build(f"//{package}:s", f"--jobs={jobs}")
+                times.append(elapsed)
+            out[f"jobs{jobs}"] = median(times)
+            out[f"jobs{jobs}_runs"] = times
+        loops = [
+            sum(self.direct_trials(trials, runner=False)) for _ in range(self.reps)
+        ]
+        out["serial_loop"] = median(loops)
+        return out
+
+    def scaling(self, sizes: Sequence[int]) -> list[dict[str, Any]]:
+        """Per size: a cold build (--jobs=2), its actions, and no-op rebuilds (warm server)."""
+        rows = []
+        for n in sizes:
+            wait_quiet(self.max_load, self.wait, self.log)
+            package = f"size_{n}"
+            self.ws.write(f"{package}/BUILD", search_build(grid_for(n)))
+            load_before = loadavg()
+            cold, result = self.build(f"//{package}:s", "--jobs=2")
+            noops = []
+            for _ in range(max(3, self.reps)):
+                elapsed, again = self.build(f"//{package}:s")
+                assert again.executed() == 0, again.executed_by_mnemonic()
+                noops.append(elapsed)
+            empty = [self.build("//bench:empty")[0] for _ in range(max(3, self.reps))]
+            rows.append(
+                {
+                    "trials": n,
+                    "cold": cold,
+                    "actions": result.executed(),
+                    "noop": median(noops),
+                    "noop_runs": noops,
+                    "empty_build": median(empty),
+                    "load": [load_before, loadavg()],
+                }
+            )
+            self.log(f"size {n}: cold {cold:.1f} s, no-op {median(noops):.2f} s")
+        return rows
+
+    def analysis(self, sizes: Sequence[int], reps: int) -> list[dict[str, Any]]:
+        """Loading + analysis (`build --nobuild`) on a fresh server, and its peak memory; plain genrules beside."""
+        rows = []
+        for n in sizes:
+            self.ws.write(f"analysis_{n}/BUILD", search_build(grid_for(n)))
+            self.ws.write(f"genrules_{n}/BUILD", genrules_build(2 * n))
+        for n in sizes:
+            wait_quiet(self.max_load, self.wait, self.log)
+            row: dict[str, Any] = {"trials": n, "load": [loadavg()]}
+            for kind, target in (
+                ("databazel", f"//analysis_{n}:s"),
+                ("genrules", f"//genrules_{n}:all"),
+            ):
+                times, rss = [], []
+                for _ in range(reps if kind == "databazel" else 1):
+                    fresh_server(self.ws)
+                    elapsed, _ = self.build(target, "--nobuild")
+                    times.append(elapsed)
+                    rss.append(peak_rss_mib(self.ws))
+                row[kind] = {
+                    "time": median(times),
+                    "runs": times,
+                    "peak_rss_mib": median([r for r in rss if r is not None]),
+                }
+            row["load"].append(loadavg())
+            rows.append(row)
+            self.log(
+                f"analysis {n}: {row['databazel']['time']:.1f} s, "
+                f"peak RSS {row['databazel']['peak_rss_mib']} MiB "
+                f"(genrules {row['genrules']['time']:.1f} s)"
+            )
+        return rows
+
+    def profile_analysis(self, n: int, out: Path) -> str:
+        """`bazel analyze-profile` of the loading + analysis of `n` trials (fresh server)."""
+        fresh_server(self.ws)
+        profile = out / f"analysis_{n}.profile.gz"
+        self.ws.build(f"//analysis_{n}:s", flags=("--nobuild", f"--profile={profile}"))
+        return self.ws.bazel("analyze-profile", str(profile)).stdout
+
+    def add_grid_value(self, built: dict[str, Any], reps: int) -> dict[str, Any]:
+        """Adds one value to the grid of a built search (scaling's 10 x 10): time and actions run."""
+        n = built["trials"]
+        grid = grid_for(n)
+        package = f"size_{n}"
+        times, actions = [], []
+        for rep in range(reps):
+            wait_quiet(self.max_load, self.wait, self.log)
+            bigger = {**grid, "a": [*grid["a"], f"new{rep}"]}
+            self.ws.write(f"{package}/BUILD", search_build(bigger))
+            elapsed, result = self.build(f"//{package}:s")
+            times.append(elapsed)
+            actions.append(dict(result.executed_by_mnemonic()))
+            self.ws.write(f"{package}/BUILD", search_build(grid))
+            self.build(f"//{package}:s")
+        return {
+            "trials": n,
+            "cold": built["cold"],
+            "cold_actions": built["actions"],
+            "time": median(times),
+            "runs": times,
+            "actions": actions[0],
+            "new_trials": n // len(grid["a"]),
+        }
+
+    max_load = 1.5
+    wait = 120.0
+
+
+def mnist(output_base: Path, reps: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Cold builds of //mnist:bzl_search with --jobs=1 and 2, against the serial loop of bare processes."""
+    ws = BenchWorkspace(REPO, output_base, convenience_symlinks=False)
+    try:
+        ws.build("//mnist:bzl_search")  # fetches the environment
+        out: dict[str, Any] = {}
+        for jobs in (1, 2):
+            times = []
+            for _ in range(reps):
+                ws.bazel("clean", check=True)
+                elapsed, result = timed(
+                    lambda: ws.build("//mnist:bzl_search", flags=(f"--jobs={jobs}",))
+                )
+                times.append(elapsed)
+                out["actions"] = result.executed()
+            out[f"jobs{jobs}"] = median(times)
+            out[f"jobs{jobs}_runs"] = times
+            log(f"mnist --jobs={jobs}: {median(times):.1f} s")
+        bazel = (f"--output_base={output_base}",)
+        python = output_base / "external/databazel_python/venv/bin/python3"
+        env = action_env("//mnist:bzl_training", ("bazel", *bazel))
+        trials = json.loads(ws.bin("mnist/bzl_search.json").read_text())["trials"]
+        data = REPO / "mnist/data/mnist.npz"
+        loops = [mnist_loop(python, env, trials, data)[0] for _ in range(reps)]
+        out["serial_loop"] = median(loops)
+        out["serial_loop_runs"] = loops
+        out["trials"] = len(trials)
+        log(f"mnist serial loop: {median(loops):.1f} s")
+        return out
+    finally:
+        ws.shutdown()
+
+
+# ---------------------------------------------------------------------------
+# The report
+
+
+def _s(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(target, measured, met?) for each target that was measured."""
+    rows = []
+    if "overhead" in results:
+        o = results["overhead"]["overhead"]
+        rows.append((TARGETS["overhead"], f"{o:.3f} s", "yes" if o <= 0.3 else "no"))
+    if "mnist" in results:
+        m = results["mnist"]
+        ratio = m["jobs2"] / m["serial_loop"]
+        rows.append(
+            (
+                TARGETS["cold"],
+                f"{m['jobs2']:.1f} s vs {m['serial_loop']:.1f} s = {ratio:.2f}x",
+                "yes" if ratio <= 0.6 else "no",
+            )
+        )
+    scaling = {r["trials"]: r for r in results.get("scaling", [])}
+    if 1000 in scaling:
+        noop = scaling[1000]["noop"]
+        rows.append((TARGETS["noop"], f"{noop:.2f} s", "yes" if noop <= 2 else "no"))
+    analysis = {r["trials"]: r for r in results.get("analysis", [])}
+    if 5000 in analysis:
+        a = analysis[5000]["databazel"]
+        rows.append(
+            (
+                TARGETS["analysis"],
+                f"{a['time']:.1f} s",
+                "yes" if a["time"] <= 30 else "no",
+            )
+        )
+        rss = a["peak_rss_mib"]
+        rows.append(
+            (TARGETS["memory"], f"{rss:.0f} MiB", "yes" if rss <= 2048 else "no")
+        )
+    growth = linearity(results)
+    if growth:
+        worst = max(g[2] for g in growth)
+        rows.append(
+            (
+                TARGETS["linear"],
+                f"per-trial cost at the largest size / at the next: at most {worst:.2f}",
+                "yes" if worst <= 1.5 else "no",
+            )
+        )
+    return rows
+
+
+def linearity(results: dict[str, Any]) -> list[tuple[str, str, float]]:
+    """(figure, sizes, ratio of per-trial costs between the two largest sizes); 1 = linear, <1 = sublinear."""
+    out = []
+
+    def ratio(points: list[tuple[int, float]], name: str) -> None:
+        points = sorted(p for p in points if p[1] == p[1])
+        if len(points) >= 2:
+            (n1, v1), (n2, v2) = points[-2], points[-1]
+            if v1 > 0:
+                out.append((name, f"{n1} -> {n2}", (v2 / n2) / (v1 / n1)))
+
+    analysis = results.get("analysis", [])
+    if analysis:
+        ratio(
+            [(r["trials"], r["databazel"]["time"]) for r in analysis],
+            "loading + analysis time",
+        )
+        ratio(
+            [(r["trials"], r["databazel"]["peak_rss_mib"]) for r in analysis],
+            "server peak RSS",
+        )
+    scaling = results.get("scaling", [])
+    if scaling:
+        ratio([(r["trials"], r["cold"]) for r in scaling], "cold build time")
+        ratio([(r["trials"], r["noop"]) for r in scaling], "no-op rebuild time")
+    return out
+
+
+def plot(results: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    analysis = results.get("analysis", [])
+    scaling = results.get("scaling", [])
+    if analysis:
+        n = [r["trials"] for r in analysis]
+        ax = axes[0]
+        ax.plot(
+            n,
+            [r["databazel"]["time"] for r in analysis],
+            "o-",
+            label="databazel search",
+        )
+        ax.plot(
+            n,
+            [r["genrules"]["time"] for r in analysis],
+            "s--",
+            label="2N plain genrules",
+        )
+        ax.set_title("loading + analysis (fresh server)")
+        ax.set_ylabel("seconds")
+        ax = axes[1]
+        ax.plot(
+            n,
+            [r["databazel"]["peak_rss_mib"] for r in analysis],
+            "o-",
+            label="databazel: peak RSS",
+        )
+        ax.plot(
+            n,
+            [r["genrules"]["peak_rss_mib"] for r in analysis],
+            "s--",
+            label="genrules: peak RSS",
+        )
+        ax.set_title("Bazel server memory")
+        ax.set_ylabel("MiB")
+    if scaling:
+        n = [r["trials"] for r in scaling]
+        ax = axes[2]
+        ax.plot(n, [r["cold"] for r in scaling], "o-", label="cold build, --jobs=2")
+        ax.plot(n, [r["noop"] for r in scaling], "o:", label="no-op rebuild")
+        ax.plot(
+            n,
+            [r["empty_build"] for r in scaling],
+            "s--",
+            label="empty build (baseline)",
+        )
+        ax.set_title("trivial trials: build time")
+        ax.set_ylabel("seconds")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("trials")
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def render(results: dict[str, Any], png: str | None) -> str:
+    m, v = results["machine"], results["versions"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "<!-- Written by tools/bench/run.py; do not edit by hand. Re-run it instead. -->",
+        "",
+        f"Measured {results['date']} by `tools/bench/run.py{results['args']}` "
+        f"(median of {results['reps']} runs where not said otherwise).",
+        "",
+        "| Machine | Versions |",
+        "| --- | --- |",
+        f"| {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, Linux {m['kernel']} "
+        f"| {v['bazel']}; Python {v['python']}; databazel {v['databazel']} |",
+        "",
+        f"Load average (1, 5, 15 min) before: {results['load_before']}, after: {results['load_after']}. "
+        "The machine is shared: the bench waits (up to a limit) for the 1-minute load to drop under "
+        f"{results['max_load']} before each part, and the load is recorded next to each figure.",
+        "",
+        "## Targets",
+        "",
+        "| Target | Measured | Met |",
+        "| --- | --- | --- |",
+    ]
+    for target, measured, met in verdicts(results):
+        lines.append(f"| {target} | {measured} | {met} |")
+    lines.append("")
+    if png:
+        lines += [f"![benchmarks]({png})", ""]
+    if "overhead" in results:
+        o = results["overhead"]
+        small, large = o["trials"]
+        lines += [
+            "## Per-trial overhead",
+            "",
+            f"Trivial trials (`#!/bin/sh` train and evaluate scripts writing a file). Through Bazel: "
+            f"cold `--jobs=1` builds of fresh {small}- and {large}-trial searches, "
+            f"(T({large}) - T({small})) / {large - small}, so fixed costs (the report, the client) cancel.",
+            "",
+            "| | seconds per trial (train + evaluate) |",
+            "| --- | --- |",
+            f"| the two scripts run directly as processes (baseline) | {o['direct']:.3f} |",
+            f"| each script through `runner.py` (no Bazel) | {o['runner']:.3f} |",
+            f"| through Bazel (`hyperparam_search`, `--jobs=1`) | {o['bazel']:.3f} "
+            f"(runs: {', '.join(f'{x:.3f}' for x in o['bazel_per_trial'])}) |",
+            f"| **overhead** (through Bazel - direct) | **{o['overhead']:.3f}** |",
+            "",
+            *(
+                [
+                    "CPU time per trial, which the load of other users' builds inflates much less than wall "
+                    "time (Bazel server and every process it ran, from `/proc/<pid>/stat`; the direct runs from "
+                    f"`getrusage`): scripts directly {o['cpu']['direct']:.3f} s, through `runner.py` "
+                    f"{o['cpu']['runner']:.3f} s, through Bazel {o['cpu']['bazel']:.3f} s "
+                    f"(runs: {', '.join(f'{x:.3f}' for x in o['cpu']['bazel_per_trial'])}).",
+                    "",
+                ]
+                if "cpu" in o
+                else []
+            ),
+            f"Of the overhead, {o['runner'] - o['direct']:.3f} s is the runner (two Python start-ups) and "
+            f"{o['bazel'] - o['runner']:.3f} s is Bazel's per-action cost (scheduling, a sandbox of "
+            "~6k linked files per action, moving outputs, the action cache).",
+            "",
+        ]
+    if "cold_trivial" in results or "mnist" in results:
+        lines += [
+            "## Cold search against a serial loop",
+            "",
+            "| Search | serial loop of bare processes | `--jobs=1` | `--jobs=2` | `--jobs=2` / loop |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        if "mnist" in results:
+            x = results["mnist"]
+            lines.append(
+                f"| `//mnist:bzl_search` ({x['trials']} trials + report + plots, {x['actions']} actions; "
+                f"`bazel clean` first) | {x['serial_loop']:.1f} s | {x['jobs1']:.1f} s | {x['jobs2']:.1f} s "
+                f"| {x['jobs2'] / x['serial_loop']:.2f} |"
+            )
+        if "cold_trivial" in results:
+            x = results["cold_trivial"]
+            lines.append(
+                f"| {x['trials']} trivial trials (fresh package) | {x['serial_loop']:.2f} s | {x['jobs1']:.1f} s "
+                f"| {x['jobs2']:.1f} s | {x['jobs2'] / x['serial_loop']:.0f} |"
+            )
+        lines += [
+            "",
+            "The serial loop runs the same scripts with the same interpreter and environment "
+            "(`tools/bench/bare_loop.py`); it does not draw the report or the plots. With trivial "
+            "scripts the loop costs milliseconds, so that row is databazel's and Bazel's own cost alone.",
+            "",
+        ]
+    if "scaling" in results:
+        lines += [
+            "## Cold build and no-op rebuild by number of trials",
+            "",
+            "Trivial trials, one search per size. The no-op rebuild runs right after the cold build "
+            "(server warm); the baseline is a build of an empty filegroup on the same server.",
+            "",
+            "| Trials | cold build `--jobs=2` | actions run | per trial | no-op rebuild | empty build (baseline) | load before / after |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in results["scaling"]:
+            lines.append(
+                f"| {r['trials']:,} | {r['cold']:.1f} s | {r['actions']:,} | {r['cold'] / r['trials']:.3f} s "
+                f"| {r['noop']:.2f} s | {r['empty_build']:.2f} s | {r['load'][0][0]} / {r['load'][1][0]} |"
+            )
+        lines.append("")
+    if "analysis" in results:
+        lines += [
+            "## Loading + analysis and server memory by number of trials",
+            "",
+            "`bazel build --nobuild` on a fresh server (shut down and restarted first; start-up not "
+            "timed). Peak memory is the server's peak RSS (`VmHWM`, JVM default maximum heap: 1/4 of RAM, "
+            "so the JVM may hold more than it needs). Baseline (one run per size): a package of as many "
+            "plain genrules as the search has trial actions (2 per trial).",
+            "",
+            "| Trials | databazel: time | peak RSS | 2N genrules: time | peak RSS | load before / after |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in results["analysis"]:
+            d, g = r["databazel"], r["genrules"]
+            lines.append(
+                f"| {r['trials']:,} | {d['time']:.1f} s | {d['peak_rss_mib']:.0f} MiB "
+                f"| {g['time']:.1f} s | {g['peak_rss_mib']:.0f} MiB "
+                f"| {r['load'][0][0]} / {r['load'][1][0]} |"
+            )
+        lines.append("")
+    profile = results.get("analysis_profile", "")
+    if "PHASE SUMMARY" in profile:
+        summary = profile.split("=== PHASE SUMMARY INFORMATION ===")[1].split(
+            "Critical path"
+        )[0]
+        n = results["analysis"][-1]["trials"]
+        lines += [
+            f"`bazel analyze-profile` of the loading + analysis of {n:,} trials (`--profile`, fresh server):",
+            "",
+            "```",
+            *[line.rstrip() for line in summary.strip().splitlines()],
+            "```",
+            "",
+        ]
+    growth = linearity(results)
+    if growth:
+        lines += [
+            "## Growth",
+            "",
+            "Per-trial cost at the largest size divided by the per-trial cost at the size before it "
+            "(1.0: linear; below 1: fixed costs still dominate).",
+            "",
+            "| Figure | sizes | ratio |",
+            "| --- | --- | --- |",
+        ]
+        for name, sizes, r in growth:
+            lines.append(f"| {name} | {sizes} | {r:.2f} |")
+        lines.append("")
+    if "add_grid_value" in results:
+        a = results["add_grid_value"]
+        lines += [
+            "## Adding one grid value to a 100-trial search",
+            "",
+            f"A 10 x 10 grid, built; then one value added to the first hyperparameter "
+            f"({a['new_trials']} new trials).",
+            "",
+            "| Build | time | actions run |",
+            "| --- | --- | --- |",
+            f"| the 100-trial search, cold (baseline) | {a['cold']:.1f} s | {a['cold_actions']} |",
+            f"| after adding one value | {a['time']:.1f} s | {sum(a['actions'].values())} "
+            f"(the least possible: {2 * a['new_trials'] + 1}, i.e. {a['new_trials']} train + "
+            f"{a['new_trials']} evaluate + the report) |",
+            "",
+        ]
+    if results.get("part_dates"):
+        lines += [
+            "## When each part was measured",
+            "",
+            "Some parts were re-run with `--parts`; the others are from earlier runs.",
+            "",
+            *[
+                f"- `{name}`: {date}"
+                for name, date in sorted(results["part_dates"].items())
+            ],
+            "",
+        ]
+    if results.get("notes"):
+        lines += ["## Notes", "", *results["notes"], ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+
+
+def _reexec_with_matplotlib() -> None:
+    """Runs this script with .venv's interpreter when this one has no matplotlib (for the plot)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        venv = REPO / ".venv/bin/python"
+        if venv.exists() and Path(sys.executable) != venv:
+            os.execv(str(venv), [str(venv), __file__, *sys.argv[1:]])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, one repeat, no MNIST"
+    )
+    parser.add_argument(
+        "--reps", type=int, default=3, help="repeats (the median is reported)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "docs",
+        help="where benchmarks.{md,json,png} go",
+    )
+    parser.add_argument(
+        "--max-load",
+        type=float,
+        default=1.5,
+        help="wait for a 1-minute load under this",
+    )
+    parser.add_argument(
+        "--wait", type=float, default=60, help="longest wait for a quiet machine, s"
+    )
+    parser.add_argument("--no-mnist", action="store_true", help="skip the MNIST search")
+    parser.add_argument(
+        "--work", type=Path, help="scratch directory (default: a new temporary one)"
+    )
+    parser.add_argument(
+        "--parts",
+        type=lambda text: set(text.split(",")),
+        help="run only these parts: overhead, cold_trivial, scaling, add_grid_value "
+        "(needs scaling), analysis, analysis_profile (needs analysis), mnist",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.reps = 1
+        args.no_mnist = True
+
+    def log(message: str) -> None:
+        print(f"bench: {message}", file=sys.stderr, flush=True)
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="databazel-bench-"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "args": "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:])),
+        "reps": args.reps,
+        "max_load": args.max_load,
+        "machine": machine(),
+        "versions": versions(),
+        "load_before": loadavg(),
+        "notes": [],
+    }
+    previous = args.out / "benchmarks.json"
+    if args.parts and previous.exists():
+        # Re-running some parts: keep the other parts' figures, and say when each was measured.
+        kept = json.loads(previous.read_text())
+        parts = (
+            "overhead",
+            "cold_trivial",
+            "scaling",
+            "add_grid_value",
+            "analysis",
+            "analysis_profile",
+            "mnist",
+        )
+        dates = kept.get("part_dates") or {n: kept["date"] for n in parts if n in kept}
+        for name in set(kept) - set(results) - args.parts:
+            results[name] = kept[name]
+        results["part_dates"] = {
+            **dates,
+            **{name: results["date"] for name in args.parts},
+        }
+        results["notes"] = [
+            n
+            for n in kept.get("notes", [])
+            if not any(f"`{p}`" in n for p in args.parts)
+        ]
+    ws = BenchWorkspace.fixture(
+        work / "ws",
+        work / "output_base",
+        python_env='requirements_lock = "@databazel//:requirements_lock.txt",',
+    )
+    bench = Bench(ws, args.reps, log)
+    bench.max_load, bench.wait = args.max_load, args.wait
+    sizes = (2, 10) if args.quick else (10, 100, 1000, 5000)
+    parts: list[tuple[str, Callable[[], Any]]] = [
+        ("overhead", lambda: bench.overhead(*((2, 6) if args.quick else (5, 20)))),
+        ("cold_trivial", lambda: bench.cold_trivial(5 if args.quick else 20)),
+        ("scaling", lambda: bench.scaling(sizes[:-1] if args.quick else sizes[:3])),
+        ("add_grid_value", lambda: bench.add_grid_value(results["scaling"][-1 if args.quick else 1], args.reps)),
+        ("analysis", lambda: bench.analysis(sizes, args.reps)),
+    ]  # fmt: skip
+    if not args.quick:
+        parts.append(
+            ("analysis_profile", lambda: bench.profile_analysis(sizes[-1], work))
+        )
+
+    def run_part(name: str, function: Callable[[], Any]) -> None:
+        if args.parts and name not in args.parts:
+            return
+        wait_quiet(args.max_load, args.wait, log)
+        log(f"{name} (load average {loadavg()})")
+        try:
+            results[name] = function()
+        except Exception as e:  # noqa: BLE001 - one failed part must not lose the others
+            log(f"{name} failed: {type(e).__name__}: {e}")
+            results["notes"].append(
+                f"- `{name}` failed: {type(e).__name__}: {str(e)[:300]}"
+            )
+
+    try:
+        log(f"fixture workspace in {work}; fetching its Python environment")
+        bench.setup()
+        for name, function in parts:
+            run_part(name, function)
+    finally:
+        ws.remove()
+    if not args.no_mnist:
+        run_part("mnist", lambda: mnist(work / "mnist_output_base", args.reps, log))
+    results["load_after"] = loadavg()
+    png = "benchmarks.png" if plot(results, args.out / "benchmarks.png") else None
+    (args.out / "benchmarks.json").write_text(json.dumps(results, indent=1) + "\n")
+    (args.out / "benchmarks.md").write_text(render(results, png))
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    for target, measured, met in verdicts(results):
+        log(f"{target}: {measured} ({'met' if met == 'yes' else 'MISSED'})")
+    log(f"wrote {args.out / 'benchmarks.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    _reexec_with_matplotlib()
+    sys.exit(main())
