@@ -139,6 +139,9 @@ def _make_writable_and_remove(path: Path) -> None:
 class Workspace:
     """A workspace directory and the output base (the Bazel server) tests use for it."""
 
+    # Whether build-like commands write an execution log (for Result.spawns).
+    execution_log = True
+
     def __init__(
         self, root: Path, output_base: Path, convenience_symlinks: bool = True
     ) -> None:
@@ -210,9 +213,10 @@ class Workspace:
         command, rest = args[0], list(args[1:])
         log = None
         if command in ("build", "test", "run"):
-            self._log_counter += 1
-            log = self.output_base.parent / f"exec_{self._log_counter}.binpb"
-            rest = [f"--execution_log_binary_file={log}"] + rest
+            if self.execution_log:
+                self._log_counter += 1
+                log = self.output_base.parent / f"exec_{self._log_counter}.binpb"
+                rest = [f"--execution_log_binary_file={log}"] + rest
             if not self.convenience_symlinks:
                 rest = ["--symlink_prefix=/"] + rest
         return [

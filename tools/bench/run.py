@@ -44,19 +44,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bare_loop import action_env, mnist_loop  # noqa: E402
 from bazel_harness import Result, Workspace  # noqa: E402
 
-# The environment databazel's actions get (databazel/private/common.bzl, DEFAULT_ENV).
-ACTION_ENV = {
-    "LC_ALL": "C.UTF-8",
-    "MKL_NUM_THREADS": "1",
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "PATH": "/usr/local/bin:/usr/bin:/bin",
-    "PYTHONDONTWRITEBYTECODE": "1",
-    "PYTHONHASHSEED": "0",
-    "PYTHONNOUSERSITE": "1",
-    "PYTHONUTF8": "1",
-}
-
 TRAIN_SH = """#!/bin/sh
 # SCRIPT --data DATA --model-output-path OUT --hyperparams JSON
 printf '%s' "$6" > "$4"
@@ -214,19 +201,15 @@ def genrules_build(actions: int) -> str:
 
 
 class BenchWorkspace(Workspace):
-    """The test harness's workspace without its JSON execution log.
+    """The test harness's workspace without its execution log.
 
     The log lists every input of every spawn (~6k files of the Python
-    environment each): measured at ~0.4 s a trial and 90 MB for 12 trials, so
-    it would be most of what is measured. Spawns are counted from Bazel's
-    `INFO: N processes: ...` line instead (`Result.executed()`).
+    environment each): the JSON one measured at ~0.4 s a trial and 90 MB for
+    12 trials, so it would be much of what is measured. Spawns are counted from
+    Bazel's `INFO: N processes: ...` line instead (`Result.executed()`).
     """
 
-    def _command(self, args: tuple[str, ...]) -> tuple[list[str], Path | None]:
-        command, _log = super()._command(args)
-        return [
-            c for c in command if not c.startswith("--execution_log_json_file=")
-        ], None
+    execution_log = False
 
     def bazel(self, *args: str, check: bool = False, timeout: float = 3600) -> Result:
         result = super().bazel(*args, check=check, timeout=timeout)
@@ -286,6 +269,7 @@ class Bench:
         self.reps = reps
         self.log = log
         self.python = ws.output_base / "external/fixture_python/venv/bin/python3"
+        self.env: dict[str, str] = {}  # the trials' action environment, from setup()
 
     def setup(self) -> None:
         self.ws.write("bench/train.sh", TRAIN_SH, executable=True)
@@ -306,6 +290,12 @@ class Bench:
         # Fetches the Python environment and builds the sh_binary scripts once.
         self.ws.write("warmup/BUILD", search_build(grid_for(2)))
         self.ws.build("//warmup:s", "//bench:empty")
+        # The direct runs get the environment the trials' actions get.
+        self.env = action_env(
+            "deps(//warmup:s)",
+            ("bazel", f"--output_base={self.ws.output_base}"),
+            cwd=self.ws.root,
+        )
 
     def build(self, target: str, *flags: str) -> tuple[float, Any]:
         return timed(lambda: self.ws.build(target, flags=flags))
@@ -342,7 +332,7 @@ class Bench:
                     ]  # fmt: skip
                 start = time.perf_counter()
                 for command in commands:
-                    subprocess.run(command, env=ACTION_ENV, check=True, cwd=tmp)
+                    subprocess.run(command, env=self.env, check=True, cwd=tmp)
                 times.append(time.perf_counter() - start)
         return times
 
