@@ -33,6 +33,7 @@ def _python_env_impl(module_ctx):
             created[env.name] = module.name
             _python_env_rule(
                 name = env.name,
+                repo_name = env.name,
                 python_interpreter = env.python_interpreter,
                 requirements_lock = env.requirements_lock,
                 prune_tests = env.prune_tests,

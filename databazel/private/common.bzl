@@ -47,7 +47,7 @@ COMMON_ATTRS = {
     ),
     "deps": attr.label_list(
         allow_files = [".py"],
-        doc = "Python code a plain `.py` script imports: `py_library` targets or `.py` files. Their import roots are put on `PYTHONPATH`. (A `py_binary` script brings its own deps.)",
+        doc = "Python code a plain `.py` script imports: `py_library` targets or `.py` files, including the packages of the Python environment (`@<env>//:numpy`, or `requirement(\"numpy\")` from `@<env>//:requirements.bzl`). Only these, with their dependencies, are inputs of the action: a package the script imports but does not list here fails with an error naming the entry to add. Import roots are put on `PYTHONPATH`. (A `py_binary` script brings its own deps.)",
     ),
     "env": attr.string_dict(
         doc = "Environment variables for the script, on top of databazel's defaults (`PYTHONHASHSEED=0`, one BLAS/OpenMP thread, a fixed `PATH`, ...). Variables of the calling shell never reach the script; declare them here. They are part of the cache key.",
@@ -118,28 +118,35 @@ def _import_paths(ctx, imports):
         paths.extend([rel, ctx.bin_dir.path + "/" + rel])
     return paths
 
-def dependencies(ctx):
-    """Inputs and PYTHONPATH entries from `deps` and `data`.
+def dependencies(ctx, deps = None, data = None):
+    """Inputs and PYTHONPATH entries from Python `deps` and `data`.
 
     Args:
-      ctx: the context of a rule with COMMON_ATTRS.
+      ctx: the rule context.
+      deps: targets (py_library, `.py` files); default `ctx.attr.deps`.
+      data: targets whose files are inputs; default `ctx.attr.data`.
 
     Returns:
       struct(inputs = depset, sources = depset of Python files whose import
       roots go on PYTHONPATH, import_paths = list of further PYTHONPATH entries).
     """
     transitive = []
+    runfiles = []
     imports = []
-    for dep in ctx.attr.deps:
+    for dep in ctx.attr.deps if deps == None else deps:
         if PyInfo in dep:
             transitive.append(dep[PyInfo].transitive_sources)
             imports.append(dep[PyInfo].imports)
+
+            # A package's compiled modules, bytecode and data files are its
+            # runfiles (py_library `data`), not Python sources.
+            runfiles.append(dep[DefaultInfo].default_runfiles.files)
         else:
             transitive.append(dep.files)
     sources = depset(transitive = transitive)
-    data = depset(transitive = [d.files for d in ctx.attr.data])
+    data_files = depset(transitive = [d.files for d in (ctx.attr.data if data == None else data)] + runfiles)
     return struct(
-        inputs = depset(transitive = [sources, data]),
+        inputs = depset(transitive = [sources, data_files]),
         sources = sources,
         import_paths = _import_paths(ctx, depset(transitive = imports).to_list()),
     )

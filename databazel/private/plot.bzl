@@ -5,7 +5,7 @@ standard library: only searches with `plots = True` need matplotlib in the
 Python environment.
 """
 
-load(":common.bzl", "DEFAULT_ENV")
+load(":common.bzl", "DEFAULT_ENV", "dependencies")
 
 def declare_plots(ctx, hyperparam_names, learning_curve = False):
     """Declares the plot files of a report.
@@ -65,13 +65,19 @@ def run_plot(ctx, python, report_json, plots):
     args.add("--report", report_json)
     for plot in plots:
         args.add("--" + plot.kind, ",".join(plot.names) + "=" + plot.file.path if plot.names else plot.file.path)
+
+    # matplotlib and its dependencies: the only packages of this action.
+    deps = dependencies(ctx, ctx.attr.plot_deps, [])
+    env = dict(DEFAULT_ENV)
+    if deps.import_paths:
+        env["PYTHONPATH"] = ":".join(deps.import_paths)
     ctx.actions.run(
         executable = python.executable,
         arguments = [args],
-        inputs = depset([report_json, ctx.file._plot, ctx.file._runner], transitive = [python.files]),
+        inputs = depset([report_json, ctx.file._plot, ctx.file._runner], transitive = [python.files, deps.inputs]),
         outputs = [p.file for p in plots],
         mnemonic = "DatabazelPlot",
         progress_message = "Plotting {} ({} plots)".format(ctx.label, len(plots)),
         use_default_shell_env = False,
-        env = DEFAULT_ENV,
+        env = env,
     )

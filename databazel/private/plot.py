@@ -306,8 +306,9 @@ def import_pyplot(config_dir: str) -> Any:
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise RunnerError(
-            f"plots = True needs matplotlib in the Python environment ({e}); add "
-            "matplotlib to the requirements lock of the registered python_env, or "
+            f"plots = True needs matplotlib ({e}); add it to the search's "
+            '`plot_deps` (for example `plot_deps = ["@<env>//:matplotlib"]`, with '
+            "matplotlib in the requirements lock of the registered python_env), or "
             "set plots = False"
         ) from None
     return plt

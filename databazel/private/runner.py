@@ -73,6 +73,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -341,6 +342,51 @@ def script_env(pythonpath: Sequence[str]) -> dict[str, str]:
     return env
 
 
+_MISSING_MODULE = re.compile(r"ModuleNotFoundError: No module named '([^'.]+)")
+
+
+def _environment_modules() -> dict[str, Any] | None:
+    """The python_env repository's modules.json: which distribution provides which module.
+
+    The file is not an input of the action (a new package would otherwise
+    re-run every trial); it is found through the interpreter's pyvenv.cfg,
+    which links to the repository. Only error messages use it, so when it
+    cannot be found (a remote worker, another toolchain) the message is
+    less specific, never wrong.
+    """
+    venv = os.path.dirname(os.path.dirname(sys.executable))
+    cfg = os.path.realpath(os.path.join(venv, "pyvenv.cfg"))
+    path = os.path.join(os.path.dirname(os.path.dirname(cfg)), "modules.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def missing_module_hint(stderr_tail: str) -> str:
+    """What to add to `deps` when the script failed importing a module, else ""."""
+    found = _MISSING_MODULE.findall(stderr_tail)
+    if not found:
+        return ""
+    module = found[-1]
+    index = _environment_modules()
+    modules = index.get("modules", {}) if index else {}
+    if isinstance(modules, dict) and module in modules:
+        return (
+            f"The script imports `{module}`, which no entry of the target's `deps` "
+            f"provides: add \"@{index['repository']}//:{modules[module]}\" "  # type: ignore[index]
+            "(distribution " + str(modules[module]) + ") to `deps`."
+        )
+    where = f" of @{index['repository']}" if index else ""
+    return (
+        f"The script imports `{module}`, which is in none of its `deps`: add the "
+        f"py_library that provides it to the target's `deps` (no distribution{where} "
+        "provides it: a package must also be in the environment's requirements lock)."
+    )
+
+
 def _signal_name(returncode: int) -> str:
     try:
         return signal.Signals(-returncode).name
@@ -468,6 +514,9 @@ def run_script(
         else:
             return
         stderr_tail = tail(stderr_log)
+        hint = missing_module_hint(stderr_tail)
+        if hint:
+            message += hint + "\n"
         if stderr_tail:
             message += "Last lines of its stderr:\n" + _indent(stderr_tail)
         else:

@@ -147,7 +147,11 @@ get their `learning_curve` (the metrics of each evaluated epoch) in the JSON rep
         ),
         "plots": attr.bool(
             default = False,
-            doc = "Draw PNG plots with matplotlib (the metric against each of `hyperparam_names`, a heatmap or scatter plot of the metric over two hyperparameters when there are exactly two, and the learning curves, the metric against the epoch, when trials evaluated several epochs) into `<name>.plots/`, embedded in the Markdown report. Needs matplotlib in the Python environment.",
+            doc = "Draw PNG plots with matplotlib (the metric against each of `hyperparam_names`, a heatmap or scatter plot of the metric over two hyperparameters when there are exactly two, and the learning curves, the metric against the epoch, when trials evaluated several epochs) into `<name>.plots/`, embedded in the Markdown report. Needs matplotlib in `plot_deps`.",
+        ),
+        "plot_deps": attr.label_list(
+            providers = [PyInfo],
+            doc = "The packages the plot step imports: matplotlib, for example `[\"@<env>//:matplotlib\"]` (with its dependencies). Only the plot action gets them; the report itself needs no package.",
         ),
         "trials": attr.label_list(
             mandatory = True,
@@ -213,6 +217,7 @@ def hyperparam_search(
         timeout = 0,
         allow_failed_trials = False,
         plots = False,
+        plot_deps = [],
         epochs = None,
         learning_curve = False,
         deps = [],
@@ -256,7 +261,8 @@ def hyperparam_search(
       max_trials: the most trials allowed (default 1000): a larger grid or `num_trials` fails at load time.
       timeout: as in `model` and `evaluate`: seconds each training and each evaluation may run (0: no limit).
       allow_failed_trials: record a failing trial (its exit code and stderr tail) in the report, ranked last, instead of failing the build.
-      plots: draw PNG plots of the metric against the hyperparameters with matplotlib (which the Python environment must then contain).
+      plots: draw PNG plots of the metric against the hyperparameters with matplotlib, which `plot_deps` must then provide.
+      plot_deps: as in `search_report`: the packages of the plot step, such as `["@<env>//:matplotlib"]`.
       epochs: train every trial in this many epochs (see `model`). To search over the number of epochs instead, make `epochs` a key of `grid` (or `search_space`) with positive integer strings: trials that differ only in it share one chain of epochs (`<trial without epochs>__chain`, evaluated by `...__chain__eval`), so epochs ["5", "10", "20"] train 20 epochs per combination of the other values, not 35. The script never gets `epochs` in `--hyperparams`, only `--epoch K`.
       learning_curve: evaluate every epoch's checkpoint: the report's JSON gets each trial's `learning_curve` and, with `plots`, a plot of the metric against the epoch. Needs `epochs`.
       deps: as in `model` and `evaluate`; used by both scripts.
@@ -350,6 +356,7 @@ def hyperparam_search(
         metric = metric,
         mode = mode,
         plots = plots,
+        plot_deps = plot_deps,
         **kwargs
     )
 
