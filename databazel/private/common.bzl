@@ -1,5 +1,7 @@
 """What `model` and `evaluate` share: attributes, the interpreter, the user's script, the runner action."""
 
+load(":settings.bzl", "WarmInfo")
+
 PY_TOOLCHAIN_TYPE = "@bazel_tools//tools/python:toolchain_type"
 
 # The environment every script starts from. Nothing from the user's shell reaches
@@ -60,6 +62,14 @@ COMMON_ATTRS = {
         default = Label("//databazel/private:runner.py"),
         allow_single_file = True,
     ),
+    "_warm": attr.label(
+        default = Label("//databazel:warm"),
+        providers = [WarmInfo],
+    ),
+    "_worker": attr.label(
+        default = Label("//databazel/private:worker.py"),
+        allow_single_file = True,
+    ),
 }
 
 def python_runtime(ctx):
@@ -87,13 +97,15 @@ def resolve_script(ctx, attr_name):
 
     Returns:
       struct(path = exec path, python = whether to run it with the interpreter,
-      tools = list for ctx.actions.run(tools), inputs = depset).
+      tools = depset of the executable's files and runfiles, input_manifests
+      for ctx.actions.run, inputs = depset).
     """
     target = getattr(ctx.attr, attr_name)
     files_to_run = target[DefaultInfo].files_to_run
     executable = files_to_run.executable if files_to_run else None
     if executable and not executable.is_source:
-        return struct(path = executable.path, python = False, tools = [files_to_run], inputs = depset())
+        tools, input_manifests = ctx.resolve_tools(tools = [target])
+        return struct(path = executable.path, python = False, tools = tools, input_manifests = input_manifests, inputs = depset())
     files = target.files.to_list()
     if len(files) != 1 or files[0].extension != "py":
         fail("{}: `{}` must be an executable target (such as a py_binary) or a single .py file; {} provides {}".format(
@@ -102,7 +114,7 @@ def resolve_script(ctx, attr_name):
             target.label,
             [f.short_path for f in files],
         ))
-    return struct(path = files[0].path, python = True, tools = [], inputs = depset(files))
+    return struct(path = files[0].path, python = True, tools = depset(), input_manifests = [], inputs = depset(files))
 
 def _import_root(f):
     """The directory a Python file's imports are relative to (an exec path)."""
@@ -168,14 +180,32 @@ def describe_hyperparams(hyperparams, limit = 160):
         text = text[:limit] + "..."
     return " ({})".format(text)
 
-def run_runner(ctx, subcommand, script_attr_name, arguments, inputs, outputs, mnemonic, progress_message):
-    """Registers the action that runs the runner, which runs the user's script.
+def runner_arguments(ctx, subcommand):
+    """The runner's arguments for `subcommand`, which `run_runner` completes.
+
+    They reach the runner in a params file (`@FILE`, one per line), so that
+    the same action can run in a persistent worker.
 
     Args:
       ctx: the rule context.
       subcommand: `train` or `evaluate`.
+
+    Returns:
+      An Args object; add the subcommand's own flags, then pass it to run_runner.
+    """
+    args = ctx.actions.args()
+    args.use_param_file("@%s", use_always = True)
+    args.set_param_file_format("multiline")
+    args.add(subcommand)
+    return args
+
+def run_runner(ctx, script_attr_name, arguments, inputs, outputs, mnemonic, progress_message):
+    """Registers the action that runs the runner, which runs the user's script.
+
+    Args:
+      ctx: the rule context.
       script_attr_name: the attribute holding the user's script.
-      arguments: an Args object with the subcommand's own flags.
+      arguments: the Args object from runner_arguments, with the subcommand's own flags.
       inputs: depset of the subcommand's own inputs (data, model, ...).
       outputs: the declared outputs.
       mnemonic: the action's mnemonic.
@@ -185,14 +215,16 @@ def run_runner(ctx, subcommand, script_attr_name, arguments, inputs, outputs, mn
     script = resolve_script(ctx, script_attr_name)
     deps = dependencies(ctx)
 
-    head = ctx.actions.args()
+    # The interpreter's arguments are the same for a sandboxed run and a warm
+    # worker (Bazel starts the worker with them plus --persistent_worker);
+    # everything else goes in a params file, which a worker gets as a
+    # WorkRequest. -S: the runner is stdlib-only, so it skips `site` (the
+    # environment's site-packages); the user's script still gets them.
+    startup = ctx.actions.args()
+    startup.add("-S")
+    startup.add(ctx.file._runner)
 
-    # -S: the runner is stdlib-only, so it skips `site` (the environment's
-    # site-packages and its .pth files); the user's script still gets them.
-    # That saves a few hundredths of a second per action (docs/benchmarks.md).
-    head.add("-S")
-    head.add(ctx.file._runner)
-    head.add(subcommand)
+    head = arguments
     head.add("--target", str(ctx.label))
     head.add("--script", script.path)
     if ctx.attr.timeout < 0:
@@ -212,14 +244,21 @@ def run_runner(ctx, subcommand, script_attr_name, arguments, inputs, outputs, mn
     env = dict(DEFAULT_ENV)
     env.update(ctx.attr.env)
 
+    # With --@databazel//databazel:warm, Bazel's default strategy runs the
+    # action in a persistent worker. The packages (`deps`) are its tools, so
+    # they are part of the worker key: a worker that imported one version of
+    # a package never serves a trial declaring another.
+    warm = ctx.attr._warm[WarmInfo].enabled
     ctx.actions.run(
         executable = python.executable,
-        arguments = [head, arguments],
-        inputs = depset([ctx.file._runner], transitive = [inputs, script.inputs, deps.inputs, python.files]),
-        tools = script.tools,
+        arguments = [startup, arguments],
+        inputs = depset(transitive = [inputs, script.inputs]),
+        tools = depset([ctx.file._runner, ctx.file._worker], transitive = [script.tools, deps.inputs, python.files]),
+        input_manifests = script.input_manifests,
         outputs = outputs,
         env = env,
         mnemonic = mnemonic,
         progress_message = progress_message,
         use_default_shell_env = False,
+        execution_requirements = {"supports-workers": "1"} if warm else {},
     )

@@ -1,20 +1,19 @@
 """The `evaluate` rule: evaluating a model is building its metrics file."""
 
-load(":common.bzl", "COMMON_ATTRS", "PY_TOOLCHAIN_TYPE", "describe_hyperparams", "run_runner", "script_attr")
+load(":common.bzl", "COMMON_ATTRS", "PY_TOOLCHAIN_TYPE", "describe_hyperparams", "run_runner", "runner_arguments", "script_attr")
 load(":providers.bzl", "MetricsInfo", "ModelInfo")
 
 def _evaluate_one(ctx, model_info, model_file, test_data, prefix, epoch):
     """Registers the evaluation of `model_file`; returns struct(metrics_file, output_dir)."""
     metrics_file = ctx.actions.declare_file(prefix + ".metrics.json")
     output_dir = ctx.actions.declare_directory(prefix + ".outputs")
-    args = ctx.actions.args()
+    args = runner_arguments(ctx, "evaluate")
     args.add("--model", model_file)
     args.add_all(test_data, before_each = "--data")
     args.add("--metrics-output", metrics_file)
     args.add("--output-dir", output_dir.path)
     run_runner(
         ctx,
-        subcommand = "evaluate",
         script_attr_name = "eval_executable",
         arguments = args,
         inputs = depset([model_file], transitive = [test_data]),

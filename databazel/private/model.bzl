@@ -1,6 +1,6 @@
 """The `model` rule: training a model is building its file."""
 
-load(":common.bzl", "COMMON_ATTRS", "PY_TOOLCHAIN_TYPE", "describe_hyperparams", "run_runner", "script_attr")
+load(":common.bzl", "COMMON_ATTRS", "PY_TOOLCHAIN_TYPE", "describe_hyperparams", "run_runner", "runner_arguments", "script_attr")
 load(":grid.bzl", "is_identifier")
 load(":providers.bzl", "ModelInfo")
 
@@ -48,7 +48,7 @@ def _model_impl(ctx):
     for epoch in range(1, ctx.attr.epochs + 1) if ctx.attr.epochs else [None]:
         output = ctx.actions.declare_file(checkpoint_name(model_name, epoch) if epoch else model_name)
         previous = checkpoints[-1] if checkpoints else None
-        args = ctx.actions.args()
+        args = runner_arguments(ctx, "train")
         args.add("--hyperparams-file", hyperparams_file)
         args.add("--model-output", output)
         args.add_all(training_data, before_each = "--data")
@@ -58,7 +58,6 @@ def _model_impl(ctx):
             args.add("--init-model", previous)
         run_runner(
             ctx,
-            subcommand = "train",
             script_attr_name = "train_executable",
             arguments = args,
             inputs = depset([hyperparams_file] + ([previous] if previous else []), transitive = [training_data]),

@@ -81,7 +81,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, TypedDict
+from typing import Any, Callable, Protocol, TypedDict
 
 METRICS_FORMAT = """\
 The evaluation script must write DIR/metrics.json (DIR is the path given by
@@ -400,11 +400,24 @@ def _exit_description(returncode: int) -> str:
     return f"exited with code {returncode}"
 
 
+class Process(Protocol):
+    """A running script: a subprocess.Popen, or a warm worker's forked child."""
+
+    pid: int
+    returncode: int | None
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+# How a warm worker (worker.py) starts a plain .py script: a child forked
+# from its parent, with (script, args, env, stdout fd, stderr fd).
+SCRIPT_LAUNCHER: Callable[[str, list[str], dict[str, str], int, int], Process] | None = None
+
 # Seconds between SIGTERM and SIGKILL when a script is stopped.
 KILL_GRACE_SECONDS = 5.0
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def _stop(process: Process) -> None:
     """Stop the script and every process it started (its own session)."""
     for sig, wait in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, None)):
         with contextlib.suppress(ProcessLookupError):
@@ -420,7 +433,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 _POLL_SECONDS = 0.1
 
 
-def _wait(process: subprocess.Popen[bytes], timeout: float | None) -> str | None:
+def _wait(process: Process, timeout: float | None) -> str | None:
     """Wait for the script; stop it on timeout or when the runner is told to stop.
 
     The script runs in a session of its own (so that a timeout can kill
@@ -491,14 +504,20 @@ def run_script(
         stderr_log = os.path.join(log_dir, "stderr")
         with open(stdout_log, "wb") as out, open(stderr_log, "wb") as err:
             try:
-                process = subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    env=env,
-                    start_new_session=True,
-                )
+                process: Process
+                if SCRIPT_LAUNCHER is not None and python_script:
+                    process = SCRIPT_LAUNCHER(
+                        command[1], command[2:], env, out.fileno(), err.fileno()
+                    )
+                else:
+                    process = subprocess.Popen(
+                        command,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=err,
+                        env=env,
+                        start_new_session=True,
+                    )
             except OSError as e:
                 raise RunnerError(f"cannot run {kind} script {script}: {e}") from None
             timed_out = _wait(process, timeout) == "timeout"
@@ -793,6 +812,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and "--persistent_worker" in sys.argv[1:]:
+        import worker  # beside this file; only warm runs need it
+
+        return worker.serve(sys.modules[__name__], sys.stdin.buffer, sys.stdout.buffer)
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].startswith("@"):
+        # Bazel passes the arguments in a params file (`@FILE`, one per line),
+        # so that the same action can also run in a persistent worker.
+        with open(argv[0][1:], encoding="utf-8") as f:
+            argv = f.read().splitlines()
     args = build_parser().parse_args(argv)
     output: str = args.model_output if args.command == "train" else args.metrics_output
     try:

@@ -1,0 +1,329 @@
+"""Warm trials: the runner as a Bazel persistent worker.
+
+Bazel starts ``python3 -S runner.py --persistent_worker`` once per worker key
+(the runner, the interpreter, the environment variables and the Python
+packages of the target: its ``deps`` are the action's tools) and sends it one
+``WorkRequest`` per training or evaluation (singleplex, protocol buffers on
+stdin/stdout, the protocol Bazel 4.2 speaks without flags).
+
+Each request runs exactly as the runner runs in a sandbox (same argv,
+environment, working directory, stdin from /dev/null, timeout, messages and
+failure records), except that a plain ``.py`` script is not started as a new
+interpreter: the worker forks a child from its pristine parent, which has
+imported the target's packages once, and the child runs the script with
+``runpy``.  The parent never runs user code, so nothing a trial's script does
+(module state, monkeypatching, globals) reaches the next trial.  The parent
+learns which package modules the scripts import and imports them itself
+between requests, so later trials find them loaded.
+
+Isolation kept: only the distributions the target declares (the
+site-packages entries among the request's inputs) are importable.  Isolation
+traded away without ``--worker_sandboxing``: files outside the inputs are
+visible, as with any unsandboxed action.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib
+import io
+import json
+import os
+import runpy
+import signal
+import site
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from typing import Any, BinaryIO
+
+SITE_PACKAGES = "/site-packages/"
+
+
+# ---------------------------------------------------------------------------
+# The worker protocol: length-delimited WorkRequest / WorkResponse messages
+# (src/main/protobuf/worker_protocol.proto), the few fields used here.
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # negative int32 values are sent as 10-byte varints
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """(field number, value) of a protobuf message: ints and length-delimited bytes."""
+    pos = 0
+    while pos < len(data):
+        key, pos = _read_varint(data, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _read_varint(data, pos)
+            yield field, value
+        elif wire == 2:
+            length, pos = _read_varint(data, pos)
+            yield field, data[pos : pos + length]
+            pos += length
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        else:
+            raise ValueError(f"unexpected protobuf wire type {wire}")
+
+
+class WorkRequest:
+    def __init__(self, data: bytes) -> None:
+        self.arguments: list[str] = []
+        self.inputs: list[str] = []
+        self.request_id = 0
+        for field, value in _fields(data):
+            if field == 1 and isinstance(value, bytes):
+                self.arguments.append(value.decode("utf-8"))
+            elif field == 2 and isinstance(value, bytes):
+                for sub, path in _fields(value):
+                    if sub == 1 and isinstance(path, bytes):
+                        self.inputs.append(path.decode("utf-8"))
+            elif field == 3 and isinstance(value, int):
+                self.request_id = value
+
+
+def read_message(stream: BinaryIO) -> bytes | None:
+    """One length-delimited message, or None at the end of the stream."""
+    prefix = bytearray()
+    while True:
+        byte = stream.read(1)
+        if not byte:
+            return None
+        prefix += byte
+        if byte[0] < 0x80:
+            break
+    size, _ = _read_varint(bytes(prefix), 0)
+    data = stream.read(size)
+    if len(data) != size:
+        return None
+    return data
+
+
+def encode_response(exit_code: int, output: str, request_id: int) -> bytes:
+    body = b""
+    if exit_code:
+        body += b"\x08" + _varint(exit_code)
+    if output:
+        text = output.encode("utf-8")
+        body += b"\x12" + _varint(len(text)) + text
+    if request_id:
+        body += b"\x18" + _varint(request_id)
+    return _varint(len(body)) + body
+
+
+# ---------------------------------------------------------------------------
+# The warm parent and its forked children
+
+
+class ForkedScript:
+    """A script running in a child forked from the warm parent (a Popen look-alike)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.001
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+        assert self.returncode is not None
+        return self.returncode
+
+
+class WarmParent:
+    """The worker's pristine state: the declared packages, imported once."""
+
+    def __init__(self) -> None:
+        self.base_path = [p for p in sys.path if p != os.path.dirname(__file__)]
+        self.site_dir: str | None = None
+        self.preloaded: set[str] = set()
+        self.learned_file = os.path.join(
+            tempfile.mkdtemp(prefix="databazel-worker-"), "modules.json"
+        )
+
+    def prepare(self, inputs: Sequence[str]) -> None:
+        """On the first request: a site directory of the declared distributions only.
+
+        Every request of this worker declares the same packages (they are
+        the action's tools, part of the worker key), so it is made once: one
+        link per top-level entry of site-packages among the inputs.
+        """
+        if self.site_dir is not None:
+            return
+        entries: dict[str, str] = {}
+        for path in inputs:
+            head, sep, rest = path.partition(SITE_PACKAGES)
+            if sep and rest:
+                top = rest.split("/", 1)[0]
+                entries.setdefault(top, os.path.abspath(head + sep + top))
+        self.site_dir = os.path.join(os.path.dirname(self.learned_file), "site-packages")
+        os.makedirs(self.site_dir)
+        for top, target in sorted(entries.items()):
+            os.symlink(target, os.path.join(self.site_dir, top))
+        site.addsitedir(self.site_dir)
+        # What `site` gives every script, which `python -S` skipped.
+        for setup in ("setquit", "setcopyright", "sethelper"):
+            getattr(site, setup, lambda: None)()
+        self.learn()
+
+    def learn(self) -> None:
+        """Import the package modules the last script imported (never user code)."""
+        try:
+            with open(self.learned_file, encoding="utf-8") as f:
+                names = json.load(f)
+            os.unlink(self.learned_file)
+        except (OSError, ValueError):
+            return
+        for name in sorted(set(names) - self.preloaded):
+            self.preloaded.add(name)
+            with contextlib.suppress(BaseException):
+                importlib.import_module(name)
+
+    def launch(
+        self,
+        script: str,
+        script_args: list[str],
+        env: dict[str, str],
+        stdout: int,
+        stderr: int,
+    ) -> ForkedScript:
+        """Fork a child that runs `script` as `python script ARGS` would."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid:
+            return ForkedScript(pid)
+        code = 1
+        try:
+            code = self._child(script, script_args, env, stdout, stderr)
+        finally:
+            os._exit(code)
+
+    def _child(
+        self,
+        script: str,
+        script_args: list[str],
+        env: dict[str, str],
+        stdout: int,
+        stderr: int,
+    ) -> int:
+        os.setsid()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(stdout, 1)
+        os.dup2(stderr, 2)
+        sys.stdin = io.TextIOWrapper(open(0, "rb", closefd=False))
+        sys.stdout = io.TextIOWrapper(open(1, "wb", closefd=False))
+        sys.stderr = io.TextIOWrapper(
+            open(2, "wb", closefd=False), errors="backslashreplace", line_buffering=True
+        )
+        os.environ.clear()
+        os.environ.update(env)
+        pythonpath = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        sys.path[:] = pythonpath + self.base_path + [self.site_dir or ""]
+        sys.argv[:] = [script, *script_args]
+        code = 0
+        try:
+            runpy.run_path(script, run_name="__main__")
+        except SystemExit as e:
+            if e.code is None:
+                code = 0
+            elif isinstance(e.code, int):
+                code = e.code
+            else:
+                print(e.code, file=sys.stderr)
+                code = 1
+        except BaseException:
+            exc_type, value, tb = sys.exc_info()
+            assert exc_type is not None and value is not None
+            sys.excepthook(exc_type, value, tb)
+            code = 1
+        with contextlib.suppress(BaseException):
+            atexit._run_exitfuncs()
+        self._report_modules()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(BaseException):
+                stream.flush()
+        return code & 0xFF
+
+    def _report_modules(self) -> None:
+        """Tell the parent which package modules this script imported."""
+        if not self.site_dir:
+            return
+        names = []
+        for name, module in list(sys.modules.items()):
+            path = getattr(module, "__file__", None) or ""
+            if path.startswith(self.site_dir + os.sep) and name not in self.preloaded:
+                names.append(name)
+        with contextlib.suppress(OSError):
+            with open(self.learned_file, "w", encoding="utf-8") as f:
+                json.dump(names, f)
+
+
+def serve(runner: Any, stdin: BinaryIO, stdout: BinaryIO) -> int:
+    """Answer WorkRequests until Bazel closes stdin; `runner.main(argv)` runs one."""
+    parent = WarmParent()
+    runner.SCRIPT_LAUNCHER = parent.launch
+    main = runner.main
+    while True:
+        data = read_message(stdin)
+        if data is None:
+            return 0
+        request = WorkRequest(data)
+        parent.prepare(request.inputs)
+        output = io.StringIO()
+        with contextlib.redirect_stderr(output):
+            try:
+                code = main(request.arguments)
+            except SystemExit as e:  # the runner was told to stop
+                stdout.write(encode_response(1, output.getvalue(), request.request_id))
+                stdout.flush()
+                raise e
+            except BaseException:  # noqa: BLE001 - reported, the worker goes on
+                traceback.print_exc()
+                code = 1
+        stdout.write(encode_response(code, output.getvalue(), request.request_id))
+        stdout.flush()
+        parent.learn()
