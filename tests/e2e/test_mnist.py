@@ -120,6 +120,14 @@ def test_mnist_search_is_complete_cached_and_deterministic(repo: Workspace) -> N
     # manifest), 2 x 3 + 4 plots
     assert len(before) == 33 + 33 + 3 * 8 + 2 * 3 + 4
     repo.bazel("clean", check=True)
-    repo.build(*SEARCHES, flags=("--jobs=2",))
-    # Every model, checkpoint, metrics file, report and plot is byte-identical.
+    # Rebuilt warm (persistent workers, docs/warm-workers.md): every model,
+    # checkpoint, metrics file, report and plot is byte-identical to the
+    # sandboxed build.
+    warm = repo.build(*SEARCHES, flags=("--jobs=2", "--config=warm"))
+    runners = {
+        (s.get("mnemonic"), s.get("runner"))
+        for s in warm.spawns
+        if s.get("mnemonic") in ("DatabazelTrain", "DatabazelEvaluate")
+    }
+    assert runners == {("DatabazelTrain", "worker"), ("DatabazelEvaluate", "worker")}
     assert _digests(repo.bin("mnist")) == before

@@ -1,0 +1,170 @@
+"""Tests for databazel/private/worker.py: the runner as a persistent worker.
+
+The worker runs as Bazel starts it (`python3 -S runner.py --persistent_worker`)
+in a directory laid out like an execroot, and gets WorkRequests on stdin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import runner
+import worker
+
+RUNNER = Path(runner.__file__).resolve()
+
+
+def _request(arguments: list[str], inputs: list[str], request_id: int = 0) -> bytes:
+    def field(number: int, payload: bytes) -> bytes:
+        return bytes([number << 3 | 2]) + worker._varint(len(payload)) + payload
+
+    body = b"".join(field(1, a.encode()) for a in arguments)
+    body += b"".join(field(2, field(1, p.encode())) for p in inputs)
+    if request_id:
+        body += b"\x18" + worker._varint(request_id)
+    return worker._varint(len(body)) + body
+
+
+def _responses(data: bytes) -> list[dict[str, object]]:
+    out, pos = [], 0
+    while pos < len(data):
+        size, pos = worker._read_varint(data, pos)
+        message = {"exit_code": 0, "output": "", "request_id": 0}
+        for number, value in worker._fields(data[pos : pos + size]):
+            key = {1: "exit_code", 2: "output", 3: "request_id"}[number]
+            message[key] = value.decode() if isinstance(value, bytes) else value
+        out.append(message)
+        pos += size
+    return out
+
+
+def _execroot(tmp_path: Path) -> Path:
+    """An execroot with two packages in site-packages; imports are logged."""
+    root = tmp_path / "execroot"
+    site = root / "external/env/venv/lib/python3/site-packages"
+    for name in ("declared", "undeclared"):
+        (site / name).mkdir(parents=True)
+        (site / name / "__init__.py").write_text(
+            textwrap.dedent(f"""
+            import os
+            with open(os.environ["IMPORT_LOG"], "a") as f:
+                f.write("{name} %d\\n" % os.getpid())
+            STATE = []
+            """)
+        )
+    (root / "pkg").mkdir()
+    (root / "pkg/data.txt").write_text("data\n")
+    (root / "pkg/hp.json").write_text("{}")
+    (root / "pkg/train.py").write_text(
+        textwrap.dedent("""
+        import argparse, json, os, sys, time
+        p = argparse.ArgumentParser()
+        p.add_argument("--data"); p.add_argument("--model-output-path"); p.add_argument("--hyperparams")
+        a = p.parse_args()
+        if os.environ.get("MODE") == "undeclared":
+            import undeclared
+        import declared
+        declared.STATE.append(1)
+        with open(a.model_output_path, "w") as f:
+            json.dump({"state": len(declared.STATE), "stdin": sys.stdin.read(),
+                       "argv0": sys.argv[0], "cwd": os.getcwd(), "quit": callable(exit)}, f)
+        if os.environ.get("MODE") == "sleep":
+            time.sleep(600)
+        """)
+    )
+    return root
+
+
+INPUTS = [
+    "external/env/venv/lib/python3/site-packages/declared/__init__.py",
+    "pkg/train.py",
+    "pkg/data.txt",
+]
+
+
+def _train(n: int, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--hyperparams-file",
+        "pkg/hp.json",
+        "--model-output",
+        f"out/m{n}",
+        "--data",
+        "pkg/data.txt",
+        "--target",
+        f"//pkg:m{n}",
+        "--script",
+        "pkg/train.py",
+        "--python-script",
+        *extra,
+    ]
+
+
+def _serve(root: Path, requests: bytes, mode: str = "") -> tuple[subprocess.CompletedProcess[bytes], Path]:
+    log = root / "imports.log"
+    env = {"PATH": os.environ["PATH"], "IMPORT_LOG": str(log), "MODE": mode}
+    proc = subprocess.run(
+        [sys.executable, "-S", str(RUNNER), "--persistent_worker"],
+        input=requests,
+        cwd=root,
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    return proc, log
+
+
+def test_requests_run_in_forked_children_of_a_warm_parent(tmp_path: Path) -> None:
+    root = _execroot(tmp_path)
+    (root / "out").mkdir()
+    requests = b"".join(_request(_train(n), INPUTS, request_id=n) for n in range(1, 5))
+    proc, log = _serve(root, requests)
+    assert proc.returncode == 0, proc.stderr.decode()
+    responses = _responses(proc.stdout)
+    assert [(r["exit_code"], r["output"], r["request_id"]) for r in responses] == [
+        (0, "", n) for n in range(1, 5)
+    ]
+    worker_pid = {int(line.split()[1]) for line in log.read_text().splitlines()}
+    for n in range(1, 5):
+        model = json.loads((root / f"out/m{n}").read_text())
+        # Each trial saw the package's state fresh, as a new process would.
+        assert model["state"] == 1
+        assert model["stdin"] == ""
+        assert model["argv0"] == str(root / "pkg/train.py")
+        assert model["cwd"] == str(root)
+        assert model["quit"] is True
+    # The package was imported twice: by the first trial's child, then by
+    # the parent, which learned it; the three later children inherited it.
+    assert log.read_text().count("declared") == 2, log.read_text()
+    assert len(worker_pid) == 2
+
+
+def test_undeclared_package_is_not_importable(tmp_path: Path) -> None:
+    root = _execroot(tmp_path)
+    (root / "out").mkdir()
+    proc, _ = _serve(root, _request(_train(1), INPUTS), mode="undeclared")
+    [response] = _responses(proc.stdout)
+    assert response["exit_code"] == 1
+    assert "ModuleNotFoundError: No module named 'undeclared'" in str(
+        response["output"]
+    )
+    assert not (root / "out/m1").exists()
+
+
+def test_timeout_kills_the_child_and_the_worker_goes_on(tmp_path: Path) -> None:
+    root = _execroot(tmp_path)
+    (root / "out").mkdir()
+    requests = _request(_train(1, "--timeout", "1"), INPUTS, 1)
+    proc, _ = _serve(root, requests, mode="sleep")
+    [response] = _responses(proc.stdout)
+    assert response["exit_code"] == 1
+    assert (
+        "databazel: error: //pkg:m1: train script pkg/train.py was still running "
+        "after the timeout of 1 s and was killed"
+    ) in str(response["output"])
+    assert not (root / "out/m1").exists()
