@@ -376,7 +376,7 @@ def missing_module_hint(stderr_tail: str) -> str:
     if isinstance(modules, dict) and module in modules:
         return (
             f"The script imports `{module}`, which no entry of the target's `deps` "
-            f"provides: add \"@{index['repository']}//:{modules[module]}\" "  # type: ignore[index]
+            f'provides: add "@{index["repository"]}//:{modules[module]}" '  # type: ignore[index]
             "(distribution " + str(modules[module]) + ") to `deps`."
         )
     where = f" of @{index['repository']}" if index else ""
@@ -411,7 +411,9 @@ class Process(Protocol):
 
 # How a warm worker (worker.py) starts a plain .py script: a child forked
 # from its parent, with (script, args, env, stdout fd, stderr fd).
-SCRIPT_LAUNCHER: Callable[[str, list[str], dict[str, str], int, int], Process] | None = None
+SCRIPT_LAUNCHER: (
+    Callable[[str, list[str], dict[str, str], int, int], Process] | None
+) = None
 
 # Seconds between SIGTERM and SIGKILL when a script is stopped.
 KILL_GRACE_SECONDS = 5.0
@@ -521,7 +523,7 @@ def run_script(
             except OSError as e:
                 raise RunnerError(f"cannot run {kind} script {script}: {e}") from None
             timed_out = _wait(process, timeout) == "timeout"
-            returncode = process.returncode
+            returncode = process.wait()
         if timed_out:
             message = (
                 f"{kind} script {script} was still running after the timeout of "

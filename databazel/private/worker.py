@@ -195,7 +195,9 @@ class WarmParent:
             if sep and rest:
                 top = rest.split("/", 1)[0]
                 entries.setdefault(top, os.path.abspath(head + sep + top))
-        self.site_dir = os.path.join(os.path.dirname(self.learned_file), "site-packages")
+        self.site_dir = os.path.join(
+            os.path.dirname(self.learned_file), "site-packages"
+        )
         os.makedirs(self.site_dir)
         for top, target in sorted(entries.items()):
             os.symlink(target, os.path.join(self.site_dir, top))

@@ -123,7 +123,9 @@ def pkgs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packages]:
     wheels = base / "wheels"
     wheels.mkdir()
     ws = Workspace.fixture(
-        base / "ws", base / "output_base", python_env='requirements_lock = "//:lock.txt",'
+        base / "ws",
+        base / "output_base",
+        python_env='requirements_lock = "//:lock.txt",',
     )
     ws.write("BUILD", 'exports_files(["lock.txt"])\n')
     packages = Packages(ws, wheels)
@@ -179,9 +181,7 @@ def test_trials_rerun_only_for_the_packages_they_declare(pkgs: Packages) -> None
     pkgs.bump("gamma", "1.1")
     again = ws.build(*targets)
     assert again.executed("DatabazelTrain") == 1
-    assert json.loads(ws.bin("t/g.model").read_text())["used"] == {
-        "gamma": ["1.1", 1]
-    }
+    assert json.loads(ws.bin("t/g.model").read_text())["used"] == {"gamma": ["1.1", 1]}
 
     # alpha: `a`, and `b` through beta's dependency on it.
     pkgs.bump("alpha", "1.1")

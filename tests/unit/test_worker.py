@@ -105,7 +105,9 @@ def _train(n: int, *extra: str) -> list[str]:
     ]
 
 
-def _serve(root: Path, requests: bytes, mode: str = "") -> tuple[subprocess.CompletedProcess[bytes], Path]:
+def _serve(
+    root: Path, requests: bytes, mode: str = ""
+) -> tuple[subprocess.CompletedProcess[bytes], Path]:
     log = root / "imports.log"
     env = {"PATH": os.environ["PATH"], "IMPORT_LOG": str(log), "MODE": mode}
     proc = subprocess.run(
