@@ -37,6 +37,7 @@ def _python_env_impl(module_ctx):
                 python_interpreter = env.python_interpreter,
                 requirements_lock = env.requirements_lock,
                 prune_tests = env.prune_tests,
+                prune_build_files = env.prune_build_files,
                 timeout = env.timeout,
             )
 

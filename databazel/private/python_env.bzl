@@ -195,7 +195,7 @@ def _python_env_impl(rctx):
 
     # Files whose names Bazel cannot turn into labels would break the targets;
     # packages' own test suites are never imported by scripts.
-    _run(rctx, [python, "-c", _PRUNE_SCRIPT, "venv", "1" if rctx.attr.prune_tests else "0"], "pruning the environment")
+    _run(rctx, [python, "-c", _PRUNE_SCRIPT, "venv", "1" if rctx.attr.prune_tests else "0", "1" if rctx.attr.prune_build_files else "0"], "pruning the environment")
 
     # Install tools are not needed at run time. They are removed after the
     # layout, which evaluates requirement markers with pip's `packaging`.
@@ -219,6 +219,9 @@ _PRUNE_SCRIPT = """
 import os, re, shutil, sys
 ok = re.compile(r"^[A-Za-z0-9!%@^_#$&'()*+,;<=>?\\[\\]{|}~./-]+$")
 prune_tests = sys.argv[2] == "1"
+# Files only a compiler or a type checker reads (C sources and headers, Cython
+# declarations, type stubs): never imported.
+build_only = (".pyi", ".pyx", ".pxd", ".pxi", ".c", ".h", ".hpp", ".cpp", ".cc") if sys.argv[3] == "1" else ()
 # Console scripts and activate scripts hold the output base's path; actions
 # never use them. Keep only the interpreter links.
 bindir = os.path.join(sys.argv[1], "bin")
@@ -237,7 +240,7 @@ for root, dirs, files in os.walk(sys.argv[1]):
         if not ok.match(d) or (prune_tests and in_package and d == "tests"):
             shutil.rmtree(os.path.join(root, d)); dirs.remove(d)
     for f in files:
-        if not ok.match(f):
+        if not ok.match(f) or (in_package and f.endswith(build_only)):
             os.remove(os.path.join(root, f))
 """
 
@@ -254,6 +257,10 @@ PYTHON_ENV_ATTRS = {
     ),
     "repo_name": attr.string(
         doc = "The name users know the repository by, for generated labels and messages (set by the bzlmod extension). Default: the repository's name.",
+    ),
+    "prune_build_files": attr.bool(
+        default = True,
+        doc = "Remove what only a compiler or a type checker reads from installed packages: C/C++ sources and headers, Cython `.pyx`/`.pxd`/`.pxi`, type stubs `.pyi`. Fewer files make every action's sandbox faster to set up and a fresh Bazel server faster to start. Set it to False if a script compiles against a package's headers at run time.",
     ),
     "prune_tests": attr.bool(
         default = True,
