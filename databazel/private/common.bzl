@@ -117,9 +117,27 @@ def resolve_script(ctx, attr_name):
     return struct(path = files[0].path, python = True, tools = depset(), input_manifests = [], inputs = depset(files))
 
 def _import_root(f):
-    """The directory a Python file's imports are relative to (an exec path)."""
+    """The directory a Python file's imports are relative to (an exec path).
+
+    None for a file of an installed package: its import root is the
+    site-packages directory its py_library names in `imports`, and the
+    repository's own root would shadow packages with the directories of
+    python_env's alias packages.
+    """
+    if _SITE_PACKAGES in f.path:
+        return None
     parts = [p for p in (f.root.path, f.owner.workspace_root if f.owner else "") if p]
     return "/".join(parts) or "."
+
+_SITE_PACKAGES = "/site-packages/"
+
+def _site_package_entry(f):
+    """`.../site-packages/numpy` for a file of package numpy; None for other files."""
+    i = f.path.find(_SITE_PACKAGES)
+    if i < 0:
+        return None
+    end = i + len(_SITE_PACKAGES)
+    return f.path[:end] + f.path[end:].split("/")[0]
 
 def _import_paths(ctx, imports):
     """Exec paths for the `imports` of py_library targets (`workspace/path` strings)."""
@@ -240,6 +258,11 @@ def run_runner(ctx, script_attr_name, arguments, inputs, outputs, mnemonic, prog
     # deps of every trial during analysis.
     head.add_all(deps.sources, map_each = _import_root, uniquify = True, before_each = "--pythonpath")
     head.add_all(deps.import_paths, before_each = "--pythonpath")
+
+    # The top-level entries of site-packages among the packages: a warm
+    # worker makes exactly these importable (Bazel does not tell a worker
+    # which of its tools a request has).
+    head.add_all(deps.inputs, map_each = _site_package_entry, uniquify = True, before_each = "--site-package")
 
     env = dict(DEFAULT_ENV)
     env.update(ctx.attr.env)

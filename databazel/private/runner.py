@@ -808,6 +808,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--script", required=True)
         cmd.add_argument("--python-script", action="store_true")
         cmd.add_argument("--pythonpath", action="append", default=[])
+        # A top-level entry of site-packages the script may import (of the
+        # packages in `deps`): a warm worker (worker.py) links exactly these.
+        cmd.add_argument("--site-package", action="append", default=[])
         cmd.add_argument("--timeout", type=_positive_seconds, default=None)
         cmd.add_argument("--allow-failure", action="store_true")
     return parser

@@ -17,7 +17,8 @@ learns which package modules the scripts import and imports them itself
 between requests, so later trials find them loaded.
 
 Isolation kept: only the distributions the target declares (the
-site-packages entries among the request's inputs) are importable.  Isolation
+site-packages entries the runner's ``--site-package`` arguments name) are
+importable.  Isolation
 traded away without ``--worker_sandboxing``: files outside the inputs are
 visible, as with any unsandboxed action.
 """
@@ -180,21 +181,21 @@ class WarmParent:
             tempfile.mkdtemp(prefix="databazel-worker-"), "modules.json"
         )
 
-    def prepare(self, inputs: Sequence[str]) -> None:
+    def prepare(self, arguments: Sequence[str]) -> None:
         """On the first request: a site directory of the declared distributions only.
 
         Every request of this worker declares the same packages (they are
         the action's tools, part of the worker key), so it is made once: one
-        link per top-level entry of site-packages among the inputs.
+        link per top-level entry of site-packages the runner's
+        `--site-package` arguments name.
         """
         if self.site_dir is not None:
             return
-        entries: dict[str, str] = {}
-        for path in inputs:
-            head, sep, rest = path.partition(SITE_PACKAGES)
-            if sep and rest:
-                top = rest.split("/", 1)[0]
-                entries.setdefault(top, os.path.abspath(head + sep + top))
+        entries = {
+            os.path.basename(path): os.path.abspath(path)
+            for flag, path in zip(arguments, arguments[1:])
+            if flag == "--site-package"
+        }
         self.site_dir = os.path.join(
             os.path.dirname(self.learned_file), "site-packages"
         )
@@ -261,9 +262,17 @@ class WarmParent:
         sys.stderr = io.TextIOWrapper(
             open(2, "wb", closefd=False), errors="backslashreplace", line_buffering=True
         )
+        # A package's import root (py_library `imports`) is the environment's
+        # whole site-packages directory; outside a sandbox it would make every
+        # installed distribution importable. The declared ones are in site_dir.
+        pythonpath = [
+            p
+            for p in env.get("PYTHONPATH", "").split(os.pathsep)
+            if p and not p.rstrip("/").endswith("/site-packages")
+        ]
+        env = dict(env, PYTHONPATH=os.pathsep.join(pythonpath))
         os.environ.clear()
         os.environ.update(env)
-        pythonpath = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         sys.path[:] = pythonpath + self.base_path + [self.site_dir or ""]
         sys.argv[:] = [script, *script_args]
         code = 0
@@ -314,7 +323,7 @@ def serve(runner: Any, stdin: BinaryIO, stdout: BinaryIO) -> int:
         if data is None:
             return 0
         request = WorkRequest(data)
-        parent.prepare(request.inputs)
+        parent.prepare(request.arguments)
         output = io.StringIO()
         with contextlib.redirect_stderr(output):
             try:

@@ -199,16 +199,21 @@ def test_undeclared_package_fails_naming_the_deps_entry(pkgs: Packages) -> None:
     ws.write("u/data.txt", "data\n")
     ws.write(
         "u/BUILD",
-        LOAD + _model("m", ["alpha"], deps=[]),
+        LOAD
+        + _model("m", ["alpha"], deps=[])
+        # gamma is installed, and the script's other package (alpha) is
+        # declared: its import root is the environment's site-packages.
+        + _model("m2", ["alpha", "gamma"], deps=["alpha"]),
     )
     for flags in ((), ("--@databazel//databazel:warm",)):
-        result = ws.build("//u:m", check=False, flags=flags)
-        assert result.returncode != 0
-        assert (
-            "databazel: error: //u:m: train script u/train.py exited with code 1\n"
-            "The script imports `alpha`, which no entry of the target's `deps` "
-            'provides: add "@fixture_python//:alpha" (distribution alpha) to `deps`.'
-        ) in result.stderr, result.stderr[-3000:]
+        for target, module in (("m", "alpha"), ("m2", "gamma")):
+            result = ws.build(f"//u:{target}", check=False, flags=flags)
+            assert result.returncode != 0
+            assert (
+                f"databazel: error: //u:{target}: train script u/train.py exited with code 1\n"
+                f"The script imports `{module}`, which no entry of the target's `deps` "
+                f'provides: add "@fixture_python//:{module}" (distribution {module}) to `deps`.'
+            ) in result.stderr, (flags, result.stderr[-3000:])
 
 
 WARM = ("--@databazel//databazel:warm", "--worker_max_instances=1", "--jobs=1")

@@ -101,6 +101,8 @@ def _train(n: int, *extra: str) -> list[str]:
         "--script",
         "pkg/train.py",
         "--python-script",
+        "--site-package",
+        "external/env/venv/lib/python3/site-packages/declared",
         *extra,
     ]
 
