@@ -242,6 +242,13 @@ def run_runner(ctx, script_attr_name, arguments, inputs, outputs, mnemonic, prog
     startup.add("-S")
     startup.add(ctx.file._runner)
 
+    # The top-level entries of site-packages of the packages in `deps`, their
+    # `<name>-<version>.dist-info` among them: a warm worker makes exactly
+    # these importable. They are startup arguments, part of the worker key,
+    # so a worker that imported one version of a package never serves a
+    # trial that declares another (Bazel 4.2 leaves tools out of the key).
+    startup.add_all(deps.inputs, map_each = _site_package_entry, uniquify = True, before_each = "--site-package")
+
     head = arguments
     head.add("--target", str(ctx.label))
     head.add("--script", script.path)
@@ -259,18 +266,11 @@ def run_runner(ctx, script_attr_name, arguments, inputs, outputs, mnemonic, prog
     head.add_all(deps.sources, map_each = _import_root, uniquify = True, before_each = "--pythonpath")
     head.add_all(deps.import_paths, before_each = "--pythonpath")
 
-    # The top-level entries of site-packages among the packages: a warm
-    # worker makes exactly these importable (Bazel does not tell a worker
-    # which of its tools a request has).
-    head.add_all(deps.inputs, map_each = _site_package_entry, uniquify = True, before_each = "--site-package")
-
     env = dict(DEFAULT_ENV)
     env.update(ctx.attr.env)
 
     # With --@databazel//databazel:warm, Bazel's default strategy runs the
-    # action in a persistent worker. The packages (`deps`) are its tools, so
-    # they are part of the worker key: a worker that imported one version of
-    # a package never serves a trial declaring another.
+    # action in a persistent worker.
     warm = ctx.attr._warm[WarmInfo].enabled
     ctx.actions.run(
         executable = python.executable,

@@ -792,6 +792,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="runner.py", description="databazel action runner"
     )
+    # A top-level entry of site-packages the script may import (of the
+    # packages in `deps`): a warm worker (worker.py) links exactly these.
+    parser.add_argument("--site-package", action="append", default=[])
     commands = parser.add_subparsers(dest="command", required=True)
     train_cmd = commands.add_parser("train")
     train_cmd.add_argument("--hyperparams-file", required=True)
@@ -808,25 +811,26 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--script", required=True)
         cmd.add_argument("--python-script", action="store_true")
         cmd.add_argument("--pythonpath", action="append", default=[])
-        # A top-level entry of site-packages the script may import (of the
-        # packages in `deps`): a warm worker (worker.py) links exactly these.
-        cmd.add_argument("--site-package", action="append", default=[])
+
         cmd.add_argument("--timeout", type=_positive_seconds, default=None)
         cmd.add_argument("--allow-failure", action="store_true")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None and "--persistent_worker" in sys.argv[1:]:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--persistent_worker" in argv:
         import worker  # beside this file; only warm runs need it
 
-        return worker.serve(sys.modules[__name__], sys.stdin.buffer, sys.stdout.buffer)
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].startswith("@"):
+        site = [v for k, v in zip(argv, argv[1:]) if k == "--site-package"]
+        return worker.serve(
+            sys.modules[__name__], site, sys.stdin.buffer, sys.stdout.buffer
+        )
+    if argv and argv[-1].startswith("@"):
         # Bazel passes the arguments in a params file (`@FILE`, one per line),
         # so that the same action can also run in a persistent worker.
-        with open(argv[0][1:], encoding="utf-8") as f:
-            argv = f.read().splitlines()
+        with open(argv[-1][1:], encoding="utf-8") as f:
+            argv = argv[:-1] + f.read().splitlines()
     args = build_parser().parse_args(argv)
     output: str = args.model_output if args.command == "train" else args.metrics_output
     try:

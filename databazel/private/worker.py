@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, BinaryIO
 
 SITE_PACKAGES = "/site-packages/"
@@ -176,26 +176,20 @@ class WarmParent:
     def __init__(self) -> None:
         self.base_path = [p for p in sys.path if p != os.path.dirname(__file__)]
         self.site_dir: str | None = None
+        self.stamps: list[tuple[str, int, int, int]] = []
         self.preloaded: set[str] = set()
         self.learned_file = os.path.join(
             tempfile.mkdtemp(prefix="databazel-worker-"), "modules.json"
         )
 
-    def prepare(self, arguments: Sequence[str]) -> None:
-        """On the first request: a site directory of the declared distributions only.
+    def prepare(self, site_packages: Sequence[str]) -> None:
+        """A site directory of the declared distributions only, and `site`'s builtins.
 
-        Every request of this worker declares the same packages (they are
-        the action's tools, part of the worker key), so it is made once: one
-        link per top-level entry of site-packages the runner's
-        `--site-package` arguments name.
+        One link per top-level entry of site-packages named by the worker's
+        `--site-package` startup arguments (part of the worker key).
         """
-        if self.site_dir is not None:
-            return
-        entries = {
-            os.path.basename(path): os.path.abspath(path)
-            for flag, path in zip(arguments, arguments[1:])
-            if flag == "--site-package"
-        }
+        entries = {os.path.basename(p): os.path.abspath(p) for p in site_packages}
+        self.stamps = self._stamps(entries.values())
         self.site_dir = os.path.join(
             os.path.dirname(self.learned_file), "site-packages"
         )
@@ -207,6 +201,25 @@ class WarmParent:
         for setup in ("setquit", "setcopyright", "sethelper"):
             getattr(site, setup, lambda: None)()
         self.learn()
+
+    @staticmethod
+    def _stamps(paths: Iterable[str]) -> list[tuple[str, int, int, int]]:
+        """(path, inode, size, mtime) of every distribution's RECORD."""
+        out = []
+        for path in sorted(paths):
+            if path.endswith(".dist-info"):
+                with contextlib.suppress(OSError):
+                    st = os.stat(os.path.join(path, "RECORD"))
+                    out.append((path, st.st_ino, st.st_size, st.st_mtime_ns))
+        return out
+
+    def stale(self) -> bool:
+        """Whether the environment was re-created since this worker imported from it.
+
+        A package whose version changed has another `.dist-info` name, hence
+        another worker; this catches the rest (the same version rebuilt).
+        """
+        return self._stamps(s[0] for s in self.stamps) != self.stamps
 
     def learn(self) -> None:
         """Import the package modules the last script imported (never user code)."""
@@ -313,17 +326,22 @@ class WarmParent:
                 json.dump(names, f)
 
 
-def serve(runner: Any, stdin: BinaryIO, stdout: BinaryIO) -> int:
+def serve(
+    runner: Any, site_packages: Sequence[str], stdin: BinaryIO, stdout: BinaryIO
+) -> int:
     """Answer WorkRequests until Bazel closes stdin; `runner.main(argv)` runs one."""
     parent = WarmParent()
-    runner.SCRIPT_LAUNCHER = parent.launch
+    parent.prepare(site_packages)
     main = runner.main
     while True:
         data = read_message(stdin)
         if data is None:
             return 0
         request = WorkRequest(data)
-        parent.prepare(request.arguments)
+        stale = parent.stale()
+        # A stale worker answers this request the cold way, then exits, and
+        # Bazel starts a new one for the next.
+        runner.SCRIPT_LAUNCHER = None if stale else parent.launch
         output = io.StringIO()
         with contextlib.redirect_stderr(output):
             try:
@@ -337,4 +355,6 @@ def serve(runner: Any, stdin: BinaryIO, stdout: BinaryIO) -> int:
                 code = 1
         stdout.write(encode_response(code, output.getvalue(), request.request_id))
         stdout.flush()
+        if stale:
+            return 0
         parent.learn()

@@ -47,6 +47,9 @@ def _execroot(tmp_path: Path) -> Path:
     """An execroot with two packages in site-packages; imports are logged."""
     root = tmp_path / "execroot"
     site = root / "external/env/venv/lib/python3/site-packages"
+    record = site / "declared-1.0.dist-info/RECORD"
+    record.parent.mkdir(parents=True)
+    record.write_text("declared/__init__.py,,\n")
     for name in ("declared", "undeclared"):
         (site / name).mkdir(parents=True)
         (site / name / "__init__.py").write_text(
@@ -101,10 +104,17 @@ def _train(n: int, *extra: str) -> list[str]:
         "--script",
         "pkg/train.py",
         "--python-script",
-        "--site-package",
-        "external/env/venv/lib/python3/site-packages/declared",
         *extra,
     ]
+
+
+SITE = "external/env/venv/lib/python3/site-packages/"
+STARTUP = [
+    "--site-package",
+    SITE + "declared",
+    "--site-package",
+    SITE + "declared-1.0.dist-info",
+]
 
 
 def _serve(
@@ -113,7 +123,7 @@ def _serve(
     log = root / "imports.log"
     env = {"PATH": os.environ["PATH"], "IMPORT_LOG": str(log), "MODE": mode}
     proc = subprocess.run(
-        [sys.executable, "-S", str(RUNNER), "--persistent_worker"],
+        [sys.executable, "-S", str(RUNNER), *STARTUP, "--persistent_worker"],
         input=requests,
         cwd=root,
         env=env,
@@ -172,3 +182,48 @@ def test_timeout_kills_the_child_and_the_worker_goes_on(tmp_path: Path) -> None:
         "after the timeout of 1 s and was killed"
     ) in str(response["output"])
     assert not (root / "out/m1").exists()
+
+
+def test_a_recreated_environment_makes_the_worker_answer_cold_and_exit(
+    tmp_path: Path,
+) -> None:
+    root = _execroot(tmp_path)
+    (root / "out").mkdir()
+    log = root / "imports.log"
+    # PYTHONPATH: what the environment's interpreter sees in a process of its own.
+    env = {"PATH": os.environ["PATH"], "IMPORT_LOG": str(log), "MODE": ""}
+    env["PYTHONPATH"] = str(root / SITE)
+    proc = subprocess.Popen(
+        [sys.executable, "-S", str(RUNNER), *STARTUP, "--persistent_worker"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=root,
+        env=env,
+    )
+    assert proc.stdin and proc.stdout
+    proc.stdin.write(_request(_train(1), INPUTS, 1))
+    proc.stdin.flush()
+    first = worker.read_message(proc.stdout)  # type: ignore[arg-type]
+    assert first is not None
+    # python_env re-created the environment (same version, new files).
+    record = root / SITE / "declared-1.0.dist-info/RECORD"
+    record.unlink()
+    record.write_text("declared/__init__.py,,\nother,,\n")
+    proc.stdin.write(_request(_train(2), INPUTS, 2))
+    proc.stdin.flush()
+    second = worker.read_message(proc.stdout)  # type: ignore[arg-type]
+    assert second is not None
+    assert proc.wait(timeout=30) == 0  # it exits after answering
+    assert [r["exit_code"] for r in _responses(_frame(first) + _frame(second))] == [
+        0,
+        0,
+    ]
+    assert json.loads((root / "out/m2").read_text())["state"] == 1
+    # The second trial ran as a new process (not a child of the stale parent,
+    # which would have found the package imported), importing it itself.
+    pids = [int(line.split()[1]) for line in log.read_text().splitlines()]
+    assert pids[-1] not in (proc.pid, pids[0]), log.read_text()
+
+
+def _frame(message: bytes) -> bytes:
+    return worker._varint(len(message)) + message
