@@ -21,17 +21,37 @@ def test_docs_are_up_to_date(tmp_path: Path) -> None:
         check=True,
     )
     generated = {p.name: p.read_text() for p in tmp_path.iterdir()}
-    # docs/ also holds the benchmark results (tools/bench/run.py), not generated here.
+    # docs/ also holds hand-written topic pages and the benchmark results
+    # (tools/bench/run.py): only the pages with the generated header count.
     committed = {
-        p.name: p.read_text()
-        for p in (REPO / "docs").glob("*.md")
-        if p.name not in gendocs.NOT_GENERATED
+        name: (REPO / "docs" / name).read_text()
+        for name in gendocs.generated_pages(REPO / "docs")
     }
     assert set(generated) == set(committed)
     for name, text in generated.items():
         assert committed[name] == text, (
             f"docs/{name} is out of date: run tools/gendocs.py"
         )
+
+
+def test_hand_written_pages_are_neither_compared_nor_removed(tmp_path: Path) -> None:
+    gendocs_py = [sys.executable, str(REPO / "tools/gendocs.py"), "--out", str(tmp_path)]
+    subprocess.run(gendocs_py, check=True)
+    (tmp_path / "contract.md").write_text("# The script contract\n")
+    (tmp_path / "benchmarks.md").write_text("# Benchmarks\n")
+    # A page the generator wrote once but no longer writes is stale.
+    (tmp_path / "gone.md").write_text(gendocs.HEADER + "\n# `gone.bzl`\n")
+    check = subprocess.run([*gendocs_py, "--check"], capture_output=True, text=True)
+    assert check.returncode == 1
+    assert "out of date: gone.md;" in check.stderr
+    subprocess.run(gendocs_py, check=True)
+    assert not (tmp_path / "gone.md").exists()
+    assert (tmp_path / "contract.md").read_text() == "# The script contract\n"
+    assert (tmp_path / "benchmarks.md").read_text() == "# Benchmarks\n"
+    subprocess.run([*gendocs_py, "--check"], check=True)
+    # An edited generated page is stale.
+    (tmp_path / "defs.md").write_text((tmp_path / "defs.md").read_text() + "edit\n")
+    assert subprocess.run([*gendocs_py, "--check"], capture_output=True).returncode
 
 
 def test_every_public_rule_macro_attribute_and_provider_is_documented() -> None:
