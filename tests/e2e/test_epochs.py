@@ -130,7 +130,7 @@ def test_a_build_stopped_during_epoch_4_resumes_at_epoch_4(
     # Killed: Bazel 4.2 saves its action cache only when a command ends, so
     # what a killed build finished survives only in a disk cache. Ctrl-C (SIGINT
     # to the client) ends the command: the action cache is saved, no disk cache
-    # needed (README: "Training in epochs").
+    # needed (docs/epochs.md, "Stopping and resuming").
     flags = (
         (f"--disk_cache={tmp_path / 'disk_cache'}",) if how == "sigkill_server" else ()
     )

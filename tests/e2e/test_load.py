@@ -2,7 +2,8 @@
 
 The trials are trivial shell scripts, so what is measured is databazel's and
 Bazel's own cost. The wall time and the Bazel server's peak memory are printed
-(`tools/test.sh -s -k thousand`) and recorded in README's "Limits" section.
+(`tools/test.sh -s -k thousand`); the measured figures live in docs/benchmarks.md
+(tools/bench/run.py), and docs/reliability.md says what this test shows.
 """
 
 from __future__ import annotations
