@@ -36,7 +36,12 @@ def test_docs_are_up_to_date(tmp_path: Path) -> None:
 
 
 def test_hand_written_pages_are_neither_compared_nor_removed(tmp_path: Path) -> None:
-    gendocs_py = [sys.executable, str(REPO / "tools/gendocs.py"), "--out", str(tmp_path)]
+    gendocs_py = [
+        sys.executable,
+        str(REPO / "tools/gendocs.py"),
+        "--out",
+        str(tmp_path),
+    ]
     subprocess.run(gendocs_py, check=True)
     (tmp_path / "contract.md").write_text("# The script contract\n")
     (tmp_path / "benchmarks.md").write_text("# Benchmarks\n")
@@ -157,9 +162,7 @@ def test_links_between_pages_resolve() -> None:
             linked = (page.parent / path).resolve() if path else page
             if not linked.exists():
                 broken.append(f"{page.relative_to(REPO)}: {target}")
-            elif anchor and (
-                linked.suffix != ".md" or anchor not in _anchors(linked)
-            ):
+            elif anchor and (linked.suffix != ".md" or anchor not in _anchors(linked)):
                 broken.append(f"{page.relative_to(REPO)}: {target} (no such section)")
     assert broken == []
 

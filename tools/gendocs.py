@@ -606,11 +606,7 @@ def generated_pages(out: Path) -> set[str]:
     """
     if not out.is_dir():
         return set()
-    return {
-        p.name
-        for p in out.glob("*.md")
-        if p.read_text().startswith(HEADER + "\n")
-    }
+    return {p.name for p in out.glob("*.md") if p.read_text().startswith(HEADER + "\n")}
 
 
 def main(argv: list[str] | None = None) -> int:
