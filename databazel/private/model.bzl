@@ -1,5 +1,6 @@
 """The `model` rule: training a model is building its file."""
 
+load("@bazel_skylib//lib:paths.bzl", "paths")
 load(":common.bzl", "COMMON_ATTRS", "PY_TOOLCHAIN_TYPE", "describe_hyperparams", "run_runner", "script_attr")
 load(":grid.bzl", "is_identifier")
 load(":providers.bzl", "ModelInfo")
@@ -19,11 +20,8 @@ def checkpoint_name(model_name, epoch):
     Returns:
       A file name relative to the package.
     """
-    directory, slash, base = model_name.rpartition("/")
-    stem, dot, extension = base.rpartition(".")
-    if not dot or not stem:
-        stem, extension = base, ""
-    return "{}{}{}.epoch-{}{}".format(directory, slash, stem, epoch, "." + extension if extension else "")
+    root, extension = paths.split_extension(model_name)
+    return "{}.epoch-{}{}".format(root, epoch, extension)
 
 def _model_impl(ctx):
     for key in ctx.attr.hyperparams:

@@ -1,5 +1,7 @@
 """`hyperparam_search`: grid or random trials as `model` and `evaluate` targets, and a report that ranks them."""
 
+load("@bazel_skylib//lib:paths.bzl", "paths")
+load("@bazel_skylib//lib:shell.bzl", "shell")
 load(":common.bzl", "DEFAULT_ENV", "PY_TOOLCHAIN_TYPE", "python_runtime")
 load(":epochs.bzl", "trial_checkpoint", "trial_evaluation")
 load(":evaluate.bzl", _evaluate = "evaluate")
@@ -16,14 +18,6 @@ def _best_model_name(ctx, trials):
     extensions = {t.model.model_file.extension: True for t in trials}
     extension = extensions.keys()[0] if len(extensions) == 1 and extensions.keys()[0] else "model"
     return "{}.best.{}".format(ctx.label.name, extension)
-
-def _relative_to_package_file(f, anchor):
-    """The path of `f` relative to the directory of `anchor` (both outputs of the same rule)."""
-    anchor_dir = anchor.short_path.rpartition("/")[0]
-    return f.short_path[len(anchor_dir) + 1:] if anchor_dir else f.short_path
-
-def _shell_quote(s):
-    return "'" + s.replace("'", "'\\''") + "'"
 
 def _search_report_impl(ctx):
     trials = [t[MetricsInfo] for t in ctx.attr.trials]
@@ -71,7 +65,7 @@ def _search_report_impl(ctx):
     args.add("--best-model-output", outputs.best_model)
     args.add("--best-hyperparams-output", outputs.best_hyperparams)
     for plot in plots:
-        args.add("--plot", "{}={}".format(plot.title, _relative_to_package_file(plot.file, outputs.markdown)))
+        args.add("--plot", "{}={}".format(plot.title, paths.relativize(plot.file.short_path, paths.dirname(outputs.markdown.short_path))))
 
     python = python_runtime(ctx)
     report_outputs = [outputs.json, outputs.csv, outputs.markdown, outputs.leaderboard, outputs.best_model, outputs.best_hyperparams]
@@ -95,7 +89,7 @@ def _search_report_impl(ctx):
     launcher = ctx.actions.declare_file(ctx.label.name + ".leaderboard.sh")
     ctx.actions.write(
         launcher,
-        "#!/bin/sh\n# Prints the leaderboard of {}.\nexec cat {}\n".format(ctx.label, _shell_quote(outputs.leaderboard.short_path)),
+        "#!/bin/sh\n# Prints the leaderboard of {}.\nexec cat {}\n".format(ctx.label, shell.quote(outputs.leaderboard.short_path)),
         is_executable = True,
     )
     files = depset(report_outputs + [p.file for p in plots])
