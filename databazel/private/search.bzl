@@ -10,6 +10,7 @@ load(":model.bzl", _model = "model")
 load(":plot.bzl", "declare_plots", "run_plot")
 load(":providers.bzl", "MetricsInfo", "SearchReportInfo")
 load(":random.bzl", "expand_random")
+load(":renamed.bzl", "renamed")
 
 MODES = ("max", "min")
 
@@ -202,7 +203,7 @@ def hyperparam_search(
         seed = None,
         mode = "max",
         hyperparams = {},
-        model = None,
+        model_file = None,
         max_trials = DEFAULT_MAX_TRIALS,
         timeout = 0,
         allow_failed_trials = False,
@@ -212,6 +213,7 @@ def hyperparam_search(
         deps = [],
         data = [],
         env = {},
+        model = None,
         **kwargs):
     """A hyperparameter search: one `model` and one `evaluate` target per trial, and a report.
 
@@ -246,7 +248,7 @@ def hyperparam_search(
       seed: for the random strategy: an int (default 0); the same seed gives the same trials.
       mode: `max` (larger is better) or `min`.
       hyperparams: hyperparameters every trial gets besides its searched values.
-      model: file name of each trial's model, inside a directory named after the trial. Default: `<trial>.model`.
+      model_file: file name of each trial's model, inside a directory named after the trial, such as `model.pkl`. Default: `<trial>.model`.
       max_trials: the most trials allowed (default 1000): a larger grid or `num_trials` fails at load time.
       timeout: as in `model` and `evaluate`: seconds each training and each evaluation may run (0: no limit).
       allow_failed_trials: record a failing trial (its exit code and stderr tail) in the report, ranked last, instead of failing the build.
@@ -256,6 +258,7 @@ def hyperparam_search(
       deps: as in `model` and `evaluate`; used by both scripts.
       data: as in `model` and `evaluate`; given to both scripts.
       env: as in `model` and `evaluate`; given to both scripts.
+      model: deprecated: the old name of `model_file`, accepted until databazel 0.2.0 with a message.
       **kwargs: common attributes (`tags`, `visibility`, `testonly`, `exec_properties`
         for remote execution, ...) given to every target.
     """
@@ -274,8 +277,9 @@ def hyperparam_search(
         fail("{}: `metric` must name the metric to rank by, such as \"accuracy\", got {}".format(where, repr(metric)))
     if mode not in MODES:
         fail("{}: `mode` must be \"max\" or \"min\", got {}".format(where, repr(mode)))
-    if model != None and (type(model) != "string" or not model):
-        fail("{}: `model` must be a file name such as \"model.pkl\", got {}".format(where, repr(model)))
+    model_file = renamed(where, "model", model, "model_file", model_file)
+    if model_file != None and (type(model_file) != "string" or not model_file):
+        fail("{}: `model_file` must be a file name such as \"model.pkl\", got {}".format(where, repr(model_file)))
     if type(max_trials) != "int" or max_trials < 1:
         fail("{}: `max_trials` must be a positive int, got {}".format(where, repr(max_trials)))
     if type(timeout) != "int" or timeout < 0:
@@ -298,7 +302,7 @@ def hyperparam_search(
         train_executable = train_executable,
         test_data = test_data,
         eval_executable = eval_executable,
-        model_name = model,
+        model_file = model_file,
         learning_curve = learning_curve,
         timeout = timeout,
         allow_failure = allow_failed_trials,
@@ -354,7 +358,7 @@ def _train(common, target, hyperparams, epochs):
         training_data = common["training_data"],
         train_executable = common["train_executable"],
         hyperparams = hyperparams,
-        model = target + "/" + common["model_name"] if common["model_name"] else None,
+        model_file = target + "/" + common["model_file"] if common["model_file"] else None,
         epochs = epochs,
         timeout = common["timeout"],
         allow_failure = common["allow_failure"],

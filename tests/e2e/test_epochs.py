@@ -176,7 +176,7 @@ hyperparam_search(
     grid = {{"x": ["0", "1"], "epochs": {json.dumps(epochs)}}},
     learning_curve = {learning_curve},
     metric = "accuracy",
-    model = "model.json",
+    model_file = "model.json",
     test_data = "test.txt",
     train_executable = "//scripts:train.py",
     training_data = "train.txt",
