@@ -105,6 +105,62 @@ def test_bad_epochs_fail_at_analysis(ws: Workspace) -> None:
     assert "//epochs:m: `epochs` must be a positive number of epochs" in result.stderr
 
 
+def test_evaluated_epochs_and_its_old_spelling(ws: Workspace) -> None:
+    # `evaluated_epochs` picks checkpoints to evaluate besides the last one;
+    # `epochs`, its old name on `evaluate`, is accepted until 0.2.0 with a message.
+    write_chain(ws, 4)
+    ws.write(
+        "epochs/BUILD",
+        ws.root.joinpath("epochs/BUILD").read_text()
+        + """
+evaluate(
+    name = "some",
+    eval_executable = "//scripts:evaluate.py",
+    evaluated_epochs = [2],
+    model = ":m",
+    test_data = "test.txt",
+    deps = ["//lib:fixturelib"],
+)
+
+evaluate(
+    name = "old",
+    epochs = [1],
+    eval_executable = "//scripts:evaluate.py",
+    model = ":m",
+    test_data = "test.txt",
+    deps = ["//lib:fixturelib"],
+)
+
+evaluate(
+    name = "beyond",
+    eval_executable = "//scripts:evaluate.py",
+    evaluated_epochs = [5],
+    model = ":m",
+    test_data = "test.txt",
+)
+""",
+    )
+    result = ws.build(
+        "//epochs:some", "//epochs:old", flags=("--output_groups=+epoch_metrics",)
+    )
+    assert result.executed("DatabazelEvaluate") == 4  # epochs 2 and 4, 1 and 4
+    for name, epochs in [("some", [2, 4]), ("old", [1, 4])]:
+        for k in range(1, 5):
+            metrics = ws.bin(f"epochs/{name}.epoch-{k}.metrics.json")
+            assert metrics.exists() == (k in epochs), (name, k)
+    assert (
+        "//epochs:old: `epochs` is renamed `evaluated_epochs`: write "
+        "evaluated_epochs = [1] (the old name is accepted until databazel 0.2.0)"
+    ) in result.stderr
+    assert "//epochs:some: `" not in result.stderr
+    beyond = ws.build("//epochs:beyond", check=False)
+    assert beyond.returncode != 0
+    assert (
+        "//epochs:beyond: `evaluated_epochs` lists epoch 5, but //epochs:m has "
+        "epochs 1 to 4"
+    ) in beyond.stderr
+
+
 # --- a build killed during epoch 4 -----------------------------------------------
 
 
