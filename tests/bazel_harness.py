@@ -166,7 +166,14 @@ class Workspace:
                 path = "{REPO}",
             )
 
-            load("@databazel//databazel:repositories.bzl", "python_env")
+            load(
+                "@databazel//databazel:repositories.bzl",
+                "databazel_dependencies",
+                "python_env",
+            )
+
+            # bazel-skylib; the environment is the fixture's own, below.
+            databazel_dependencies(python_env_name = None)
 
             python_env(
                 name = "fixture_python",

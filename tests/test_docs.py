@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,17 +22,42 @@ def test_docs_are_up_to_date(tmp_path: Path) -> None:
         check=True,
     )
     generated = {p.name: p.read_text() for p in tmp_path.iterdir()}
-    # docs/ also holds the benchmark results (tools/bench/run.py), not generated here.
+    # docs/ also holds hand-written topic pages and the benchmark results
+    # (tools/bench/run.py): only the pages with the generated header count.
     committed = {
-        p.name: p.read_text()
-        for p in (REPO / "docs").glob("*.md")
-        if p.name not in gendocs.NOT_GENERATED
+        name: (REPO / "docs" / name).read_text()
+        for name in gendocs.generated_pages(REPO / "docs")
     }
     assert set(generated) == set(committed)
     for name, text in generated.items():
         assert committed[name] == text, (
             f"docs/{name} is out of date: run tools/gendocs.py"
         )
+
+
+def test_hand_written_pages_are_neither_compared_nor_removed(tmp_path: Path) -> None:
+    gendocs_py = [
+        sys.executable,
+        str(REPO / "tools/gendocs.py"),
+        "--out",
+        str(tmp_path),
+    ]
+    subprocess.run(gendocs_py, check=True)
+    (tmp_path / "contract.md").write_text("# The script contract\n")
+    (tmp_path / "benchmarks.md").write_text("# Benchmarks\n")
+    # A page the generator wrote once but no longer writes is stale.
+    (tmp_path / "gone.md").write_text(gendocs.HEADER + "\n# `gone.bzl`\n")
+    check = subprocess.run([*gendocs_py, "--check"], capture_output=True, text=True)
+    assert check.returncode == 1
+    assert "out of date: gone.md;" in check.stderr
+    subprocess.run(gendocs_py, check=True)
+    assert not (tmp_path / "gone.md").exists()
+    assert (tmp_path / "contract.md").read_text() == "# The script contract\n"
+    assert (tmp_path / "benchmarks.md").read_text() == "# Benchmarks\n"
+    subprocess.run([*gendocs_py, "--check"], check=True)
+    # An edited generated page is stale.
+    (tmp_path / "defs.md").write_text((tmp_path / "defs.md").read_text() + "edit\n")
+    assert subprocess.run([*gendocs_py, "--check"], capture_output=True).returncode
 
 
 def test_every_public_rule_macro_attribute_and_provider_is_documented() -> None:
@@ -99,3 +125,77 @@ def m(name, size = 1):
         ]
     )
     assert "| `own` | Label | `None` | Own. |" in pages["defs.md"]
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    return {_anchor(h) for h in re.findall(r"^#+ (.*)$", text, re.M)}
+
+
+HAND_WRITTEN = [
+    REPO / "README.md",
+    REPO / "tests" / "README.md",
+    *(
+        REPO / "docs" / name
+        for name in sorted(
+            {p.name for p in (REPO / "docs").glob("*.md")}
+            - gendocs.generated_pages(REPO / "docs")
+        )
+    ),
+]
+
+
+def test_links_between_pages_resolve() -> None:
+    broken = []
+    for page in [*HAND_WRITTEN, REPO / "docs" / "README.md"]:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # an external URL
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            if not linked.exists():
+                broken.append(f"{page.relative_to(REPO)}: {target}")
+            elif anchor and (linked.suffix != ".md" or anchor not in _anchors(linked)):
+                broken.append(f"{page.relative_to(REPO)}: {target} (no such section)")
+    assert broken == []
+
+
+def test_readme_is_short_and_links_every_topic_page() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    for page in HAND_WRITTEN[2:]:
+        if page.name != "benchmarks.md":
+            assert f"(docs/{page.name})" in readme, page.name
+
+
+def test_citations_of_doc_sections_exist() -> None:
+    # Comments and messages cite pages as `docs/<page>.md, "<Section>"` or
+    # `(docs/<page>.md)`; the README only by its own sections.
+    cited = []
+    for path in [
+        *(REPO / "tests").rglob("*.py"),
+        *(REPO / "tools").rglob("*.py"),
+        *(REPO / "tools").glob("*.sh"),
+        *(REPO / "databazel").rglob("*.bzl"),
+        REPO / "MODULE.bazel",
+        *(REPO / "examples").glob("*"),
+        *(REPO / "mnist").glob("BUILD"),
+    ]:
+        if not path.is_file():
+            continue
+        text = re.sub(r"\s*\n\s*#\s*", " ", path.read_text())
+        for page, section in re.findall(
+            r"((?:docs/[\w-]+|README)\.md|README)(?:,|:)? \"([^\"]+)\"", text
+        ):
+            cited.append((path, page if page != "README" else "README.md", section))
+        for page in re.findall(r"\bdocs/([\w-]+\.md)\b", text):
+            assert (REPO / "docs" / page).exists(), (path, page)
+    for path, page, section in cited:
+        assert _anchor(section) in _anchors(REPO / page), (path, page, section)

@@ -103,6 +103,37 @@ def test_bazel_deps_match_workspace_and_databazel_dependencies() -> None:
     }
     assert declared == {d["name"] for d in deps if not d.get("dev_dependency")}
     assert set(archives) == {d["name"] for d in deps}
+    # ... with the same pinned archive as the WORKSPACE.
+    for node in ast.walk(macro):
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "maybe":
+            if ast.unparse(node.args[0]) == "_python_env":
+                continue
+            assert ast.unparse(node.args[0]) == "http_archive"
+            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
+            workspace = archives[kwargs["name"]]
+            assert (kwargs["sha256"], kwargs["urls"]) == (
+                workspace["sha256"],
+                workspace["urls"],
+            )
+
+
+def test_every_repository_the_rules_load_is_a_dependency_of_the_module() -> None:
+    # A repository that databazel's own .bzl files load from must reach users:
+    # a non-dev bazel_dep (and so, per the test above, in databazel_dependencies()).
+    loaded = {
+        repo
+        for path in (REPO / "databazel").rglob("*.bzl")
+        for repo in re.findall(r'^load\("@(\w+)//', path.read_text(), re.M)
+    }
+    assert "bazel_skylib" in loaded  # lib/paths.bzl, lib/shell.bzl
+    deps = {k["name"] for f, _, k in MODULE if f == "bazel_dep"}
+    non_dev = {
+        k["name"]
+        for f, _, k in MODULE
+        if f == "bazel_dep" and not k.get("dev_dependency")
+    }
+    # (Docstrings show loads of @databazel itself.)
+    assert loaded - {"bazel_tools", "databazel"} <= non_dev, (loaded, deps)
 
 
 def test_python_environment_and_toolchains_match_workspace() -> None:

@@ -2,8 +2,8 @@
 # Remote execution on 127.0.0.1: a BuildGrid server (action cache, CAS,
 # Execution and Bots services; instance name empty; scheduler on SQLite) and N
 # workers. The workers are the test fixture tests/remote/worker.py -- for
-# production use buildbox-worker or a hosted REAPI service (README, "Remote
-# execution"). Config, pid files, logs and storage all live under STATE_DIR.
+# production use buildbox-worker or a hosted REAPI service
+# (docs/remote-execution.md). Config, pid files, logs and storage all live under STATE_DIR.
 #
 #   tools/buildgrid.sh start STATE_DIR PORT [WORKERS]   # WORKERS defaults to 2
 #   bazel build --remote_executor=grpc://127.0.0.1:PORT ...

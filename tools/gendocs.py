@@ -588,12 +588,25 @@ def generate(
         index.append(
             f"- [`{load_label}`]({page_name}): " + ", ".join(f"`{s}`" for s in symbols)
         )
+    index += [
+        "",
+        "The guides by topic (the script contract, searches, epochs, reports, ...)"
+        " are listed in the [README](../README.md#documentation).",
+    ]
     pages["README.md"] = "\n".join(index) + "\n"
     return pages, problems
 
 
-# Pages in docs/ that other tools write (tools/bench/run.py): never compared or removed here.
-NOT_GENERATED = frozenset({"benchmarks.md", "warm-workers.md"})
+def generated_pages(out: Path) -> set[str]:
+    """The pages in `out` that this script wrote: those that start with HEADER.
+
+    docs/ also holds hand-written topic pages (contract.md, searches.md, ...) and
+    pages other tools write (benchmarks.md, by tools/bench/run.py). They lack the
+    header, so they are never compared with the generated reference nor removed.
+    """
+    if not out.is_dir():
+        return set()
+    return {p.name for p in out.glob("*.md") if p.read_text().startswith(HEADER + "\n")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -610,12 +623,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gendocs: {problem}", file=sys.stderr)
     if args.check:
         stale = []
-        existing = (
-            {p.name for p in args.out.glob("*.md")} - NOT_GENERATED
-            if args.out.is_dir()
-            else set()
-        )
-        for name in sorted(existing | set(pages)):
+        for name in sorted(generated_pages(args.out) | set(pages)):
             path = args.out / name
             current = path.read_text() if path.exists() else ""
             if current != pages.get(name, ""):
@@ -637,9 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for name, text in pages.items():
         (args.out / name).write_text(text)
-    for stale in (
-        set(p.name for p in args.out.glob("*.md")) - set(pages) - NOT_GENERATED
-    ):
+    for stale in generated_pages(args.out) - set(pages):
         (args.out / stale).unlink()
     return 1 if problems else 0
 

@@ -5,8 +5,9 @@
     tools/release.py --url 'https://github.com/ORG/databazel/releases/download/v{version}/{archive}'
 
 The version comes from `module(version = ...)` in MODULE.bazel. The archive is
-`git archive` of a commit (HEAD by default), so it holds exactly the committed
-files, under the prefix `databazel-<version>/`. The script prints its sha256, the
+`git archive` of a commit (HEAD by default), so it holds the committed files
+under the prefix `databazel-<version>/`, less those `.gitattributes` marks
+`export-ignore`: users get databazel/, MODULE.bazel, LICENSE and README.md. The script prints its sha256, the
 WORKSPACE `http_archive` snippet and the MODULE.bazel (bzlmod) snippet, with the
 archive's URL: `--url` (a template with `{version}` and `{archive}`) or, by
 default, a `file://` URL of the archive just built.

@@ -83,7 +83,7 @@ def python_runtime(ctx):
     """
     runtime = ctx.toolchains[PY_TOOLCHAIN_TYPE].py3_runtime
     if runtime == None:
-        fail("{}: the registered Python toolchain has no Python 3 runtime; register one (see databazel's README, 'Python environment')".format(ctx.label))
+        fail("{}: the registered Python toolchain has no Python 3 runtime; register one (see databazel's docs/python-environment.md)".format(ctx.label))
     if runtime.interpreter:
         return struct(executable = runtime.interpreter, files = depset([runtime.interpreter], transitive = [runtime.files]))
     return struct(executable = runtime.interpreter_path, files = runtime.files or depset())

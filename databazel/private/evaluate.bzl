@@ -2,6 +2,7 @@
 
 load(":common.bzl", "COMMON_ATTRS", "PY_TOOLCHAIN_TYPE", "describe_hyperparams", "run_runner", "runner_arguments", "script_attr")
 load(":providers.bzl", "MetricsInfo", "ModelInfo")
+load(":renamed.bzl", "renamed")
 
 def _evaluate_one(ctx, model_info, model_file, test_data, prefix, epoch):
     """Registers the evaluation of `model_file`; returns struct(metrics_file, output_dir)."""
@@ -33,11 +34,12 @@ def _evaluate_impl(ctx):
     if not test_data.to_list():
         fail("{}: `test_data` {} provides no files".format(ctx.label, ctx.attr.test_data.label))
     checkpoints = model_info.checkpoints
-    if (ctx.attr.learning_curve or ctx.attr.epochs) and not checkpoints:
-        fail("{}: `learning_curve` and `epochs` evaluate the checkpoints of a model trained in epochs, but {} has none; give it `epochs = N`".format(ctx.label, model_info.label))
-    for epoch in ctx.attr.epochs:
+    evaluated_epochs = renamed(ctx.label, "epochs", ctx.attr.epochs, "evaluated_epochs", ctx.attr.evaluated_epochs, unset = [])
+    if (ctx.attr.learning_curve or evaluated_epochs) and not checkpoints:
+        fail("{}: `learning_curve` and `evaluated_epochs` evaluate the checkpoints of a model trained in epochs, but {} has none; give it `epochs = N`".format(ctx.label, model_info.label))
+    for epoch in evaluated_epochs:
         if epoch < 1 or epoch > len(checkpoints):
-            fail("{}: `epochs` lists epoch {}, but {} has epochs 1 to {}".format(ctx.label, epoch, model_info.label, len(checkpoints)))
+            fail("{}: `evaluated_epochs` lists epoch {}, but {} has epochs 1 to {}".format(ctx.label, epoch, model_info.label, len(checkpoints)))
     if not checkpoints:
         evaluation = _evaluate_one(ctx, model_info, model_info.model_file, test_data, ctx.label.name, None)
         epoch_evaluations = {}
@@ -45,7 +47,7 @@ def _evaluate_impl(ctx):
         # One action per evaluated epoch, each a function of its checkpoint
         # only: `<name>.epoch-K.metrics.json` does not depend on how many
         # epochs the model has. The last epoch is always evaluated.
-        wanted = list(range(1, len(checkpoints) + 1)) if ctx.attr.learning_curve else ctx.attr.epochs
+        wanted = list(range(1, len(checkpoints) + 1)) if ctx.attr.learning_curve else evaluated_epochs
         epoch_evaluations = {}
         for epoch in sorted({k: True for k in wanted + [len(checkpoints)]}.keys()):
             epoch_evaluations[epoch] = _evaluate_one(
@@ -91,13 +93,16 @@ For a model trained in epochs (`model(epochs = N)`), the model evaluated is
 the last checkpoint, and the outputs are named after the epoch:
 `<name>.epoch-N.metrics.json` and `<name>.epoch-N.outputs`, so that raising
 `epochs` evaluates only the new last checkpoint. `learning_curve = True`
-evaluates every epoch's checkpoint (`epochs = [...]` some of them), one
+evaluates every epoch's checkpoint (`evaluated_epochs = [...]` some of them), one
 action each; `search_report` draws the metric against the epoch from them.
 Their metrics files are in output group `epoch_metrics`.
 """,
     attrs = dict(COMMON_ATTRS, **{
         "epochs": attr.int_list(
-            doc = "Epochs (from 1) whose checkpoints are evaluated besides the last one's, for a model trained in epochs.",
+            doc = "Deprecated: the old name of `evaluated_epochs`, accepted until databazel 0.2.0 with a message.",
+        ),
+        "evaluated_epochs": attr.int_list(
+            doc = "Epochs (from 1) whose checkpoints are evaluated besides the last one's, for a model trained in epochs. (`epochs` is always a number of epochs: an attribute of `model` and `hyperparam_search`.)",
         ),
         "learning_curve": attr.bool(
             default = False,

@@ -1,8 +1,10 @@
 """The `model` rule: training a model is building its file."""
 
+load("@bazel_skylib//lib:paths.bzl", "paths")
 load(":common.bzl", "COMMON_ATTRS", "PY_TOOLCHAIN_TYPE", "describe_hyperparams", "run_runner", "runner_arguments", "script_attr")
 load(":grid.bzl", "is_identifier")
 load(":providers.bzl", "ModelInfo")
+load(":renamed.bzl", "renamed")
 
 def checkpoint_name(model_name, epoch):
     """The file name of epoch `epoch`'s checkpoint of a model named `model_name`.
@@ -19,11 +21,8 @@ def checkpoint_name(model_name, epoch):
     Returns:
       A file name relative to the package.
     """
-    directory, slash, base = model_name.rpartition("/")
-    stem, dot, extension = base.rpartition(".")
-    if not dot or not stem:
-        stem, extension = base, ""
-    return "{}{}{}.epoch-{}{}".format(directory, slash, stem, epoch, "." + extension if extension else "")
+    root, extension = paths.split_extension(model_name)
+    return "{}.epoch-{}{}".format(root, epoch, extension)
 
 def _model_impl(ctx):
     for key in ctx.attr.hyperparams:
@@ -31,7 +30,7 @@ def _model_impl(ctx):
             fail("{}: hyperparams key {} is not a valid hyperparameter name: use letters, digits and `_`, not starting with a digit".format(ctx.label, repr(key)))
     if ctx.attr.epochs < 0:
         fail("{}: `epochs` must be a positive number of epochs (or 0: train in one step, without epochs); got {}".format(ctx.label, ctx.attr.epochs))
-    model_name = ctx.attr.model or ctx.label.name + ".model"
+    model_name = renamed(ctx.label, "model", ctx.attr.model, "model_file", ctx.attr.model_file, unset = "") or ctx.label.name + ".model"
     hyperparams_file = ctx.actions.declare_file(ctx.label.name + ".hyperparams.json")
 
     # json.encode sorts keys: the order in the BUILD file does not change the cache key.
@@ -103,7 +102,7 @@ With `epochs = N`, training is N chained actions, one per epoch. Epoch K runs
 where `PREVIOUS` (from the second epoch on) is the checkpoint epoch K - 1
 wrote; the script resumes from it, trains one epoch and writes the new
 checkpoint to `OUT`. Epoch K's checkpoint is `<name>.epoch-K.model` (with
-`model = "dir/model.pkl"`: `dir/model.epoch-K.pkl`), in output group
+`model_file = "dir/model.pkl"`: `dir/model.epoch-K.pkl`), in output group
 `epoch_K`; the target's output is the last one. Epoch K's action does not
 depend on N: raising `epochs` runs only the new epochs, lowering it runs
 nothing, and an interrupted build resumes at the first unfinished epoch.
@@ -117,7 +116,10 @@ nothing, and an interrupted build resumes at the first unfinished epoch.
             doc = "Hyperparameters, given to the script as one JSON object of strings in `--hyperparams`.",
         ),
         "model": attr.string(
-            doc = "File name of the model output, relative to the package. Default: `<name>.model`.",
+            doc = "Deprecated: the old name of `model_file`, accepted until databazel 0.2.0 with a message.",
+        ),
+        "model_file": attr.string(
+            doc = "File name of the model output, relative to the package, such as `m/model.pkl`. Default: `<name>.model`.",
         ),
         "train_executable": script_attr(
             "The training script: an executable target (such as a `py_binary`) or a single `.py` file that databazel runs with the Python toolchain's interpreter.",

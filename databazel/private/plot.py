@@ -273,11 +273,14 @@ def plot_learning_curve(plt: Any, report: dict[str, Any], path: str) -> None:
     plt.close(fig)
 
 
-def _spec(text: str, count: int) -> tuple[list[str], str]:
+def _spec(text: str, count: int, outputs: list[str]) -> tuple[list[str], str]:
+    """`HP=OUT` (count 1) or `HP1,HP2=OUT` (count 2); OUT is added to `outputs`."""
     names, sep, path = text.partition("=")
     parts = names.split(",")
     if not sep or not path or len(parts) != count or not all(parts):
-        raise RunnerError(f"bad plot argument {json.dumps(text)}")
+        form = "HP=OUT.png" if count == 1 else "HP1,HP2=OUT.png"
+        raise RunnerError(f"bad plot argument {json.dumps(text)}; expected {form}")
+    outputs.append(path)
     return parts, path
 
 
@@ -316,13 +319,13 @@ def import_pyplot(config_dir: str) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    singles = [_spec(s, 1) for s in args.single]
-    pairs = [_spec(p, 2) for p in args.pair]
-    outputs = [path for _, path in singles + pairs]
-    if args.learning_curve:
-        outputs.append(args.learning_curve)
+    outputs: list[str] = []
     config_dir = tempfile.mkdtemp(prefix="databazel-mpl-")
     try:
+        singles = [_spec(s, 1, outputs) for s in args.single]
+        pairs = [_spec(p, 2, outputs) for p in args.pair]
+        if args.learning_curve:
+            outputs.append(args.learning_curve)
         report = load_report(args.report)
         plt = import_pyplot(config_dir)
         for names, path in singles:

@@ -111,6 +111,10 @@ class ContractError(RunnerError):
     """A script or input file does not follow the databazel contract."""
 
 
+class OutputContractError(ContractError):
+    """The script exited 0, but what it wrote does not follow the contract."""
+
+
 class ScriptFailed(RunnerError):
     """The user's script exited non-zero or was killed."""
 
@@ -602,13 +606,13 @@ def train(args: argparse.Namespace) -> None:
             args.timeout,
         )
     if os.path.isdir(out):
-        raise ContractError(
+        raise OutputContractError(
             f"train script {args.script} exited 0 but wrote a directory at {out} "
             "where a model file was expected; write a single file to the path "
             "given by --model-output-path (archive several files into one)"
         )
     if not os.path.isfile(out):
-        raise ContractError(
+        raise OutputContractError(
             f"train script {args.script} exited 0 but wrote no model at {out}; "
             "the script must write the model file to the path given by --model-output-path"
         )
@@ -650,7 +654,7 @@ def evaluate(args: argparse.Namespace) -> None:
             args.timeout,
         )
     if not os.path.isfile(metrics_file):
-        raise ContractError(
+        raise OutputContractError(
             f"evaluate script {script} exited 0 but wrote no metrics.json in {out_dir} "
             f"({_list_dir(out_dir)}); the script must write DIR/metrics.json where DIR "
             "is the path given by --output-dir"
@@ -659,13 +663,13 @@ def evaluate(args: argparse.Namespace) -> None:
         with open(metrics_file, encoding="utf-8") as f:
             text = f.read()
     except UnicodeDecodeError:
-        raise ContractError(
+        raise OutputContractError(
             f"evaluate script {script} wrote {metrics_file} that is not UTF-8 text"
         ) from None
     try:
         metrics = parse_metrics(text)
     except ContractError as e:
-        raise ContractError(
+        raise OutputContractError(
             f"evaluate script {script} wrote an invalid {metrics_file}: {e}\n"
             'Expected a JSON object mapping metric names to finite numbers, e.g. {"accuracy": 0.97}'
         ) from None
@@ -679,7 +683,7 @@ def evaluate(args: argparse.Namespace) -> None:
 def failure_record(stage: str, target: str, error: RunnerError) -> FailureRecord:
     """The record of a trial that failed with `error` in `stage`."""
     returncode = error.returncode if isinstance(error, ScriptFailed) else None
-    if returncode is None and isinstance(error, ContractError):
+    if isinstance(error, OutputContractError):
         returncode = 0  # the script exited 0 but broke the contract
     return {
         "status": "failed",
@@ -754,6 +758,7 @@ def record_failure(args: argparse.Namespace, error: RunnerError) -> None:
         failed_init = read_failed_model(init) if init and os.path.isfile(init) else None
         record = failed_init or failure_record("train", args.target, error)
         remove_path(args.model_output)
+        os.makedirs(os.path.dirname(args.model_output) or ".", exist_ok=True)
         with open(args.model_output, "wb") as f:
             f.write(FAILED_MODEL_HEADER + format_failure(record).encode("utf-8"))
     else:

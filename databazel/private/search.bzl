@@ -1,5 +1,7 @@
 """`hyperparam_search`: grid or random trials as `model` and `evaluate` targets, and a report that ranks them."""
 
+load("@bazel_skylib//lib:paths.bzl", "paths")
+load("@bazel_skylib//lib:shell.bzl", "shell")
 load(":common.bzl", "DEFAULT_ENV", "PY_TOOLCHAIN_TYPE", "python_runtime")
 load(":epochs.bzl", "trial_checkpoint", "trial_evaluation")
 load(":evaluate.bzl", _evaluate = "evaluate")
@@ -8,6 +10,7 @@ load(":model.bzl", _model = "model")
 load(":plot.bzl", "declare_plots", "run_plot")
 load(":providers.bzl", "MetricsInfo", "SearchReportInfo")
 load(":random.bzl", "expand_random")
+load(":renamed.bzl", "renamed")
 
 MODES = ("max", "min")
 
@@ -16,14 +19,6 @@ def _best_model_name(ctx, trials):
     extensions = {t.model.model_file.extension: True for t in trials}
     extension = extensions.keys()[0] if len(extensions) == 1 and extensions.keys()[0] else "model"
     return "{}.best.{}".format(ctx.label.name, extension)
-
-def _relative_to_package_file(f, anchor):
-    """The path of `f` relative to the directory of `anchor` (both outputs of the same rule)."""
-    anchor_dir = anchor.short_path.rpartition("/")[0]
-    return f.short_path[len(anchor_dir) + 1:] if anchor_dir else f.short_path
-
-def _shell_quote(s):
-    return "'" + s.replace("'", "'\\''") + "'"
 
 def _search_report_impl(ctx):
     trials = [t[MetricsInfo] for t in ctx.attr.trials]
@@ -71,7 +66,7 @@ def _search_report_impl(ctx):
     args.add("--best-model-output", outputs.best_model)
     args.add("--best-hyperparams-output", outputs.best_hyperparams)
     for plot in plots:
-        args.add("--plot", "{}={}".format(plot.title, _relative_to_package_file(plot.file, outputs.markdown)))
+        args.add("--plot", "{}={}".format(plot.title, paths.relativize(plot.file.short_path, paths.dirname(outputs.markdown.short_path))))
 
     python = python_runtime(ctx)
     report_outputs = [outputs.json, outputs.csv, outputs.markdown, outputs.leaderboard, outputs.best_model, outputs.best_hyperparams]
@@ -95,7 +90,7 @@ def _search_report_impl(ctx):
     launcher = ctx.actions.declare_file(ctx.label.name + ".leaderboard.sh")
     ctx.actions.write(
         launcher,
-        "#!/bin/sh\n# Prints the leaderboard of {}.\nexec cat {}\n".format(ctx.label, _shell_quote(outputs.leaderboard.short_path)),
+        "#!/bin/sh\n# Prints the leaderboard of {}.\nexec cat {}\n".format(ctx.label, shell.quote(outputs.leaderboard.short_path)),
         is_executable = True,
     )
     files = depset(report_outputs + [p.file for p in plots])
@@ -212,7 +207,7 @@ def hyperparam_search(
         seed = None,
         mode = "max",
         hyperparams = {},
-        model = None,
+        model_file = None,
         max_trials = DEFAULT_MAX_TRIALS,
         timeout = 0,
         allow_failed_trials = False,
@@ -223,6 +218,7 @@ def hyperparam_search(
         deps = [],
         data = [],
         env = {},
+        model = None,
         **kwargs):
     """A hyperparameter search: one `model` and one `evaluate` target per trial, and a report.
 
@@ -257,7 +253,7 @@ def hyperparam_search(
       seed: for the random strategy: an int (default 0); the same seed gives the same trials.
       mode: `max` (larger is better) or `min`.
       hyperparams: hyperparameters every trial gets besides its searched values.
-      model: file name of each trial's model, inside a directory named after the trial. Default: `<trial>.model`.
+      model_file: file name of each trial's model, inside a directory named after the trial, such as `model.pkl`. Default: `<trial>.model`.
       max_trials: the most trials allowed (default 1000): a larger grid or `num_trials` fails at load time.
       timeout: as in `model` and `evaluate`: seconds each training and each evaluation may run (0: no limit).
       allow_failed_trials: record a failing trial (its exit code and stderr tail) in the report, ranked last, instead of failing the build.
@@ -268,6 +264,7 @@ def hyperparam_search(
       deps: as in `model` and `evaluate`; used by both scripts.
       data: as in `model` and `evaluate`; given to both scripts.
       env: as in `model` and `evaluate`; given to both scripts.
+      model: deprecated: the old name of `model_file`, accepted until databazel 0.2.0 with a message.
       **kwargs: common attributes (`tags`, `visibility`, `testonly`, `exec_properties`
         for remote execution, ...) given to every target.
     """
@@ -286,8 +283,9 @@ def hyperparam_search(
         fail("{}: `metric` must name the metric to rank by, such as \"accuracy\", got {}".format(where, repr(metric)))
     if mode not in MODES:
         fail("{}: `mode` must be \"max\" or \"min\", got {}".format(where, repr(mode)))
-    if model != None and (type(model) != "string" or not model):
-        fail("{}: `model` must be a file name such as \"model.pkl\", got {}".format(where, repr(model)))
+    model_file = renamed(where, "model", model, "model_file", model_file)
+    if model_file != None and (type(model_file) != "string" or not model_file):
+        fail("{}: `model_file` must be a file name such as \"model.pkl\", got {}".format(where, repr(model_file)))
     if type(max_trials) != "int" or max_trials < 1:
         fail("{}: `max_trials` must be a positive int, got {}".format(where, repr(max_trials)))
     if type(timeout) != "int" or timeout < 0:
@@ -310,7 +308,7 @@ def hyperparam_search(
         train_executable = train_executable,
         test_data = test_data,
         eval_executable = eval_executable,
-        model_name = model,
+        model_file = model_file,
         learning_curve = learning_curve,
         timeout = timeout,
         allow_failure = allow_failed_trials,
@@ -367,7 +365,7 @@ def _train(common, target, hyperparams, epochs):
         training_data = common["training_data"],
         train_executable = common["train_executable"],
         hyperparams = hyperparams,
-        model = target + "/" + common["model_name"] if common["model_name"] else None,
+        model_file = target + "/" + common["model_file"] if common["model_file"] else None,
         epochs = epochs,
         timeout = common["timeout"],
         allow_failure = common["allow_failure"],
@@ -385,7 +383,7 @@ def _evaluate_trial(common, target, trained, epochs = []):
         test_data = common["test_data"],
         eval_executable = common["eval_executable"],
         learning_curve = common["learning_curve"],
-        epochs = epochs,
+        evaluated_epochs = epochs,
         timeout = common["timeout"],
         allow_failure = common["allow_failure"],
         deps = common["deps"],

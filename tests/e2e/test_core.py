@@ -146,7 +146,7 @@ filegroup(
 model(
     name = "m",
     env = {"DECLARED": "visible"},
-    model = "out/m.json",
+    model_file = "out/m.json",
     train_executable = "//scripts:train_bin",
     training_data = ":data",
 )
@@ -393,3 +393,74 @@ def test_max_trials_can_be_raised(ws: Workspace) -> None:
     ws.write("badsearch/BUILD", search_declaration(changes))
     result = ws.bazel("query", "kind(model, //badsearch:all)", check=True)
     assert len(result.stdout.split()) == 1200
+
+
+def test_the_old_spelling_of_model_file_is_accepted_with_a_message(
+    ws: Workspace,
+) -> None:
+    # `model` (a file name) was renamed `model_file`, so that `model` only ever
+    # names a model target (as in `evaluate`). One release accepts both.
+    ws.write("renamed/train.txt", "training rows\n")
+    ws.write("renamed/test.txt", "test rows\n")
+    ws.write(
+        "renamed/BUILD",
+        LOAD
+        + """
+model(
+    name = "m",
+    model = "old/m.json",
+    train_executable = "//scripts:train.py",
+    training_data = "train.txt",
+    deps = ["//lib:fixturelib"],
+)
+
+exports_files(["train.txt"])
+
+hyperparam_search(
+    name = "s",
+    eval_executable = "//scripts:evaluate.py",
+    grid = {"x": ["1"]},
+    metric = "accuracy",
+    model = "trial.json",
+    test_data = "test.txt",
+    train_executable = "//scripts:train.py",
+    training_data = "train.txt",
+    deps = ["//lib:fixturelib"],
+)
+""",
+    )
+    result = ws.build("//renamed:m", "//renamed:s")
+    until = "(the old name is accepted until databazel 0.2.0)"
+    for target, value in [("m", "old/m.json"), ("s", "trial.json")]:
+        message = (
+            f"//renamed:{target}: `model` is renamed `model_file`: "
+            f'write model_file = "{value}" {until}'
+        )
+        assert message in result.stderr
+    assert (
+        json.loads(ws.bin("renamed/old/m.json").read_text())["hyperparams_arg"] == "{}"
+    )
+    assert ws.bin("renamed/s__x-1/trial.json").is_file()
+    assert json.loads(ws.bin("renamed/s.json").read_text())["best"]["model"] == (
+        "renamed/s__x-1/trial.json"
+    )
+
+    ws.write(
+        "renamed_both/BUILD",
+        LOAD
+        + """
+model(
+    name = "m",
+    model = "a.json",
+    model_file = "b.json",
+    train_executable = "//scripts:train.py",
+    training_data = "//renamed:train.txt",
+)
+""",
+    )
+    failed = ws.build("//renamed_both:m", check=False)
+    assert failed.returncode != 0
+    assert (
+        "//renamed_both:m: `model` is the old name of `model_file`; "
+        "set only `model_file`" in failed.stderr
+    )

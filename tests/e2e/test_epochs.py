@@ -105,6 +105,62 @@ def test_bad_epochs_fail_at_analysis(ws: Workspace) -> None:
     assert "//epochs:m: `epochs` must be a positive number of epochs" in result.stderr
 
 
+def test_evaluated_epochs_and_its_old_spelling(ws: Workspace) -> None:
+    # `evaluated_epochs` picks checkpoints to evaluate besides the last one;
+    # `epochs`, its old name on `evaluate`, is accepted until 0.2.0 with a message.
+    write_chain(ws, 4)
+    ws.write(
+        "epochs/BUILD",
+        ws.root.joinpath("epochs/BUILD").read_text()
+        + """
+evaluate(
+    name = "some",
+    eval_executable = "//scripts:evaluate.py",
+    evaluated_epochs = [2],
+    model = ":m",
+    test_data = "test.txt",
+    deps = ["//lib:fixturelib"],
+)
+
+evaluate(
+    name = "old",
+    epochs = [1],
+    eval_executable = "//scripts:evaluate.py",
+    model = ":m",
+    test_data = "test.txt",
+    deps = ["//lib:fixturelib"],
+)
+
+evaluate(
+    name = "beyond",
+    eval_executable = "//scripts:evaluate.py",
+    evaluated_epochs = [5],
+    model = ":m",
+    test_data = "test.txt",
+)
+""",
+    )
+    result = ws.build(
+        "//epochs:some", "//epochs:old", flags=("--output_groups=+epoch_metrics",)
+    )
+    assert result.executed("DatabazelEvaluate") == 4  # epochs 2 and 4, 1 and 4
+    for name, epochs in [("some", [2, 4]), ("old", [1, 4])]:
+        for k in range(1, 5):
+            metrics = ws.bin(f"epochs/{name}.epoch-{k}.metrics.json")
+            assert metrics.exists() == (k in epochs), (name, k)
+    assert (
+        "//epochs:old: `epochs` is renamed `evaluated_epochs`: write "
+        "evaluated_epochs = [1] (the old name is accepted until databazel 0.2.0)"
+    ) in result.stderr
+    assert "//epochs:some: `" not in result.stderr
+    beyond = ws.build("//epochs:beyond", check=False)
+    assert beyond.returncode != 0
+    assert (
+        "//epochs:beyond: `evaluated_epochs` lists epoch 5, but //epochs:m has "
+        "epochs 1 to 4"
+    ) in beyond.stderr
+
+
 # --- a build killed during epoch 4 -----------------------------------------------
 
 
@@ -130,7 +186,7 @@ def test_a_build_stopped_during_epoch_4_resumes_at_epoch_4(
     # Killed: Bazel 4.2 saves its action cache only when a command ends, so
     # what a killed build finished survives only in a disk cache. Ctrl-C (SIGINT
     # to the client) ends the command: the action cache is saved, no disk cache
-    # needed (README: "Training in epochs").
+    # needed (docs/epochs.md, "Stopping and resuming").
     flags = (
         (f"--disk_cache={tmp_path / 'disk_cache'}",) if how == "sigkill_server" else ()
     )
@@ -176,7 +232,7 @@ hyperparam_search(
     grid = {{"x": ["0", "1"], "epochs": {json.dumps(epochs)}}},
     learning_curve = {learning_curve},
     metric = "accuracy",
-    model = "model.json",
+    model_file = "model.json",
     test_data = "test.txt",
     train_executable = "//scripts:train.py",
     training_data = "train.txt",

@@ -59,10 +59,21 @@ def test_release_archive_works_through_the_printed_http_archive_snippet(
     assert hashlib.sha256(archive.read_bytes()).hexdigest() == sha256
     version = re.search(r"databazel-(.+)\.tar\.gz$", archive.name).group(1)
     with tarfile.open(archive) as tar:
-        names = set(tar.getnames())
+        files = {m.name for m in tar.getmembers() if not m.isdir()}
+    # Only what users load (.gitattributes export-ignore keeps out the rest):
+    # the rule set's directory as committed, the module file, license, README.
+    committed = subprocess.run(
+        ["git", "ls-tree", "-r", "--name-only", "HEAD", "databazel"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "databazel/private/runner.py" in committed
     prefix = f"databazel-{version}/"
-    assert {prefix + "MODULE.bazel", prefix + "databazel/defs.bzl"} <= names
-    assert all(n.startswith(prefix) or n + "/" == prefix for n in names)
+    assert files == {
+        prefix + name for name in ["LICENSE", "MODULE.bazel", "README.md", *committed]
+    }
 
     snippet = release.stdout.split("# WORKSPACE\n")[1].split("# MODULE.bazel")[0]
     ws = Workspace.fixture(tmp_path / "ws", tmp_path / "output_base")

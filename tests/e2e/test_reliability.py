@@ -206,7 +206,7 @@ hyperparam_search(
     # exists; with three job slots the others all finish meanwhile. Kill Bazel
     # once the two hang and the four others are evaluated.
     # Bazel writes its action cache to disk only when a command ends; what a
-    # killed build finished survives in the disk cache (README: "Long searches").
+    # killed build finished survives in the disk cache (docs/reliability.md).
     disk_cache = f"--disk_cache={tmp_path / 'disk_cache'}"
     client = ws.start(
         "build", disk_cache, "--jobs=3", "--local_cpu_resources=3", "//killed:k"

@@ -210,3 +210,26 @@ def test_learning_curve_plot_draws_each_chain_once(tmp_path: Path) -> None:
     # The epochs-2 trial's curve is the beginning of the epochs-3 one: drawn once.
     assert drawn == [([1, 2, 3], [0.5, 0.8, 0.9]), ([1, 2, 3], [0.4, 0.5, 0.6])]
     assert saved == ["x.png"]
+
+
+def test_a_bad_plot_argument_is_one_error_not_a_traceback(tmp_path: Path) -> None:
+    report = write_report(tmp_path / "r.json", [trial(1, {"x": "1", "y": "2"}, 0.9)])
+    single = tmp_path / "x.png"
+    for flag, bad, form in [
+        ("--pair", f"x={tmp_path / 'p.png'}", "HP1,HP2=OUT.png"),
+        ("--single", "x", "HP=OUT.png"),
+        ("--single", f"x,y={tmp_path / 's.png'}", "HP=OUT.png"),
+    ]:
+        proc = subprocess.run(
+            [sys.executable, str(PLOT), "--target", TARGET, "--report", str(report)]
+            + ["--single", f"x={single}", flag, bad],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 1
+        assert proc.stderr == (
+            f"databazel: error: {TARGET}: bad plot argument {json.dumps(bad)}; "
+            f"expected {form}\n"
+        )
+        assert not single.exists()

@@ -860,6 +860,44 @@ def test_allow_failure_records_a_killed_training_and_a_contract_violation(
     assert "exited 0 but wrote no model" in record["error"]
 
 
+def test_allow_failure_records_no_exit_code_for_a_script_that_never_ran(
+    work: Path, capsys
+) -> None:
+    # The contract is broken before the script runs (its hyperparameters), so
+    # there is no exit code to record: not 0, which would say the script ran.
+    (work / "hp.json").write_text('{"C": 1}', encoding="utf-8")
+    ran = write_py(work, "train.py", "open('ran', 'w').close()\n")
+    assert run_main(train(ran.name, "--allow-failure"), capsys)[0] == 0
+    assert not (work / "ran").exists()
+    record = read_failed_model(work / "out/model.bin")
+    assert (record["exit_code"], record["signal"]) == (None, None)
+    assert "invalid hyperparameters file hp.json" in record["error"]
+    # Nor for a script that cannot be started.
+    (work / "hp.json").write_text('{"C": "1"}', encoding="utf-8")
+    missing = train("missing.py", "--allow-failure", python=False)
+    assert run_main(missing, capsys)[0] == 0
+    record = read_failed_model(work / "out/model.bin")
+    assert (record["exit_code"], record["signal"]) == (None, None)
+    # A metrics file that breaks the contract after exit 0 records exit code 0.
+    (work / "model.bin").write_text("model", encoding="utf-8")
+    bad = write_py(
+        work,
+        "eval.py",
+        """
+        import os, sys
+        out = sys.argv[sys.argv.index("--output-dir") + 1]
+        open(os.path.join(out, "metrics.json"), "w").write('{"accuracy": "0.9"}')
+        """,
+    )
+    assert run_main(evaluate(bad.name, "--allow-failure"), capsys)[0] == 0
+    _, failure = runner.parse_metrics_or_failure(
+        (work / "out/eval.metrics.json").read_text()
+    )
+    assert failure is not None
+    assert (failure["exit_code"], failure["signal"]) == (0, None)
+    assert "wrote an invalid" in failure["error"]
+
+
 def test_allow_failure_records_a_failed_evaluation(work: Path, capsys) -> None:
     (work / "model.bin").write_text("model", encoding="utf-8")
     script = write_py(
