@@ -161,6 +161,18 @@ def describe_hyperparams(hyperparams, limit = 160):
         text = text[:limit] + "..."
     return " ({})".format(text)
 
+def check_env(ctx):
+    """Fails naming the target when `env` holds what no process environment can.
+
+    Args:
+      ctx: the context of a rule with COMMON_ATTRS.
+    """
+    for key, value in ctx.attr.env.items():
+        if not key or "=" in key or "\0" in key:
+            fail("{}: `env` has the variable name {}; a name must be non-empty, without `=` or NUL bytes".format(ctx.label, repr(key)))
+        if "\0" in value:
+            fail("{}: `env` value of {} contains a NUL byte, which no environment variable can hold; remove it (pass binary data in a file in `data`)".format(ctx.label, key))
+
 def run_runner(ctx, subcommand, script_attr_name, arguments, inputs, outputs, mnemonic, progress_message):
     """Registers the action that runs the runner, which runs the user's script.
 
@@ -183,7 +195,10 @@ def run_runner(ctx, subcommand, script_attr_name, arguments, inputs, outputs, mn
     # -S: the runner is stdlib-only, so it skips `site` (the environment's
     # site-packages and its .pth files); the user's script still gets them.
     # That saves a few hundredths of a second per action (docs/benchmarks.md).
-    head.add("-S")
+    # -I: `env` is for the script; PYTHONPATH, PYTHONHOME and the other
+    # PYTHON* variables in it must not reach the runner (nor the current
+    # directory's modules). -X utf8: whatever locale `env` sets.
+    head.add_all(["-I", "-S", "-X", "utf8"])
     head.add(ctx.file._runner)
     head.add(subcommand)
     head.add("--target", str(ctx.label))
@@ -202,6 +217,7 @@ def run_runner(ctx, subcommand, script_attr_name, arguments, inputs, outputs, mn
     head.add_all(deps.sources, map_each = _import_root, uniquify = True, before_each = "--pythonpath")
     head.add_all(deps.import_paths, before_each = "--pythonpath")
 
+    check_env(ctx)
     env = dict(DEFAULT_ENV)
     env.update(ctx.attr.env)
 
