@@ -6,11 +6,20 @@ fixture workspace."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import shutil
+import socket
+import subprocess
+import tempfile
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bazel_harness import Workspace
+from bazel_harness import REPO, Workspace
 
 LOAD = 'load("@databazel//databazel:defs.bzl", "evaluate", "model")\n'
 
@@ -43,7 +52,9 @@ else:
     else:
         data = sorted(os.listdir(a.data))
     with open(out, "w", encoding="utf-8") as f:
-        f.write(repr({"data": data, "PYTHONPATH": os.environ.get("PYTHONPATH")}))
+        # PYTHONPATH past the script's directory (which is in the sandbox).
+        pythonpath = os.environ["PYTHONPATH"].split(os.pathsep)[1:]
+        f.write(repr({"data": data, "PYTHONPATH": pythonpath}))
 """
 
 # An evaluation script of the standard library only, steered by BEHAVIOUR.
@@ -262,7 +273,7 @@ def test_the_targets_env_reaches_the_script_but_not_the_runner(ws: Workspace) ->
     ws.build("//envshadow:pythonpath")
     # The script gets it (after its own directory, which the runner puts first).
     model = ws.bin("envshadow/pythonpath.model").read_text()
-    assert f"/execroot/fixture/envshadow:{shadow}'" in model, model
+    assert f"'PYTHONPATH': ['{shadow}']" in model, model
 
     # PYTHONHOME breaks a Python script started with it, but the runner stays
     # up and reports that as the script's failure.
@@ -379,3 +390,147 @@ def test_hostile_metrics_and_a_killed_runner_give_named_errors(ws: Workspace) ->
     assert (
         "Evaluating //badmetrics:exploded: model //badmetrics:m failed" in result.stderr
     )
+
+
+# --- 3. who may write to a cache ----------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(REPO / "tools" / args[0]), *args[1:]],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def http(method: str, url: str, credentials: str = "") -> int:
+    """The status of an HTTP request (a PUT sends a few bytes)."""
+    request = urllib.request.Request(
+        url, data=b"planted" if method == "PUT" else None, method=method
+    )
+    if credentials:
+        token = base64.b64encode(credentials.encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+@pytest.fixture()
+def cache_state() -> Iterator[Path]:
+    # Directly under /tmp: nginx's worker user must reach the store.
+    state = Path(tempfile.mkdtemp(prefix="databazel-authcache-", dir="/tmp"))
+    try:
+        yield state
+    finally:
+        tool("cache_server.sh", "stop", str(state))
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def test_a_cache_requiring_credentials_refuses_anonymous_writes(
+    ws: Workspace, cache_state: Path
+) -> None:
+    (cache_state / "writers").write_text("ci:s3cret-w\n")
+    (cache_state / "readers").write_text("dev:s3cret-r\n")
+    port = free_port()
+    started = tool(
+        "cache_server.sh",
+        "start",
+        "--writers",
+        str(cache_state / "writers"),
+        str(cache_state),
+        str(port),
+    )
+    assert started.returncode == 0, started.stderr
+    assert "writes need credentials" in started.stdout
+    url = f"http://127.0.0.1:{port}"
+    blob = f"{url}/cas/{'0' * 64}"
+    assert http("PUT", blob) == 401
+    assert http("PUT", blob, "ci:wrong") == 401
+    assert http("PUT", blob, "dev:s3cret-r") == 401
+    assert http("GET", blob) == 404  # reads stay open
+    store = cache_state / "store"
+    assert not list(store.rglob("*"))
+
+    scenario(ws, "authcache", model_rule("m", training_data='"data.txt"'))
+    # A developer without credentials: the build works, its uploads are refused.
+    anonymous = ws.build("//authcache:m", flags=(f"--remote_cache={url}",))
+    assert anonymous.executed("DatabazelTrain") == 1
+    assert "WARNING: Writing to Remote Cache" in anonymous.stderr
+    assert not [p for p in store.rglob("*") if p.is_file()]
+
+    # CI with the writers' credentials fills the cache ...
+    ws.bazel("clean", check=True)
+    ci = ws.build(
+        "//authcache:m", flags=(f"--remote_cache=http://ci:s3cret-w@127.0.0.1:{port}",)
+    )
+    assert ci.executed("DatabazelTrain") == 1
+    assert "Remote Cache" not in ci.stderr
+    assert list((store / "ac").iterdir())
+
+    # ... which developers read without uploading anything.
+    ws.bazel("clean", check=True)
+    reader = ws.build(
+        "//authcache:m",
+        flags=(f"--remote_cache={url}", "--noremote_upload_local_results"),
+    )
+    assert reader.executed("DatabazelTrain") == 0
+    assert "WARNING" not in reader.stderr
+
+    # Reads can need credentials too.
+    assert tool("cache_server.sh", "stop", str(cache_state)).returncode == 0
+    restarted = tool(
+        "cache_server.sh",
+        "start",
+        "--writers",
+        str(cache_state / "writers"),
+        "--readers",
+        str(cache_state / "readers"),
+        str(cache_state),
+        str(port),
+    )
+    assert restarted.returncode == 0, restarted.stderr
+    entry = f"{url}/ac/{next((store / 'ac').iterdir()).name}"
+    assert http("GET", entry) == 401
+    assert http("GET", entry, "dev:s3cret-r") == 200
+    assert http("GET", entry, "ci:s3cret-w") == 200
+    assert http("PUT", blob, "dev:s3cret-r") == 401
+    assert http("PUT", blob, "ci:s3cret-w") in (201, 204)
+
+
+def test_verify_cache_removes_a_corrupted_blob_so_the_next_build_replaces_it(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    scenario(ws, "corrupt", model_rule("m", training_data='"data.txt"'))
+    disk_cache = f"--disk_cache={tmp_path / 'disk_cache'}"
+    ws.build("//corrupt:m", flags=(disk_cache,))
+    digest = hashlib.sha256(ws.bin("corrupt/m.model").read_bytes()).hexdigest()
+    (blob,) = (tmp_path / "disk_cache").rglob(digest)
+    blob.chmod(0o644)
+    blob.write_text("truncat")
+    # Bazel catches the corruption and re-trains, but never replaces the blob.
+    for _ in range(2):
+        ws.bazel("clean", check=True)
+        assert (
+            ws.build("//corrupt:m", flags=(disk_cache,)).executed("DatabazelTrain") == 1
+        )
+        assert blob.read_text() == "truncat"
+    verified = tool("verify_cache.py", str(tmp_path / "disk_cache"))
+    assert verified.returncode == 1
+    assert f"removed: {blob}" in verified.stdout
+    ws.bazel("clean", check=True)
+    assert ws.build("//corrupt:m", flags=(disk_cache,)).executed("DatabazelTrain") == 1
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == digest
+    ws.bazel("clean", check=True)
+    assert ws.build("//corrupt:m", flags=(disk_cache,)).executed("DatabazelTrain") == 0
+    assert tool("verify_cache.py", str(tmp_path / "disk_cache")).returncode == 0
