@@ -52,6 +52,10 @@ COMMON_ATTRS = {
     "env": attr.string_dict(
         doc = "Environment variables for the script, on top of databazel's defaults (`PYTHONHASHSEED=0`, one BLAS/OpenMP thread, a fixed `PATH`, ...). Variables of the calling shell never reach the script; declare them here. They are part of the cache key.",
     ),
+    "network": attr.bool(
+        default = False,
+        doc = "Let the script open network connections (to an experiment tracker such as MLflow, say). By default a trial runs without network access: in Bazel's Linux sandbox it gets its own network namespace with only a loopback interface, so it can reach nothing, not even the host's `localhost` (execution requirement `block-network`; `network = True` gives `requires-network`). A trial's result should depend only on its declared inputs; what it sends out is not part of its cache key, and a cached trial sends nothing. Other spawn strategies (`local`, `processwrapper-sandbox`, workers) do not isolate the network. See docs/reliability.md.",
+    ),
     "timeout": attr.int(
         default = 0,
         doc = "Seconds the script may run; past them the runner kills it (and every process it started) and the build fails naming the target. 0: no limit. The timeout is an argument of the action, so changing it re-runs the action.",
@@ -231,4 +235,5 @@ def run_runner(ctx, subcommand, script_attr_name, arguments, inputs, outputs, mn
         mnemonic = mnemonic,
         progress_message = progress_message,
         use_default_shell_env = False,
+        execution_requirements = {"requires-network": ""} if ctx.attr.network else {"block-network": ""},
     )

@@ -218,6 +218,7 @@ def hyperparam_search(
         deps = [],
         data = [],
         env = {},
+        network = False,
         **kwargs):
     """A hyperparameter search: one `model` and one `evaluate` target per trial, and a report.
 
@@ -262,6 +263,7 @@ def hyperparam_search(
       deps: as in `model` and `evaluate`; used by both scripts.
       data: as in `model` and `evaluate`; given to both scripts.
       env: as in `model` and `evaluate`; given to both scripts.
+      network: as in `model` and `evaluate`: let both scripts open network connections (off by default).
       **kwargs: common attributes (`tags`, `visibility`, `testonly`, `exec_properties`
         for remote execution, ...) given to every target.
     """
@@ -311,6 +313,7 @@ def hyperparam_search(
         deps = deps,
         data = data,
         env = env,
+        network = network,
         kwargs = kwargs,
     )
 
@@ -367,6 +370,7 @@ def _train(common, target, hyperparams, epochs):
         deps = common["deps"],
         data = common["data"],
         env = common["env"],
+        network = common["network"],
         **common["kwargs"]
     )
 
@@ -384,6 +388,7 @@ def _evaluate_trial(common, target, trained, epochs = []):
         deps = common["deps"],
         data = common["data"],
         env = common["env"],
+        network = common["network"],
         **common["kwargs"]
     )
 

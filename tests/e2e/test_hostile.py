@@ -7,11 +7,13 @@ fixture workspace."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -534,3 +536,91 @@ def test_verify_cache_removes_a_corrupted_blob_so_the_next_build_replaces_it(
     ws.bazel("clean", check=True)
     assert ws.build("//corrupt:m", flags=(disk_cache,)).executed("DatabazelTrain") == 0
     assert tool("verify_cache.py", str(tmp_path / "disk_cache")).returncode == 0
+
+
+# --- 7. what a trial can reach --------------------------------------------------------
+
+# Tries the network and files outside its inputs; records what happened.
+PROBE = """
+import argparse, os, socket
+p = argparse.ArgumentParser()
+p.add_argument("--data")
+p.add_argument("--model-output-path")
+p.add_argument("--hyperparams")
+a = p.parse_args()
+seen = {}
+def attempt(name, action):
+    try:
+        seen[name] = action()
+    except OSError as e:
+        seen[name] = "error: " + (e.strerror or type(e).__name__)
+def read(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+def connect():
+    socket.create_connection(("127.0.0.1", int(os.environ["PORT"])), timeout=5).close()
+    return "connected"
+attempt("tcp", connect)
+attempt("secret", lambda: read(os.environ["SECRET"]))
+sibling = os.path.join(os.path.dirname(os.path.realpath(a.data)), "undeclared.txt")
+attempt("sibling", lambda: read(sibling))
+with open(a.model_output_path, "w", encoding="utf-8") as f:
+    f.write(repr(seen))
+"""
+
+
+@pytest.fixture()
+def host_server() -> Iterator[int]:
+    """A TCP server on the host's loopback that accepts every connection."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                server.accept()[0].close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+
+
+def test_the_sandbox_blocks_the_network_unless_allowed_and_files_on_request(
+    ws: Workspace, host_server: int, tmp_path: Path
+) -> None:
+    secret = tmp_path / "credentials"
+    secret.write_text("hunter2")
+    env = f'{{"PORT": "{host_server}", "SECRET": "{secret}"}}'
+    ws.write("sandbox/train.py", PROBE)
+    ws.write("sandbox/data.txt", "x\n")
+    ws.write("sandbox/undeclared.txt", "not an input\n")
+    ws.write(
+        "sandbox/BUILD",
+        LOAD
+        + model_rule("closed", training_data='"data.txt"', env=env)
+        + model_rule("open", training_data='"data.txt"', env=env, network="True")
+        + model_rule(
+            "blocked",
+            training_data='"data.txt"',
+            env=env[:-1] + ', "RUN": "blocked"}',
+        ),
+    )
+    ws.build("//sandbox:closed", "//sandbox:open")
+    closed = ws.bin("sandbox/closed.model").read_text()
+    opened = ws.bin("sandbox/open.model").read_text()
+    # Default: no network, not even the host's loopback; network = True: as the host.
+    assert "'tcp': 'error: Connection refused'" in closed
+    assert "'tcp': 'connected'" in opened
+    # Files: the host's file system is visible, read-only (docs/reliability.md):
+    # a trial that goes looking reads undeclared files ...
+    assert "'secret': 'hunter2'" in closed
+    assert "'sibling': 'not an input\\n'" in closed
+    # ... unless they are blocked.
+    ws.build("//sandbox:blocked", flags=(f"--sandbox_block_path={secret}",))
+    assert "'secret': ''" in ws.bin("sandbox/blocked.model").read_text()
