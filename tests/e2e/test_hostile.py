@@ -23,7 +23,9 @@ from pathlib import Path
 import pytest
 from bazel_harness import REPO, Workspace
 
-LOAD = 'load("@databazel//databazel:defs.bzl", "evaluate", "model")\n'
+LOAD = (
+    'load("@databazel//databazel:defs.bzl", "evaluate", "hyperparam_search", "model")\n'
+)
 
 # A training script of the standard library only that does what the
 # environment variable BEHAVIOUR asks. It never imports `json` (a test shadows it).
@@ -598,6 +600,7 @@ def test_the_sandbox_blocks_the_network_unless_allowed_and_files_on_request(
     secret.write_text("hunter2")
     env = f'{{"PORT": "{host_server}", "SECRET": "{secret}"}}'
     ws.write("sandbox/train.py", PROBE)
+    ws.write("sandbox/evaluate.py", EVALUATE)
     ws.write("sandbox/data.txt", "x\n")
     ws.write("sandbox/undeclared.txt", "not an input\n")
     ws.write(
@@ -609,14 +612,28 @@ def test_the_sandbox_blocks_the_network_unless_allowed_and_files_on_request(
             "blocked",
             training_data='"data.txt"',
             env=env[:-1] + ', "RUN": "blocked"}',
-        ),
+        )
+        + f"""
+hyperparam_search(
+    name = "search",
+    env = {env},
+    eval_executable = "evaluate.py",
+    grid = {{"x": ["1"]}},
+    metric = "accuracy",
+    network = True,
+    test_data = "data.txt",
+    train_executable = "train.py",
+    training_data = "data.txt",
+)
+""",
     )
-    ws.build("//sandbox:closed", "//sandbox:open")
+    ws.build("//sandbox:closed", "//sandbox:open", "//sandbox:search")
     closed = ws.bin("sandbox/closed.model").read_text()
     opened = ws.bin("sandbox/open.model").read_text()
     # Default: no network, not even the host's loopback; network = True: as the host.
     assert "'tcp': 'error: Connection refused'" in closed
     assert "'tcp': 'connected'" in opened
+    assert "'tcp': 'connected'" in ws.bin("sandbox/search__x-1.model").read_text()
     # Files: the host's file system is visible, read-only (docs/reliability.md):
     # a trial that goes looking reads undeclared files ...
     assert "'secret': 'hunter2'" in closed
