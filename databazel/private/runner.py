@@ -1007,7 +1007,7 @@ def guarded_main() -> int:
     prints the error line the runner could not.
     """
     global _guard_pipe
-    args = build_parser().parse_args()
+    argv = sys.argv[1:]
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -1041,18 +1041,22 @@ def guarded_main() -> int:
     for script_pid in script_pids:
         with contextlib.suppress(OSError):
             os.killpg(script_pid, signal.SIGKILL)
-    if args.command == "train":
-        remove_path(args.model_output)
-    else:
-        remove_path(args.metrics_output)
-        remove_special_entries(args.output_dir)
+    # The runner parsed these (the guard saves itself the time): Bazel gives
+    # each flag and its value as two arguments.
+    flags = dict(zip(argv, argv[1:]))
+    for flag in ("--model-output", "--metrics-output"):
+        if flag in flags:
+            remove_path(flags[flag])
+    if "--output-dir" in flags:
+        remove_special_entries(flags["--output-dir"])
     if killed_by in forwarded:
         return 128 + killed_by
+    command = argv[0] if argv else "?"
     print(
         error_line(
-            args.target,
+            flags.get("--target", "?"),
             f"the databazel runner was killed by signal {_signal_name(-killed_by)} "
-            f"while it ran the {args.command} script; something killed it, most "
+            f"while it ran the {command} script; something killed it, most "
             "likely the script itself (for example by signalling its parent "
             "process) or the system's out-of-memory killer",
         ),
