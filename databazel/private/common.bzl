@@ -50,7 +50,7 @@ COMMON_ATTRS = {
         doc = "Python code a plain `.py` script imports: `py_library` targets or `.py` files. Their import roots are put on `PYTHONPATH`. (A `py_binary` script brings its own deps.)",
     ),
     "env": attr.string_dict(
-        doc = "Environment variables for the script, on top of databazel's defaults (`PYTHONHASHSEED=0`, one BLAS/OpenMP thread, a fixed `PATH`, ...). Variables of the calling shell never reach the script; declare them here. They are part of the cache key.",
+        doc = "Environment variables for the script, on top of databazel's defaults (`PYTHONHASHSEED=0`, one BLAS/OpenMP thread, a fixed `PATH`, ...). Variables of the calling shell never reach the script; declare them here. They are part of the cache key. They are for the script only: databazel's runner starts isolated (`python3 -I -S`), so `PYTHONPATH`, `PYTHONHOME` and the like cannot break it. A NUL byte in a name or value fails at analysis.",
     ),
     "network": attr.bool(
         default = False,

@@ -118,7 +118,7 @@ Their metrics files are in output group `epoch_metrics`.
         "test_data": attr.label(
             mandatory = True,
             allow_files = True,
-            doc = "The evaluation data: any label with files.",
+            doc = "The evaluation data: any label with files. Not a directory of the source tree: list its files with `glob([\"dir/**\"])`.",
         ),
     }),
     provides = [MetricsInfo],

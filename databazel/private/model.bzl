@@ -163,7 +163,7 @@ nothing, and an interrupted build resumes at the first unfinished epoch.
             doc = "Hyperparameters, given to the script as one JSON object of strings in `--hyperparams`.",
         ),
         "model": attr.string(
-            doc = "File name of the model output, relative to the package. Default: `<name>.model`.",
+            doc = "File name of the model output, relative to the package (`model.pkl`, `out/model.pkl`; not absolute, without `..`, not ending in `.hyperparams.json`). Default: `<name>.model`.",
         ),
         "train_executable": script_attr(
             "The training script: an executable target (such as a `py_binary`) or a single `.py` file that databazel runs with the Python toolchain's interpreter.",
@@ -171,7 +171,7 @@ nothing, and an interrupted build resumes at the first unfinished epoch.
         "training_data": attr.label(
             mandatory = True,
             allow_files = True,
-            doc = "The training data: any label with files (a file, a `filegroup`, a generated file, an `http_file`).",
+            doc = "The training data: any label with files (a file, a `filegroup`, a generated file, an `http_file`). Not a directory of the source tree, whose changes Bazel does not see: list its files with `glob([\"dir/**\"])` (the trial fails saying so).",
         ),
     }),
     provides = [ModelInfo],
