@@ -3,8 +3,17 @@
 # (GET/PUT of /ac/<sha256> and /cas/<sha256>). No system service is involved:
 # the configuration, pid file, logs and store all live under STATE_DIR.
 #
-#   tools/cache_server.sh start STATE_DIR PORT   # then: bazel build --remote_cache=http://127.0.0.1:PORT ...
+#   tools/cache_server.sh start [--writers FILE] [--readers FILE] STATE_DIR PORT
 #   tools/cache_server.sh stop STATE_DIR
+#
+# then: bazel build --remote_cache=http://[USER:PASSWORD@]127.0.0.1:PORT ...
+#
+# Credentials (docs/reliability.md, "Who may write to a cache"): FILE holds one
+# `user:password` per line. --writers FILE: every request but GET and HEAD
+# (that is, every upload) needs the credentials of a writer; without it anyone
+# who reaches the port can overwrite any entry. --readers FILE: GET and HEAD
+# need those of a reader or a writer too. Passwords are stored salted and
+# hashed ({SSHA}) in STATE_DIR.
 #
 # Needs nginx with the dav module (Debian: nginx-extras; ./setup.sh installs it).
 # Run as root, nginx's workers run as www-data, which gets the store; STATE_DIR
@@ -12,16 +21,52 @@
 # under /tmp). PORT must be unprivileged (1024-65535).
 set -euo pipefail
 
-usage() { echo "usage: $0 start STATE_DIR PORT | stop STATE_DIR" >&2; exit 2; }
+usage() { echo "usage: $0 start [--writers FILE] [--readers FILE] STATE_DIR PORT | stop STATE_DIR" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 action=$1
-state=$(realpath -m "$2")
+shift
+writers=""
+readers=""
+while [ "$action" = start ] && [ $# -gt 0 ]; do
+    case "$1" in
+    --writers) [ $# -ge 2 ] || usage; writers=$(realpath "$2"); shift 2 ;;
+    --readers) [ $# -ge 2 ] || usage; readers=$(realpath "$2"); shift 2 ;;
+    --*) usage ;;
+    *) break ;;
+    esac
+done
+[ $# -ge 1 ] || usage
+state=$(realpath -m "$1")
 pidfile=$state/nginx.pid
+
+# Writes an nginx user file ({SSHA}: salted SHA-1) from `user:password` lines.
+htpasswd() {
+    python3 - "$@" <<'PY'
+import base64, hashlib, os, sys
+out, sources = sys.argv[1], sys.argv[2:]
+lines = []
+for source in sources:
+    with open(source, encoding="utf-8") as f:
+        for number, line in enumerate(f.read().splitlines(), 1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            user, colon, password = line.partition(":")
+            if not colon or not user or not password or user != user.strip():
+                sys.exit(f"cache_server.sh: {source}:{number}: expected user:password")
+            salt = os.urandom(8)
+            digest = hashlib.sha1(password.encode() + salt).digest()
+            lines.append(f"{user}:{{SSHA}}{base64.b64encode(digest + salt).decode()}\n")
+if not lines:
+    sys.exit(f"cache_server.sh: no user:password line in {' '.join(sources)}")
+with open(out, "w", encoding="utf-8") as f:
+    f.writelines(lines)
+PY
+}
 
 case "$action" in
 start)
-    [ $# = 3 ] || usage
-    port=$3
+    [ $# = 2 ] || usage
+    port=$2
     if ! [[ "$port" =~ ^[0-9]+$ ]] || [ "$port" -lt 1024 ] || [ "$port" -gt 65535 ]; then
         echo "$0: PORT must be a number from 1024 to 65535, not '$port'" >&2
         exit 2
@@ -42,6 +87,22 @@ start)
             exit 1
         fi
     fi
+    # Who may read and write (see the header).
+    access=""
+    rm -f "$state/writers.htpasswd" "$state/readers.htpasswd"
+    if [ -n "$readers" ]; then
+        htpasswd "$state/readers.htpasswd" "$readers" ${writers:+"$writers"}
+        access+="auth_basic \"databazel cache\"; auth_basic_user_file $state/readers.htpasswd;"
+    fi
+    if [ -n "$writers" ]; then
+        htpasswd "$state/writers.htpasswd" "$writers"
+        access+=" limit_except GET { auth_basic \"databazel cache (writes)\"; auth_basic_user_file $state/writers.htpasswd; }"
+    fi
+    for f in "$state"/*.htpasswd; do
+        [ -e "$f" ] || continue
+        chmod 640 "$f"
+        [ "$(id -u)" != 0 ] || chgrp www-data "$f"
+    done
     cat >"$state/nginx.conf" <<CONF
 $user_line
 worker_processes 1;
@@ -62,6 +123,7 @@ http {
         dav_methods PUT;
         create_full_put_path on;
         dav_access user:rw group:r all:r;
+        location / { $access }
     }
 }
 CONF
@@ -75,7 +137,7 @@ except urllib.error.HTTPError:
     sys.exit(0)
 except OSError:
     sys.exit(1)" 2>/dev/null; then
-            echo "cache_server.sh: serving $state/store on http://127.0.0.1:$port (pid $(cat "$pidfile"))"
+            echo "cache_server.sh: serving $state/store on http://127.0.0.1:$port (pid $(cat "$pidfile"))${writers:+; writes need credentials}${readers:+; reads need credentials}"
             exit 0
         fi
         sleep 0.1
@@ -85,7 +147,7 @@ except OSError:
     exit 1
     ;;
 stop)
-    [ $# = 2 ] || usage
+    [ $# = 1 ] || usage
     if [ ! -f "$pidfile" ]; then
         echo "cache_server.sh: not running in $state"
         exit 0

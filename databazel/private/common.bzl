@@ -52,7 +52,11 @@ COMMON_ATTRS = {
         doc = "Python code a plain `.py` script imports: `py_library` targets or `.py` files, including the packages of the Python environment (`@<env>//:numpy`, or `requirement(\"numpy\")` from `@<env>//:requirements.bzl`). Only these, with their dependencies, are inputs of the action: a package the script imports but does not list here fails with an error naming the entry to add. Import roots are put on `PYTHONPATH`. (A `py_binary` script brings its own deps.)",
     ),
     "env": attr.string_dict(
-        doc = "Environment variables for the script, on top of databazel's defaults (`PYTHONHASHSEED=0`, one BLAS/OpenMP thread, a fixed `PATH`, ...). Variables of the calling shell never reach the script; declare them here. They are part of the cache key.",
+        doc = "Environment variables for the script, on top of databazel's defaults (`PYTHONHASHSEED=0`, one BLAS/OpenMP thread, a fixed `PATH`, ...). Variables of the calling shell never reach the script; declare them here. They are part of the cache key. They are for the script only: databazel's runner starts isolated (`python3 -I -S`), so `PYTHONPATH`, `PYTHONHOME` and the like cannot break it. A NUL byte in a name or value fails at analysis.",
+    ),
+    "network": attr.bool(
+        default = False,
+        doc = "Let the script open network connections (to an experiment tracker such as MLflow, say). By default a trial runs without network access: in Bazel's Linux sandbox it gets its own network namespace with only a loopback interface, so it can reach nothing, not even the host's `localhost` (execution requirement `block-network`; `network = True` gives `requires-network`). A trial's result should depend only on its declared inputs; what it sends out is not part of its cache key, and a cached trial sends nothing. Other spawn strategies (`local`, `processwrapper-sandbox`, workers) do not isolate the network. See docs/reliability.md.",
     ),
     "timeout": attr.int(
         default = 0,
@@ -198,6 +202,18 @@ def describe_hyperparams(hyperparams, limit = 160):
         text = text[:limit] + "..."
     return " ({})".format(text)
 
+def check_env(ctx):
+    """Fails naming the target when `env` holds what no process environment can.
+
+    Args:
+      ctx: the context of a rule with COMMON_ATTRS.
+    """
+    for key, value in ctx.attr.env.items():
+        if not key or "=" in key or "\0" in key:
+            fail("{}: `env` has the variable name {}; a name must be non-empty, without `=` or NUL bytes".format(ctx.label, repr(key)))
+        if "\0" in value:
+            fail("{}: `env` value of {} contains a NUL byte, which no environment variable can hold; remove it (pass binary data in a file in `data`)".format(ctx.label, key))
+
 def runner_arguments(ctx, subcommand):
     """The runner's arguments for `subcommand`, which `run_runner` completes.
 
@@ -239,7 +255,12 @@ def run_runner(ctx, script_attr_name, arguments, inputs, outputs, mnemonic, prog
     # WorkRequest. -S: the runner is stdlib-only, so it skips `site` (the
     # environment's site-packages); the user's script still gets them.
     startup = ctx.actions.args()
-    startup.add("-S")
+
+    # -I: `env` is for the script; PYTHONPATH, PYTHONHOME and the other
+    # PYTHON* variables in it must not reach the runner (nor the current
+    # directory's modules). -X utf8: whatever locale `env` sets. (A warm
+    # worker re-executes itself without -I: worker.py.)
+    startup.add_all(["-I", "-S", "-X", "utf8"])
     startup.add(ctx.file._runner)
 
     # The top-level entries of site-packages of the packages in `deps`, their
@@ -266,6 +287,7 @@ def run_runner(ctx, script_attr_name, arguments, inputs, outputs, mnemonic, prog
     head.add_all(deps.sources, map_each = _import_root, uniquify = True, before_each = "--pythonpath")
     head.add_all(deps.import_paths, before_each = "--pythonpath")
 
+    check_env(ctx)
     env = dict(DEFAULT_ENV)
     env.update(ctx.attr.env)
 
@@ -283,5 +305,8 @@ def run_runner(ctx, script_attr_name, arguments, inputs, outputs, mnemonic, prog
         mnemonic = mnemonic,
         progress_message = progress_message,
         use_default_shell_env = False,
-        execution_requirements = {"supports-workers": "1"} if warm else {},
+        execution_requirements = dict(
+            {"requires-network": ""} if ctx.attr.network else {"block-network": ""},
+            **({"supports-workers": "1"} if warm else {})
+        ),
     )

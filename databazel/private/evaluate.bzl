@@ -20,7 +20,10 @@ def _evaluate_one(ctx, model_info, model_file, test_data, prefix, epoch):
         inputs = depset([model_file], transitive = [test_data]),
         outputs = [metrics_file, output_dir],
         mnemonic = "DatabazelEvaluate",
-        progress_message = "Evaluating {}{}{}".format(
+        # The evaluate target first: Bazel's error line for a failed action
+        # names the target through this message.
+        progress_message = "Evaluating {}: model {}{}{}".format(
+            ctx.label,
             model_info.label,
             ", epoch {}".format(epoch) if epoch else "",
             describe_hyperparams(model_info.hyperparams),
@@ -119,7 +122,7 @@ Their metrics files are in output group `epoch_metrics`.
         "test_data": attr.label(
             mandatory = True,
             allow_files = True,
-            doc = "The evaluation data: any label with files.",
+            doc = "The evaluation data: any label with files. Not a directory of the source tree: list its files with `glob([\"dir/**\"])`.",
         ),
     }),
     provides = [MetricsInfo],

@@ -24,17 +24,62 @@ def checkpoint_name(model_name, epoch):
     root, extension = paths.split_extension(model_name)
     return "{}.epoch-{}{}".format(root, epoch, extension)
 
+# Linux's limit on one command-line argument (MAX_ARG_STRLEN, 32 pages): the
+# --hyperparams JSON must stay under it.
+MAX_ARGUMENT_BYTES = 128 * 1024
+
+def check_model_name(ctx, model_name):
+    """Fails naming the target unless `model_name` is a file name inside its package.
+
+    Args:
+      ctx: the model rule's context.
+      model_name: the model's file name, relative to the package.
+    """
+    problem = None
+    if model_name.startswith("/"):
+        problem = "is an absolute path"
+    elif model_name.endswith("/"):
+        problem = "ends with `/`"
+    elif [p for p in model_name.split("/") if p in ("", ".", "..")]:
+        problem = "has an empty, `.` or `..` component"
+    elif model_name.endswith(".hyperparams.json"):
+        problem = "ends with `.hyperparams.json`, the name of the file databazel writes each model's hyperparameters to"
+    elif "\0" in model_name or "\n" in model_name:
+        problem = "contains a NUL byte or a newline"
+    if problem:
+        fail("{}: `model` {} {}; give a file name relative to the package, such as \"{}.pkl\" or \"models/{}.pkl\"".format(
+            ctx.label,
+            repr(model_name),
+            problem,
+            ctx.label.name,
+            ctx.label.name,
+        ))
+
 def _model_impl(ctx):
     for key in ctx.attr.hyperparams:
         if not is_identifier(key):
             fail("{}: hyperparams key {} is not a valid hyperparameter name: use letters, digits and `_`, not starting with a digit".format(ctx.label, repr(key)))
     if ctx.attr.epochs < 0:
         fail("{}: `epochs` must be a positive number of epochs (or 0: train in one step, without epochs); got {}".format(ctx.label, ctx.attr.epochs))
+    for key, value in ctx.attr.hyperparams.items():
+        if "\0" in value:
+            fail("{}: hyperparameter {} contains a NUL byte, which no command-line argument can hold".format(ctx.label, key))
     model_name = renamed(ctx.label, "model", ctx.attr.model, "model_file", ctx.attr.model_file, unset = "") or ctx.label.name + ".model"
+    check_model_name(ctx, model_name)
     hyperparams_file = ctx.actions.declare_file(ctx.label.name + ".hyperparams.json")
 
     # json.encode sorts keys: the order in the BUILD file does not change the cache key.
-    ctx.actions.write(hyperparams_file, json.encode(ctx.attr.hyperparams))
+    encoded = json.encode(ctx.attr.hyperparams)
+    if len(encoded) >= MAX_ARGUMENT_BYTES:
+        sizes = sorted([(len(v), k) for k, v in ctx.attr.hyperparams.items()], reverse = True)
+        fail("{}: the hyperparameters take {} bytes as the JSON of --hyperparams, over Linux's limit of {} bytes for one command-line argument (MAX_ARG_STRLEN); the longest is {} ({} bytes): pass large values in a file of `data` and its name as the hyperparameter".format(
+            ctx.label,
+            len(encoded),
+            MAX_ARGUMENT_BYTES,
+            sizes[0][1],
+            sizes[0][0],
+        ))
+    ctx.actions.write(hyperparams_file, encoded)
     training_data = ctx.attr.training_data.files
     if not training_data.to_list():
         fail("{}: `training_data` {} provides no files".format(ctx.label, ctx.attr.training_data.label))
@@ -119,7 +164,7 @@ nothing, and an interrupted build resumes at the first unfinished epoch.
             doc = "Deprecated: the old name of `model_file`, accepted until databazel 0.2.0 with a message.",
         ),
         "model_file": attr.string(
-            doc = "File name of the model output, relative to the package, such as `m/model.pkl`. Default: `<name>.model`.",
+            doc = "File name of the model output, relative to the package (`model.pkl`, `out/model.pkl`; not absolute, without `..`, not ending in `.hyperparams.json`). Default: `<name>.model`.",
         ),
         "train_executable": script_attr(
             "The training script: an executable target (such as a `py_binary`) or a single `.py` file that databazel runs with the Python toolchain's interpreter.",
@@ -127,7 +172,7 @@ nothing, and an interrupted build resumes at the first unfinished epoch.
         "training_data": attr.label(
             mandatory = True,
             allow_files = True,
-            doc = "The training data: any label with files (a file, a `filegroup`, a generated file, an `http_file`).",
+            doc = "The training data: any label with files (a file, a `filegroup`, a generated file, an `http_file`). Not a directory of the source tree, whose changes Bazel does not see: list its files with `glob([\"dir/**\"])` (the trial fails saying so).",
         ),
     }),
     provides = [ModelInfo],

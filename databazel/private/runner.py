@@ -70,12 +70,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import math
 import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -222,6 +224,11 @@ def _load_json(text: str) -> Any:
         return json.loads(text, object_pairs_hook=_reject_duplicates)
     except json.JSONDecodeError as e:
         raise ContractError(f"not valid JSON: {e}") from None
+    except RecursionError:
+        raise ContractError("not valid JSON: nested too deeply") from None
+    except ValueError as e:
+        # Python refuses integers of more than 4,300 digits (sys.int_info).
+        raise ContractError(f"not valid JSON: {str(e).split(';')[0]}") from None
 
 
 def _describe(value: Any) -> str:
@@ -288,7 +295,14 @@ def parse_metrics(text: str) -> dict[str, float | int]:
             raise ContractError(
                 f"metric {name} has {_describe(value)} value; it must be a number"
             )
-        if not math.isfinite(value):
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an integer beyond the range of a double
+            raise ContractError(
+                f"metric {name} is an integer of {len(str(abs(value)))} digits, "
+                "too large for a floating-point number"
+            ) from None
+        if not finite:
             raise ContractError(
                 f"metric {name} is {_describe(value)}; it must be a finite number"
             )
@@ -305,12 +319,43 @@ def format_metrics(metrics: dict[str, float | int]) -> str:
 # Running the script
 
 
+# Where Bazel puts what actions generate, relative to the execroot.
+OUTPUT_TREE = "bazel-out"
+
+
+def check_not_source_directory(path: str, attribute: str) -> None:
+    """Reject a directory of the source tree given as data.
+
+    Bazel tracks a source directory as one file whose content it never reads:
+    changing or adding a file inside it re-runs nothing, so the model would
+    silently go stale.  A directory an action generated (`declare_directory`)
+    is tracked file by file and is fine.
+    """
+    if not os.path.isdir(path):
+        return
+    if os.path.normpath(path).split(os.sep)[0] == OUTPUT_TREE:
+        return
+    pattern = os.path.basename(os.path.normpath(path))
+    raise ContractError(
+        f"`{attribute}` includes {path}, a directory of the source tree: Bazel "
+        "does not see changes to the files inside it, so nothing would re-run "
+        "when they change; list its files instead, for example "
+        f'`{attribute} = glob(["{pattern}/**"])` (or a filegroup with that glob) '
+        "in the directory's package"
+    )
+
+
 @contextlib.contextmanager
-def data_path(paths: Sequence[str]) -> Iterator[str]:
-    """Yield the single data path, or a temporary directory of symlinks."""
+def data_path(paths: Sequence[str], attribute: str = "data") -> Iterator[str]:
+    """Yield the single data path, or a temporary directory of symlinks.
+
+    `attribute` names where the paths come from (`training_data`, `test_data`)
+    in errors.
+    """
     for path in paths:
         if not os.path.lexists(path):
             raise RunnerError(f"data path {path} does not exist")
+        check_not_source_directory(path, attribute)
     if len(paths) == 1:
         yield paths[0]
         return
@@ -474,6 +519,39 @@ def _wait(process: Process, timeout: float | None) -> str | None:
             signal.signal(sig, old)
 
 
+# Linux's limit on the length of one argument (MAX_ARG_STRLEN: 32 pages).
+MAX_ARGUMENT_BYTES = 128 * 1024
+
+
+def too_long_message(
+    kind: str, script: str, command: Sequence[str], env: dict[str, str]
+) -> str:
+    """Why exec refused the command line with E2BIG, naming the argument."""
+    longest = max(command, key=lambda a: len(os.fsencode(a)))
+    size = len(os.fsencode(longest))
+    if size >= MAX_ARGUMENT_BYTES:
+        index = list(command).index(longest)
+        flag = command[index - 1] if index > 0 else "the script's path"
+        what = (
+            "the hyperparameters (--hyperparams)"
+            if flag == "--hyperparams"
+            else f"the argument after {flag}"
+        )
+        return (
+            f"cannot run {kind} script {script}: {what} take {size:,} bytes, over "
+            f"Linux's limit of {MAX_ARGUMENT_BYTES:,} bytes for one argument "
+            "(MAX_ARG_STRLEN); pass large values in a data file instead"
+        )
+    total = sum(len(os.fsencode(a)) + 1 for a in command) + sum(
+        len(os.fsencode(k)) + len(os.fsencode(v)) + 2 for k, v in env.items()
+    )
+    return (
+        f"cannot run {kind} script {script}: its arguments and environment take "
+        f"{total:,} bytes, over the system's limit (ARG_MAX, "
+        f"{os.sysconf('SC_ARG_MAX'):,} bytes); pass large values in a data file instead"
+    )
+
+
 def run_script(
     kind: str,
     script: str,
@@ -525,7 +603,14 @@ def run_script(
                         start_new_session=True,
                     )
             except OSError as e:
+                if e.errno == errno.E2BIG:
+                    raise RunnerError(
+                        too_long_message(kind, script, command, env)
+                    ) from None
                 raise RunnerError(f"cannot run {kind} script {script}: {e}") from None
+            except ValueError as e:  # a NUL byte in an argument or variable
+                raise RunnerError(f"cannot run {kind} script {script}: {e}") from None
+            _tell_guard(process.pid)
             timed_out = _wait(process, timeout) == "timeout"
             returncode = process.wait()
         if timed_out:
@@ -552,6 +637,116 @@ def run_script(
         raise ScriptFailed(message, returncode, stderr_tail)
     finally:
         shutil.rmtree(log_dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# Outputs that are not regular files
+
+# Bazel opens every output to move, hash and cache it: a FIFO blocks it for
+# good, a socket fails the move, and a symbolic link would make whatever it
+# points to (a host file, a source file) the cached output.  The runner checks
+# outputs with lstat only, never opening them.
+
+
+def describe_mode(path: str, mode: int) -> str:
+    """What a non-regular file at `path` is, e.g. 'a FIFO (named pipe)'."""
+    if stat.S_ISLNK(mode):
+        try:
+            target = os.readlink(path)
+        except OSError:
+            return "a symbolic link"
+        dangling = "" if os.path.exists(path) else ", which does not exist"
+        return f"a symbolic link (to {target}{dangling})"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a Unix socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device file"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return "not a regular file"
+
+
+def special_entries(directory: str) -> list[tuple[str, str]]:
+    """(path, description) of every entry under `directory` that is neither a
+    regular file nor a directory (symbolic links included), depth first.
+
+    Symbolic links are not followed; nothing is opened.
+    """
+    found: list[tuple[str, str]] = []
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError:
+        return found
+    for entry in entries:
+        mode = entry.stat(follow_symlinks=False).st_mode
+        if stat.S_ISDIR(mode):
+            found.extend(special_entries(entry.path))
+        elif not stat.S_ISREG(mode):
+            found.append((entry.path, describe_mode(entry.path, mode)))
+    return found
+
+
+def remove_special_entries(directory: str) -> None:
+    """Remove what special_entries finds, and `directory` itself if it is one."""
+    try:
+        mode = os.lstat(directory).st_mode
+    except OSError:
+        return
+    if not stat.S_ISDIR(mode):
+        remove_path(directory)
+        return
+    for path, _ in special_entries(directory):
+        remove_path(path)
+
+
+def check_output_dir(kind: str, script: str, directory: str) -> None:
+    """Fail unless everything under `directory` is a regular file or directory."""
+    mode = os.lstat(directory).st_mode
+    if not stat.S_ISDIR(mode):
+        raise OutputContractError(
+            f"{kind} script {script} replaced the output directory {directory} "
+            f"with {describe_mode(directory, mode)}; write files into it instead"
+        )
+    found = special_entries(directory)
+    if found:
+        listed = "; ".join(
+            f"{os.path.relpath(path, directory)}: {what}"
+            for path, what in found[:MAX_LISTED_FILES]
+        )
+        more = len(found) - MAX_LISTED_FILES
+        raise OutputContractError(
+            f"{kind} script {script} left {len(found)} "
+            f"entr{'y' if len(found) == 1 else 'ies'} in {directory} that "
+            f"{'is' if len(found) == 1 else 'are'} neither a regular file nor a "
+            f"directory ({listed}{f'; and {more} more' if more > 0 else ''}); "
+            "Bazel can only store regular files as outputs: write the content "
+            "itself (copy a file instead of linking to it)"
+        )
+
+
+def check_output_file(kind: str, script: str, path: str, what: str, flag: str) -> None:
+    """Fail unless `path` is a regular file (checked with lstat, never opened)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        raise OutputContractError(
+            f"{kind} script {script} exited 0 but wrote no {what} at {path}; "
+            f"the script must write the {what} file to the path given by {flag}"
+        ) from None
+    if stat.S_ISDIR(mode):
+        raise OutputContractError(
+            f"{kind} script {script} exited 0 but wrote a directory at {path} "
+            f"where a {what} file was expected; write a single file to the path "
+            f"given by {flag} (archive several files into one)"
+        )
+    if not stat.S_ISREG(mode):
+        raise OutputContractError(
+            f"{kind} script {script} exited 0 but wrote {describe_mode(path, mode)} "
+            f"at {path} where a {what} file was expected; write the file itself "
+            "(copy it instead of linking to it)"
+        )
 
 
 def train(args: argparse.Namespace) -> None:
@@ -595,7 +790,7 @@ def train(args: argparse.Namespace) -> None:
                 f"{failed['error']}"
             )
         script_args += ["--init-model-path", args.init_model]
-    with data_path(args.data) as data:
+    with data_path(args.data, "training_data") as data:
         script_args[1] = data
         run_script(
             "train",
@@ -605,17 +800,7 @@ def train(args: argparse.Namespace) -> None:
             script_args,
             args.timeout,
         )
-    if os.path.isdir(out):
-        raise OutputContractError(
-            f"train script {args.script} exited 0 but wrote a directory at {out} "
-            "where a model file was expected; write a single file to the path "
-            "given by --model-output-path (archive several files into one)"
-        )
-    if not os.path.isfile(out):
-        raise OutputContractError(
-            f"train script {args.script} exited 0 but wrote no model at {out}; "
-            "the script must write the model file to the path given by --model-output-path"
-        )
+    check_output_file("train", args.script, out, "model", "--model-output-path")
 
 
 def _list_dir(directory: str) -> str:
@@ -644,7 +829,7 @@ def evaluate(args: argparse.Namespace) -> None:
             f"the model {args.model} is the failure record of {failed['target']}, "
             f"whose {failed['stage']} step failed: {failed['error']}"
         )
-    with data_path(args.data) as data:
+    with data_path(args.data, "test_data") as data:
         run_script(
             "evaluate",
             script,
@@ -653,7 +838,12 @@ def evaluate(args: argparse.Namespace) -> None:
             ["--model-path", args.model, "--data-path", data, "--output-dir", out_dir],
             args.timeout,
         )
-    if not os.path.isfile(metrics_file):
+    check_output_dir("evaluate", script, out_dir)
+    if os.path.lexists(metrics_file):
+        check_output_file(
+            "evaluate", script, metrics_file, "metrics.json", "--output-dir"
+        )
+    else:
         raise OutputContractError(
             f"evaluate script {script} exited 0 but wrote no metrics.json in {out_dir} "
             f"({_list_dir(out_dir)}); the script must write DIR/metrics.json where DIR "
@@ -822,21 +1012,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def expand_argv(argv: list[str]) -> list[str]:
+    """The arguments, with a last `@FILE` (Bazel's params file) replaced by its lines.
+
+    Bazel passes the arguments in a params file, one per line, so that the
+    same action can also run in a persistent worker.
+    """
+    if argv and argv[-1].startswith("@"):
+        with open(argv[-1][1:], encoding="utf-8") as f:
+            return argv[:-1] + f.read().splitlines()
+    return argv
+
+
+# Variables of `env` that change where Python finds modules: the worker's own
+# process starts without them (its scripts get them back, see worker.py).
+_WORKER_UNSAFE_ENV = (
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONSTARTUP",
+    "PYTHONUSERBASE",
+    "PYTHONEXECUTABLE",
+    "PYTHONPLATLIBDIR",
+    "PYTHONSAFEPATH",
+    "PYTHONINSPECT",
+)
+WORKER_SAVED_ENV = "DATABAZEL_WORKER_SAVED_ENV"
+
+
+def _reexec_worker(argv: list[str]) -> None:
+    """Start the worker again without -I, so that its scripts get `env`'s PYTHON*.
+
+    A sandboxed script is a new interpreter that honours PYTHONHASHSEED,
+    PYTHONUTF8, PYTHONWARNINGS, ...; a forked one inherits the worker's, so
+    the worker must honour them too. Those that would change the runner's own
+    imports are set aside and given back to the scripts.
+    """
+    env = dict(os.environ)
+    saved = {k: env.pop(k) for k in _WORKER_UNSAFE_ENV if k in env}
+    env[WORKER_SAVED_ENV] = json.dumps(saved)
+    os.execve(sys.executable, [sys.executable, "-S", os.path.abspath(__file__), *argv], env)
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = expand_argv(sys.argv[1:] if argv is None else argv)
     if "--persistent_worker" in argv:
+        if sys.flags.isolated:
+            _reexec_worker(argv)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import worker  # beside this file; only warm runs need it
 
         site = [v for k, v in zip(argv, argv[1:]) if k == "--site-package"]
         return worker.serve(
             sys.modules[__name__], site, sys.stdin.buffer, sys.stdout.buffer
         )
-    if argv and argv[-1].startswith("@"):
-        # Bazel passes the arguments in a params file (`@FILE`, one per line),
-        # so that the same action can also run in a persistent worker.
-        with open(argv[-1][1:], encoding="utf-8") as f:
-            argv = argv[:-1] + f.read().splitlines()
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    finally:
+        if args.command == "evaluate":
+            # Whatever happened, Bazel may move the directory: nothing in it
+            # may block or fail that (a FIFO, a socket) or point elsewhere.
+            remove_special_entries(args.output_dir)
+
+
+def _run(args: argparse.Namespace) -> int:
     output: str = args.model_output if args.command == "train" else args.metrics_output
     try:
         try:
@@ -857,9 +1096,19 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     except (RunnerError, OSError) as e:
         message = str(e)
-    except SystemExit:
+    except SystemExit as e:
         # Stopped by a signal (see _wait): leave no output behind.
         remove_path(output)
+        if isinstance(e.code, int) and e.code > 128:
+            print(
+                error_line(
+                    args.target,
+                    f"the databazel runner was told to stop (signal "
+                    f"{_signal_name(128 - e.code)}); it stopped the {args.command} "
+                    "script and every process it started",
+                ),
+                file=sys.stderr,
+            )
         raise
     except Exception as e:  # noqa: BLE001 - any failure is one error, never a traceback
         message = f"internal error in the databazel runner: {type(e).__name__}: {e}"
@@ -868,5 +1117,86 @@ def main(argv: list[str] | None = None) -> int:
     return 1
 
 
+# The write end of a pipe to the guard (see guarded_main), which the runner
+# tells the script's process id.
+_guard_pipe: int | None = None
+
+
+def _tell_guard(pid: int) -> None:
+    if _guard_pipe is not None:
+        with contextlib.suppress(OSError):
+            os.write(_guard_pipe, f"{pid}\n".encode())
+
+
+def guarded_main() -> int:
+    """Run main() in a child process and report it if that child is killed.
+
+    A script can kill its runner (for example `os.kill(os.getppid(), SIGKILL)`),
+    which then cannot say anything.  The guard is the process Bazel started:
+    it passes SIGTERM, SIGINT and SIGHUP on to the runner, and when the runner
+    dies of any other signal it stops the script, removes the outputs and
+    prints the error line the runner could not.
+    """
+    global _guard_pipe
+    argv = expand_argv(sys.argv[1:])
+    if "--persistent_worker" in argv:
+        return main()  # one request at a time, each supervised by the worker
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        _guard_pipe = write_end
+        code = 1
+        try:
+            code = main()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    os.close(write_end)
+    forwarded: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        forwarded.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    killed_by = os.WTERMSIG(status)
+    with os.fdopen(read_end, "rb") as pipe:
+        script_pids = [int(line) for line in pipe.read().split()]
+    for script_pid in script_pids:
+        with contextlib.suppress(OSError):
+            os.killpg(script_pid, signal.SIGKILL)
+    # The runner parsed these (the guard saves itself the time): Bazel gives
+    # each flag and its value as two arguments.
+    flags = dict(zip(argv, argv[1:]))
+    for flag in ("--model-output", "--metrics-output"):
+        if flag in flags:
+            remove_path(flags[flag])
+    if "--output-dir" in flags:
+        remove_special_entries(flags["--output-dir"])
+    if killed_by in forwarded:
+        return 128 + killed_by
+    command = argv[0] if argv else "?"
+    print(
+        error_line(
+            flags.get("--target", "?"),
+            f"the databazel runner was killed by signal {_signal_name(-killed_by)} "
+            f"while it ran the {command} script; something killed it, most "
+            "likely the script itself (for example by signalling its parent "
+            "process) or the system's out-of-memory killer",
+        ),
+        file=sys.stderr,
+    )
+    return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded_main())

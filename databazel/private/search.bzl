@@ -219,6 +219,7 @@ def hyperparam_search(
         data = [],
         env = {},
         model = None,
+        network = False,
         **kwargs):
     """A hyperparameter search: one `model` and one `evaluate` target per trial, and a report.
 
@@ -265,6 +266,7 @@ def hyperparam_search(
       data: as in `model` and `evaluate`; given to both scripts.
       env: as in `model` and `evaluate`; given to both scripts.
       model: deprecated: the old name of `model_file`, accepted until databazel 0.2.0 with a message.
+      network: as in `model` and `evaluate`: let both scripts open network connections (off by default).
       **kwargs: common attributes (`tags`, `visibility`, `testonly`, `exec_properties`
         for remote execution, ...) given to every target.
     """
@@ -315,6 +317,7 @@ def hyperparam_search(
         deps = deps,
         data = data,
         env = env,
+        network = network,
         kwargs = kwargs,
     )
 
@@ -372,6 +375,7 @@ def _train(common, target, hyperparams, epochs):
         deps = common["deps"],
         data = common["data"],
         env = common["env"],
+        network = common["network"],
         **common["kwargs"]
     )
 
@@ -389,6 +393,7 @@ def _evaluate_trial(common, target, trained, epochs = []):
         deps = common["deps"],
         data = common["data"],
         env = common["env"],
+        network = common["network"],
         **common["kwargs"]
     )
 

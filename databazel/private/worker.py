@@ -330,6 +330,8 @@ def serve(
     runner: Any, site_packages: Sequence[str], stdin: BinaryIO, stdout: BinaryIO
 ) -> int:
     """Answer WorkRequests until Bazel closes stdin; `runner.main(argv)` runs one."""
+    # What runner.py set aside to import its own modules safely.
+    os.environ.update(json.loads(os.environ.pop(runner.WORKER_SAVED_ENV, "{}")))
     parent = WarmParent()
     parent.prepare(site_packages)
     main = runner.main

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -961,3 +962,163 @@ def test_a_metrics_file_with_a_status_metric_is_not_a_failure() -> None:
     assert runner.parse_metrics_or_failure('{"status": 1}') == ({"status": 1}, None)
     with pytest.raises(runner.ContractError, match="string"):
         runner.parse_metrics_or_failure('{"status": "failed"}')
+
+
+# --- hostile outputs and inputs (issue 18) -----------------------------------
+
+SPECIAL_MODEL = """
+import os, sys
+argv = sys.argv[1:]
+out = argv[argv.index("--model-output-path") + 1]
+kind = os.environ["KIND"]
+if kind == "fifo":
+    os.mkfifo(out)
+elif kind == "link":
+    os.symlink("/etc/passwd", out)
+else:
+    os.symlink("/nonexistent/model", out)
+"""
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("fifo", "wrote a FIFO (named pipe) at out/model.bin"),
+        ("link", "wrote a symbolic link (to /etc/passwd) at out/model.bin"),
+        (
+            "dangling",
+            "wrote a symbolic link (to /nonexistent/model, which does not exist) at",
+        ),
+    ],
+)
+def test_a_model_that_is_not_a_regular_file_is_rejected_and_removed(
+    work: Path, capsys, monkeypatch: pytest.MonkeyPatch, kind: str, message: str
+) -> None:
+    monkeypatch.setenv("KIND", kind)
+    script = write_py(work, "train.py", SPECIAL_MODEL)
+    code, err = run_main(train(script.name), capsys)
+    assert code == 1
+    assert_error(err, message, "where a model file was expected; write the file itself")
+    assert not os.path.lexists(work / "out/model.bin")
+
+
+SPECIAL_OUTPUTS = """
+import os, socket, sys
+argv = sys.argv[1:]
+out = argv[argv.index("--output-dir") + 1]
+with open(os.path.join(out, "metrics.json"), "w") as f:
+    f.write('{"accuracy": 1}')
+os.makedirs(os.path.join(out, "deep", "er"))
+os.mkfifo(os.path.join(out, "deep", "er", "pipe"))
+socket.socket(socket.AF_UNIX).bind(os.path.join(out, "sock"))
+os.symlink("/etc/passwd", os.path.join(out, "passwd"))
+with open(os.path.join(out, "kept.txt"), "w") as f:
+    f.write("a regular file")
+sys.exit(int(os.environ.get("EXIT", "0")))
+"""
+
+
+@pytest.mark.parametrize("exit_code", ["0", "3"])
+def test_special_files_in_the_output_dir_fail_and_are_removed(
+    work: Path, capsys, monkeypatch: pytest.MonkeyPatch, exit_code: str
+) -> None:
+    monkeypatch.setenv("EXIT", exit_code)
+    (work / "model.bin").write_text("m", encoding="utf-8")
+    script = write_py(work, "eval.py", SPECIAL_OUTPUTS)
+    code, err = run_main(evaluate(script.name), capsys)
+    assert code == 1
+    if exit_code == "0":
+        assert_error(
+            err,
+            "evaluate script eval.py left 3 entries in out/eval_dir that are neither "
+            "a regular file nor a directory (deep/er/pipe: a FIFO (named pipe); "
+            "passwd: a symbolic link (to /etc/passwd); sock: a Unix socket)",
+        )
+    else:
+        assert_error(err, "evaluate script eval.py exited with code 3")
+    # Whatever failed, nothing is left that Bazel could block on or follow.
+    left = sorted(
+        str(p.relative_to(work / "out/eval_dir"))
+        for p in (work / "out/eval_dir").rglob("*")
+    )
+    assert left == ["deep", "deep/er", "kept.txt", "metrics.json"]
+    assert not (work / "out/eval.metrics.json").exists()
+
+
+def test_a_source_directory_as_data_is_rejected(work: Path, capsys) -> None:
+    (work / "datadir").mkdir()
+    script = write_py(work, "train.py", RECORD_ARGV)
+    argv = train(script.name)
+    argv[argv.index("data.csv")] = "datadir"
+    code, err = run_main(argv, capsys)
+    assert code == 1
+    assert_error(
+        err,
+        "`training_data` includes datadir, a directory of the source tree",
+        '`training_data = glob(["datadir/**"])`',
+    )
+    # A directory an action generated is tracked file by file: accepted.
+    (work / "bazel-out/bin/gen").mkdir(parents=True)
+    argv[argv.index("datadir")] = "bazel-out/bin/gen"
+    assert run_main(argv, capsys) == (0, "")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"n": ' + "9" * 5000 + "}", "Exceeds the limit (4300 digits)"),
+        ('{"n": 1' + "0" * 400 + "}", "an integer of 401 digits, too large"),
+        ('{"n": ' + "[" * 100000 + "]" * 100000 + "}", "nested too deeply"),
+    ],
+    ids=["5000 digits", "401 digits", "deep"],
+)
+def test_hostile_metrics_are_contract_errors(text: str, message: str) -> None:
+    with pytest.raises(runner.ContractError, match=re.escape(message)):
+        runner.parse_metrics(text)
+
+
+def test_hyperparameters_over_the_argument_limit_are_named(work: Path, capsys) -> None:
+    (work / "hp.json").write_text(json.dumps({"big": "x" * 140000}), encoding="utf-8")
+    script = write_py(work, "train.py", RECORD_ARGV)
+    code, err = run_main(train(script.name), capsys)
+    assert code == 1
+    assert_error(
+        err,
+        "cannot run train script train.py: the hyperparameters (--hyperparams) take "
+        "140,010 bytes, over Linux's limit of 131,072 bytes for one argument",
+    )
+
+
+KILL_PARENT = """
+import os, signal, sys, time
+with open("script.pid", "w") as f:
+    f.write(str(os.getpid()))
+os.kill(os.getppid(), int(os.environ["SIGNAL"]))
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_script_that_kills_its_runner_still_gets_an_error_line(
+    work: Path, sig: signal.Signals
+) -> None:
+    script = write_py(work, "train.py", KILL_PARENT)
+    proc = subprocess.run(
+        [sys.executable, str(RUNNER), *train(script.name)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=runner.KILL_GRACE_SECONDS + 30,
+        env={**os.environ, "SIGNAL": str(int(sig))},
+    )
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert_error(lines[0])
+    if sig == signal.SIGKILL:
+        assert proc.returncode == 1
+        assert "the databazel runner was killed by signal SIGKILL" in lines[0]
+    else:
+        assert proc.returncode == 128 + sig
+        assert "the databazel runner was told to stop (signal SIGTERM)" in lines[0]
+    assert _gone(int((work / "script.pid").read_text()))
+    assert not (work / "out/model.bin").exists()

@@ -314,10 +314,10 @@ class Bench:
                 hp.write_text(json.dumps({"a": str(i)}))
                 if runner:
                     commands = [
-                        [str(self.python), "-S", str(runner_py), "train", "--target", "//b:t",
+                        [str(self.python), "-I", "-S", "-X", "utf8", str(runner_py), "train", "--target", "//b:t",
                          "--script", str(bench / "train.sh"), "--hyperparams-file", str(hp),
                          "--model-output", str(model), "--data", str(bench / "data.txt")],
-                        [str(self.python), "-S", str(runner_py), "evaluate", "--target", "//b:e",
+                        [str(self.python), "-I", "-S", "-X", "utf8", str(runner_py), "evaluate", "--target", "//b:e",
                          "--script", str(bench / "evaluate.sh"), "--model", str(model),
                          "--metrics-output", str(out) + ".json", "--output-dir", str(out),
                          "--data", str(bench / "data.txt")],
