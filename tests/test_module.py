@@ -181,7 +181,8 @@ def _starlark_files() -> list[Path]:
 def _calls_named(text: str, name: str) -> list[str]:
     """The argument text of every call `name(...)` (parentheses balanced)."""
     found = []
-    for match in re.finditer(rf"(?<![\w.]){re.escape(name)}\(", text):
+    # A call quoted in a docstring (`glob(...)`) is not a call.
+    for match in re.finditer(rf"(?<![\w.`]){re.escape(name)}\(", text):
         depth, i = 1, match.end()
         while depth:
             depth += {"(": 1, ")": -1}.get(text[i], 0)
