@@ -86,14 +86,14 @@ def resolve_script(ctx, attr_name):
       attr_name: the attribute holding the script.
 
     Returns:
-      struct(path = exec path, python = whether to run it with the interpreter,
-      tools = list for ctx.actions.run(tools), inputs = depset).
+      struct(path = exec path, file = the File, python = whether to run it with
+      the interpreter, tools = list for ctx.actions.run(tools), inputs = depset).
     """
     target = getattr(ctx.attr, attr_name)
     files_to_run = target[DefaultInfo].files_to_run
     executable = files_to_run.executable if files_to_run else None
     if executable and not executable.is_source:
-        return struct(path = executable.path, python = False, tools = [files_to_run], inputs = depset())
+        return struct(path = executable.path, file = executable, python = False, tools = [files_to_run], inputs = depset())
     files = target.files.to_list()
     if len(files) != 1 or files[0].extension != "py":
         fail("{}: `{}` must be an executable target (such as a py_binary) or a single .py file; {} provides {}".format(
@@ -102,7 +102,7 @@ def resolve_script(ctx, attr_name):
             target.label,
             [f.short_path for f in files],
         ))
-    return struct(path = files[0].path, python = True, tools = [], inputs = depset(files))
+    return struct(path = files[0].path, file = files[0], python = True, tools = [], inputs = depset(files))
 
 def _import_root(f):
     """The directory a Python file's imports are relative to (an exec path)."""
