@@ -167,3 +167,157 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+
+
+CARD_BUILD = (
+    LOAD
+    + """
+# buildifier: disable=native-py
+py_library(
+    name = "fakepkg",
+    srcs = ["site/fakepkg-1.2.3.dist-info/__init__.py"],
+)
+
+filegroup(
+    name = "train_files",
+    srcs = ["a.txt", "b.txt"],
+)
+
+model(
+    name = "m",
+    epochs = 3,
+    hyperparams = {"x": "1"},
+    train_executable = "//scripts:train.py",
+    training_data = ":train_files",
+    deps = ["//lib:fixturelib", ":fakepkg"],
+)
+
+evaluate(
+    name = "e",
+    eval_executable = "//scripts:evaluate.py",
+    learning_curve = True,
+    model = ":m",
+    test_data = "test.txt",
+    deps = ["//lib:fixturelib"],
+)
+
+hyperparam_search(
+    name = "s",
+    eval_executable = "//scripts:evaluate.py",
+    grid = {"x": ["0", "1", "4"]},
+    metric = "accuracy",
+    test_data = "test.txt",
+    train_executable = "//scripts:train.py",
+    training_data = "a.txt",
+    deps = ["//lib:fixturelib"],
+)
+"""
+)
+
+
+def write_cards(ws: Workspace) -> None:
+    ws.write("cards/a.txt", "training rows a\n")
+    ws.write("cards/b.txt", "training rows b\n")
+    ws.write("cards/test.txt", "test rows\n")
+    ws.write("cards/site/fakepkg-1.2.3.dist-info/__init__.py", "")
+    ws.write("cards/BUILD", CARD_BUILD)
+
+
+def file_sha(ws: Workspace, relpath: str) -> str:
+    return sha256((ws.root / relpath).read_bytes())
+
+
+CARD_TARGETS = ("//cards:m", "//cards:e", "//cards:s", "//cards:s.best")
+
+
+def test_cards_describe_every_checkpoint_evaluation_and_best_model(
+    ws: Workspace,
+) -> None:
+    write_cards(ws)
+    # Cards are an output group: building the targets writes none.
+    plain = ws.build(*CARD_TARGETS)
+    assert plain.executed("DatabazelCard") == 0
+    assert not ws.bin("cards/m.epoch-1.model.card.json").exists()
+    # Asking for them runs card actions: nothing re-trains (epochs 1 and 2
+    # are evaluated for their evaluation cards: only epoch 3 was built).
+    result = ws.build(*CARD_TARGETS, flags=("--output_groups=+cards",))
+    assert result.executed_by_mnemonic() == {"DatabazelCard": 10, "DatabazelEvaluate": 2}
+
+    data = [
+        {"path": f"cards/{n}", "sha256": file_sha(ws, f"cards/{n}")}
+        for n in ("a.txt", "b.txt")
+    ]
+    script = {"path": "scripts/train.py", "sha256": file_sha(ws, "scripts/train.py")}
+    previous = None
+    for epoch in (1, 2, 3):
+        path = f"cards/m.epoch-{epoch}.model"
+        card = json.loads(ws.bin(path + ".card.json").read_text())
+        assert card["label"] == "//cards:m"
+        assert card["model"] == {"path": path, "sha256": sha256(ws.bin(path).read_bytes())}
+        assert card["epoch"] == epoch
+        assert card["resumed_from"] == previous
+        assert card["hyperparams"] == {"x": "1"}
+        assert card["training_data"] == data
+        assert card["script"] == script
+        # From the dist-info directory among the training action's deps.
+        assert card["python_packages"] == {"fakepkg": "1.2.3"}
+        assert card["status"] == "ok" and card["evaluation"] is None
+        previous = card["model"]
+
+    # An evaluation's card: the evaluated checkpoint's card with the metrics.
+    for epoch in (1, 2, 3):
+        card = json.loads(ws.bin(f"cards/e.epoch-{epoch}.card.json").read_text())
+        model_card = json.loads(
+            ws.bin(f"cards/m.epoch-{epoch}.model.card.json").read_text()
+        )
+        metrics = json.loads(ws.bin(f"cards/e.epoch-{epoch}.metrics.json").read_text())
+        assert card["evaluation"] == {"label": "//cards:e", "metrics": metrics}
+        assert {k: v for k, v in card.items() if k != "evaluation"} == {
+            k: v for k, v in model_card.items() if k != "evaluation"
+        }
+
+    # The search's best model: the winning trial's card, for the served copy.
+    report = json.loads(ws.bin("cards/s.json").read_text())
+    best = json.loads(ws.bin("cards/s.best.card.json").read_text())
+    served = ws.bin("cards/s.best.model").read_bytes()
+    assert best["model"] == {"path": "cards/s.best.model", "sha256": sha256(served)}
+    assert best["label"] == report["best"]["label"] == "//cards:s__x-1"
+    assert best["hyperparams"] == {"x": "1"}
+    assert best["training_data"] == [data[0]]
+    assert best["search"] == {
+        "label": "//cards:s",
+        "metric": "accuracy",
+        "mode": "max",
+        "trial": "//cards:s__x-1",
+        "trial_model": "cards/s__x-1.model",
+    }
+    assert best["evaluation"] == {
+        "label": "//cards:s__x-1__eval",
+        "metrics": report["best"]["metrics"],
+    }
+    assert best["epoch"] is None and best["resumed_from"] is None
+
+    # Two clean builds give byte-identical cards. (The fixture's model records
+    # the runner's temporary directory of links when it gets several data
+    # files, so m's checkpoints, and only their sha256, differ between builds.)
+    cards = sorted(p for p in ws.bin("cards").rglob("*.card.json"))
+    assert len(cards) == 3 + 3 + 3 + 1  # checkpoints, evaluations, trials, best
+    before = {p.name: p.read_bytes() for p in cards}
+    ws.bazel("clean", check=True)
+    ws.build(*CARD_TARGETS, flags=("--output_groups=+cards",))
+    after = {p.name: p.read_bytes() for p in cards}
+    searched = [p.name for p in cards if p.name.startswith("s")]
+    assert len(searched) == 4
+    assert {n: after[n] for n in searched} == {n: before[n] for n in searched}
+
+    def without_model_digests(text: bytes) -> dict:
+        card = json.loads(text)
+        for key in ("model", "resumed_from"):
+            if card[key]:
+                card[key] = card[key]["path"]
+        return card
+
+    for name in set(before) - set(searched):
+        assert without_model_digests(after[name]) == without_model_digests(
+            before[name]
+        )
