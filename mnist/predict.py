@@ -23,7 +23,7 @@ import pickle
 import sys
 from pathlib import Path
 
-import lib  # first: it pins BLAS to one thread before numpy loads
+import lib  # noqa: F401  (first: it pins BLAS to one thread before numpy loads)
 import numpy as np
 from PIL import Image
 
@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         with open(model_path, "rb") as f:
             model = pickle.load(f)
     except OSError as e:
-        print(f"{PROG}: error: cannot read the model {model_path}: {e}", file=sys.stderr)
+        print(
+            f"{PROG}: error: cannot read the model {model_path}: {e}", file=sys.stderr
+        )
         return 1
 
     # `bazel run` starts the program in its runfiles; the user's paths are

@@ -87,7 +87,9 @@ def python_packages(dist_info_dirs: Iterable[str]) -> dict[str, str]:
     """{distribution: version} from `name-version.dist-info` directory names."""
     packages = {}
     for directory in dist_info_dirs:
-        stem = directory[: -len(".dist-info")] if directory.endswith(".dist-info") else ""
+        stem = (
+            directory[: -len(".dist-info")] if directory.endswith(".dist-info") else ""
+        )
         name, dash, version = stem.rpartition("-")
         if dash and name and version:
             packages[normalize_distribution(name)] = version

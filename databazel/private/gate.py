@@ -70,9 +70,7 @@ def load_subject(path: str, search: bool) -> tuple[str, dict[str, float | int], 
     return where, best["metrics"], ""
 
 
-def check(
-    metrics: dict[str, float | int], bars: list[Bar]
-) -> list[tuple[bool, str]]:
+def check(metrics: dict[str, float | int], bars: list[Bar]) -> list[tuple[bool, str]]:
     """(passed, line) for each bar."""
     results = []
     for bar in bars:

@@ -116,7 +116,9 @@ def test_gates_pass_fail_with_the_bar_and_are_cached(ws: Workspace) -> None:
 
 def test_a_worse_hyperparameter_turns_the_gates_red(ws: Workspace) -> None:
     write_gates(ws, "1")
-    assert ws.bazel("test", "//gates:good_enough", "//gates:search_gate").returncode == 0
+    assert (
+        ws.bazel("test", "//gates:good_enough", "//gates:search_gate").returncode == 0
+    )
     # x = 3 scores 1 / (1 + 2): below the model's bar, and the search's best
     # trial (now x = 0, 0.5) is below the search's bar.
     write_gates(ws, "3")
@@ -154,19 +156,19 @@ def test_a_failed_trial_record_fails_the_gate(ws: Workspace) -> None:
 def test_a_bar_that_is_not_a_number_fails_at_analysis(ws: Workspace) -> None:
     write_gates(ws, "1")
     with (ws.root / "gates" / "BUILD").open("a") as build:
-        build.write('\nmetrics_test(name = "bad", at_least = {"accuracy": "high"}, metrics = ":e")\n')
+        build.write(
+            '\nmetrics_test(name = "bad", at_least = {"accuracy": "high"}, metrics = ":e")\n'
+        )
     result = ws.bazel("test", "//gates:bad")
     assert result.returncode != 0
     assert (
-        "//gates:bad: `at_least` of metric \"accuracy\" must be a number written "
+        '//gates:bad: `at_least` of metric "accuracy" must be a number written '
         'as a string, such as "0.9"; got "high"' in result.stderr
     )
 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
 
 
 CARD_BUILD = (
@@ -241,7 +243,10 @@ def test_cards_describe_every_checkpoint_evaluation_and_best_model(
     # Asking for them runs card actions: nothing re-trains (epochs 1 and 2
     # are evaluated for their evaluation cards: only epoch 3 was built).
     result = ws.build(*CARD_TARGETS, flags=("--output_groups=+cards",))
-    assert result.executed_by_mnemonic() == {"DatabazelCard": 10, "DatabazelEvaluate": 2}
+    assert result.executed_by_mnemonic() == {
+        "DatabazelCard": 10,
+        "DatabazelEvaluate": 2,
+    }
 
     data = [
         {"path": f"cards/{n}", "sha256": file_sha(ws, f"cards/{n}")}
@@ -253,7 +258,10 @@ def test_cards_describe_every_checkpoint_evaluation_and_best_model(
         path = f"cards/m.epoch-{epoch}.model"
         card = json.loads(ws.bin(path + ".card.json").read_text())
         assert card["label"] == "//cards:m"
-        assert card["model"] == {"path": path, "sha256": sha256(ws.bin(path).read_bytes())}
+        assert card["model"] == {
+            "path": path,
+            "sha256": sha256(ws.bin(path).read_bytes()),
+        }
         assert card["epoch"] == epoch
         assert card["resumed_from"] == previous
         assert card["hyperparams"] == {"x": "1"}
@@ -318,6 +326,4 @@ def test_cards_describe_every_checkpoint_evaluation_and_best_model(
         return card
 
     for name in set(before) - set(searched):
-        assert without_model_digests(after[name]) == without_model_digests(
-            before[name]
-        )
+        assert without_model_digests(after[name]) == without_model_digests(before[name])
