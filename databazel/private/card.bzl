@@ -87,7 +87,11 @@ def model_card(ctx, model_file, hyperparams_file, training_data, epoch, previous
         args.add("--epoch", str(epoch))
     if previous:
         args.add("--resumed-from", _pair(previous))
+    # Distributions may come with the interpreter, through `deps` (their
+    # sources, or their runfiles when the dist-info files are data), or in a
+    # py_binary script's runfiles.
     packages = [python_runtime(ctx).files, dependencies(ctx).sources]
+    packages.extend([d[DefaultInfo].default_runfiles.files for d in ctx.attr.deps])
     if not script.python:
         packages.append(target[DefaultInfo].default_runfiles.files)
     add_python_packages(args, depset(transitive = packages))

@@ -119,6 +119,13 @@ def test_a_worse_hyperparameter_turns_the_gates_red(ws: Workspace) -> None:
     assert (
         ws.bazel("test", "//gates:good_enough", "//gates:search_gate").returncode == 0
     )
+    # A hyperparameter the score does not depend on: the model is retrained
+    # and re-evaluated, the metrics stay the same, and so does the gate's result.
+    write_gates(ws, "1", extra=', "note": "retrained"')
+    same = ws.bazel("test", "//gates:good_enough")
+    assert same.returncode == 0
+    assert same.executed("DatabazelTrain") == 1
+    assert "(cached) PASSED" in same.stdout
     # x = 3 scores 1 / (1 + 2): below the model's bar, and the search's best
     # trial (now x = 0, 0.5) is below the search's bar.
     write_gates(ws, "3")
