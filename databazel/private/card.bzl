@@ -87,6 +87,7 @@ def model_card(ctx, model_file, hyperparams_file, training_data, epoch, previous
         args.add("--epoch", str(epoch))
     if previous:
         args.add("--resumed-from", _pair(previous))
+
     # Distributions may come with the interpreter, through `deps` (their
     # sources, or their runfiles when the dist-info files are data), or in a
     # py_binary script's runfiles.
