@@ -102,8 +102,8 @@ action each; `search_report` draws the metric against the epoch from them.
 Their metrics files are in output group `epoch_metrics`.
 
 Output group `cards` has the lineage card of the evaluated model with the
-metrics, `<name>.card.json` (`<name>.epoch-K.card.json` for each evaluated
-checkpoint).
+metrics, `<name>.card.json` (for a model trained in epochs,
+`<name>.epoch-K.card.json` for each evaluated checkpoint).
 """,
     attrs = dict(COMMON_ATTRS, **dict(CARD_ATTRS, **{
         "epochs": attr.int_list(

@@ -334,3 +334,27 @@ def test_cards_describe_every_checkpoint_evaluation_and_best_model(
 
     for name in set(before) - set(searched):
         assert without_model_digests(after[name]) == without_model_digests(before[name])
+
+
+def test_the_card_of_a_model_trained_by_a_py_binary(ws: Workspace) -> None:
+    ws.write("cardbin/train.txt", "training rows\n")
+    ws.write(
+        "cardbin/BUILD",
+        LOAD
+        + """
+model(
+    name = "m",
+    train_executable = "//scripts:train_bin",
+    training_data = "train.txt",
+)
+""",
+    )
+    ws.build("//cardbin:m", flags=("--output_groups=+cards",))
+    card = json.loads(ws.bin("cardbin/m.model.card.json").read_text())
+    # The script is the binary Bazel runs: its launcher.
+    assert card["script"] == {
+        "path": "scripts/train_bin",
+        "sha256": sha256(ws.bin("scripts/train_bin").read_bytes()),
+    }
+    assert card["model"]["sha256"] == sha256(ws.bin("cardbin/m.model").read_bytes())
+    assert card["label"] == "//cardbin:m" and card["hyperparams"] == {}
