@@ -351,10 +351,18 @@ model(
     )
     ws.build("//cardbin:m", flags=("--output_groups=+cards",))
     card = json.loads(ws.bin("cardbin/m.model.card.json").read_text())
-    # The script is the binary Bazel runs: its launcher.
+    # The script is the binary Bazel runs: its launcher, built for the exec
+    # configuration (not under bazel-bin, the target configuration's).
+    target_config = (ws.root / "bazel-bin").resolve().parent.name
+    launchers = [
+        p
+        for p in (ws.root / "bazel-out").glob("*/bin/scripts/train_bin")
+        if p.parents[2].name != target_config
+    ]
+    assert len(launchers) == 1, launchers
     assert card["script"] == {
         "path": "scripts/train_bin",
-        "sha256": sha256(ws.bin("scripts/train_bin").read_bytes()),
+        "sha256": sha256(launchers[0].read_bytes()),
     }
     assert card["model"]["sha256"] == sha256(ws.bin("cardbin/m.model").read_bytes())
     assert card["label"] == "//cardbin:m" and card["hyperparams"] == {}
