@@ -2,20 +2,24 @@
 
 ```starlark
 load("@databazel//databazel:defs.bzl", "evaluate", "hyperparam_search", "model")
+load("@databazel//databazel:defs.bzl", "metrics_test")  # quality gates
 load("@databazel//databazel:defs.bzl", "loguniform", "randint", "uniform")  # random search
 ```
 """
 
 load("//databazel/private:evaluate.bzl", _evaluate = "evaluate")
+load("//databazel/private:gate.bzl", _metrics_test = "metrics_test")
 load("//databazel/private:model.bzl", _model = "model")
 load("//databazel/private:providers.bzl", _MetricsInfo = "MetricsInfo", _ModelInfo = "ModelInfo", _SearchReportInfo = "SearchReportInfo")
 load("//databazel/private:random.bzl", _loguniform = "loguniform", _randint = "randint", _uniform = "uniform")
-load("//databazel/private:search.bzl", _hyperparam_search = "hyperparam_search", _search_report = "search_report")
+load("//databazel/private:search.bzl", _hyperparam_search = "hyperparam_search", _search_best = "search_best", _search_report = "search_report")
 
 model = _model
 evaluate = _evaluate
 hyperparam_search = _hyperparam_search
 search_report = _search_report
+search_best = _search_best
+metrics_test = _metrics_test
 
 # Search-space entries of a random search (`hyperparam_search(strategy = "random", ...)`).
 uniform = _uniform

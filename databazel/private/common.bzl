@@ -100,16 +100,16 @@ def resolve_script(ctx, attr_name):
       attr_name: the attribute holding the script.
 
     Returns:
-      struct(path = exec path, python = whether to run it with the interpreter,
-      tools = depset of the executable's files and runfiles, input_manifests
-      for ctx.actions.run, inputs = depset).
+      struct(path = exec path, file = the File, python = whether to run it
+      with the interpreter, tools = depset of the executable's files and
+      runfiles, input_manifests for ctx.actions.run, inputs = depset).
     """
     target = getattr(ctx.attr, attr_name)
     files_to_run = target[DefaultInfo].files_to_run
     executable = files_to_run.executable if files_to_run else None
     if executable and not executable.is_source:
         tools, input_manifests = ctx.resolve_tools(tools = [target])
-        return struct(path = executable.path, python = False, tools = tools, input_manifests = input_manifests, inputs = depset())
+        return struct(path = executable.path, file = executable, python = False, tools = tools, input_manifests = input_manifests, inputs = depset())
     files = target.files.to_list()
     if len(files) != 1 or files[0].extension != "py":
         fail("{}: `{}` must be an executable target (such as a py_binary) or a single .py file; {} provides {}".format(
@@ -118,7 +118,7 @@ def resolve_script(ctx, attr_name):
             target.label,
             [f.short_path for f in files],
         ))
-    return struct(path = files[0].path, python = True, tools = depset(), input_manifests = [], inputs = depset(files))
+    return struct(path = files[0].path, file = files[0], python = True, tools = depset(), input_manifests = [], inputs = depset(files))
 
 def _import_root(f):
     """The directory a Python file's imports are relative to (an exec path).

@@ -22,12 +22,15 @@ def _trial_checkpoint_impl(ctx):
     checkpoint = chain.checkpoints[ctx.attr.epoch - 1]
     return [
         DefaultInfo(files = depset([checkpoint])),
+        OutputGroupInfo(cards = depset([chain.checkpoint_cards[ctx.attr.epoch - 1]])),
         ModelInfo(
             model_file = checkpoint,
             hyperparams = dict(ctx.attr.hyperparams),
             training_data = chain.training_data,
             label = ctx.label,
             checkpoints = chain.checkpoints[:ctx.attr.epoch],
+            card = chain.checkpoint_cards[ctx.attr.epoch - 1],
+            checkpoint_cards = chain.checkpoint_cards[:ctx.attr.epoch],
         ),
     ]
 
@@ -51,7 +54,7 @@ def _trial_evaluation_impl(ctx):
     evaluation = chain.epoch_evaluations[ctx.attr.epoch]
     return [
         DefaultInfo(files = depset([evaluation.metrics_file])),
-        OutputGroupInfo(outputs_dir = depset([evaluation.output_dir])),
+        OutputGroupInfo(outputs_dir = depset([evaluation.output_dir]), cards = depset([evaluation.card])),
         MetricsInfo(
             metrics_file = evaluation.metrics_file,
             output_dir = evaluation.output_dir,
@@ -59,6 +62,7 @@ def _trial_evaluation_impl(ctx):
             test_data = chain.test_data,
             label = ctx.label,
             epoch_evaluations = {k: e for k, e in chain.epoch_evaluations.items() if k <= ctx.attr.epoch},
+            card = evaluation.card,
         ),
     ]
 

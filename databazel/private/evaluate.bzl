@@ -1,11 +1,12 @@
 """The `evaluate` rule: evaluating a model is building its metrics file."""
 
+load(":card.bzl", "CARD_ATTRS", "evaluated_card")
 load(":common.bzl", "COMMON_ATTRS", "PY_TOOLCHAIN_TYPE", "describe_hyperparams", "run_runner", "runner_arguments", "script_attr")
 load(":providers.bzl", "MetricsInfo", "ModelInfo")
 load(":renamed.bzl", "renamed")
 
-def _evaluate_one(ctx, model_info, model_file, test_data, prefix, epoch):
-    """Registers the evaluation of `model_file`; returns struct(metrics_file, output_dir)."""
+def _evaluate_one(ctx, model_info, model_file, model_card, test_data, prefix, epoch):
+    """Registers the evaluation of `model_file`; returns struct(metrics_file, output_dir, card)."""
     metrics_file = ctx.actions.declare_file(prefix + ".metrics.json")
     output_dir = ctx.actions.declare_directory(prefix + ".outputs")
     args = runner_arguments(ctx, "evaluate")
@@ -29,7 +30,8 @@ def _evaluate_one(ctx, model_info, model_file, test_data, prefix, epoch):
             describe_hyperparams(model_info.hyperparams),
         ),
     )
-    return struct(metrics_file = metrics_file, output_dir = output_dir)
+    card = evaluated_card(ctx, model_card, metrics_file, prefix)
+    return struct(metrics_file = metrics_file, output_dir = output_dir, card = card)
 
 def _evaluate_impl(ctx):
     model_info = ctx.attr.model[ModelInfo]
@@ -44,7 +46,7 @@ def _evaluate_impl(ctx):
         if epoch < 1 or epoch > len(checkpoints):
             fail("{}: `evaluated_epochs` lists epoch {}, but {} has epochs 1 to {}".format(ctx.label, epoch, model_info.label, len(checkpoints)))
     if not checkpoints:
-        evaluation = _evaluate_one(ctx, model_info, model_info.model_file, test_data, ctx.label.name, None)
+        evaluation = _evaluate_one(ctx, model_info, model_info.model_file, model_info.card, test_data, ctx.label.name, None)
         epoch_evaluations = {}
     else:
         # One action per evaluated epoch, each a function of its checkpoint
@@ -57,6 +59,7 @@ def _evaluate_impl(ctx):
                 ctx,
                 model_info,
                 checkpoints[epoch - 1],
+                model_info.checkpoint_cards[epoch - 1],
                 test_data,
                 "{}.epoch-{}".format(ctx.label.name, epoch),
                 epoch,
@@ -67,6 +70,7 @@ def _evaluate_impl(ctx):
         OutputGroupInfo(
             outputs_dir = depset([evaluation.output_dir]),
             epoch_metrics = depset([e.metrics_file for e in epoch_evaluations.values()]),
+            cards = depset([evaluation.card] + [e.card for e in epoch_evaluations.values()]),
         ),
         MetricsInfo(
             metrics_file = evaluation.metrics_file,
@@ -75,6 +79,7 @@ def _evaluate_impl(ctx):
             test_data = test_data,
             label = ctx.label,
             epoch_evaluations = epoch_evaluations,
+            card = evaluation.card,
         ),
     ]
 
@@ -99,8 +104,12 @@ the last checkpoint, and the outputs are named after the epoch:
 evaluates every epoch's checkpoint (`evaluated_epochs = [...]` some of them), one
 action each; `search_report` draws the metric against the epoch from them.
 Their metrics files are in output group `epoch_metrics`.
+
+Output group `cards` has the lineage card of the evaluated model with the
+metrics, `<name>.card.json` (for a model trained in epochs,
+`<name>.epoch-K.card.json` for each evaluated checkpoint).
 """,
-    attrs = dict(COMMON_ATTRS, **{
+    attrs = dict(COMMON_ATTRS, **dict(CARD_ATTRS, **{
         "epochs": attr.int_list(
             doc = "Deprecated: the old name of `evaluated_epochs`, accepted until databazel 0.2.0 with a message.",
         ),
@@ -124,7 +133,7 @@ Their metrics files are in output group `epoch_metrics`.
             allow_files = True,
             doc = "The evaluation data: any label with files. Not a directory of the source tree: list its files with `glob([\"dir/**\"])`.",
         ),
-    }),
+    })),
     provides = [MetricsInfo],
     toolchains = [PY_TOOLCHAIN_TYPE],
 )

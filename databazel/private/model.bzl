@@ -1,6 +1,7 @@
 """The `model` rule: training a model is building its file."""
 
 load("@bazel_skylib//lib:paths.bzl", "paths")
+load(":card.bzl", "CARD_ATTRS", "model_card")
 load(":common.bzl", "COMMON_ATTRS", "PY_TOOLCHAIN_TYPE", "describe_hyperparams", "run_runner", "runner_arguments", "script_attr")
 load(":grid.bzl", "is_identifier")
 load(":providers.bzl", "ModelInfo")
@@ -89,6 +90,7 @@ def _model_impl(ctx):
     # command line, inputs, output path) depends on N: raising N adds actions,
     # lowering it drops some, and the others stay cached.
     checkpoints = []
+    cards = []
     for epoch in range(1, ctx.attr.epochs + 1) if ctx.attr.epochs else [None]:
         output = ctx.actions.declare_file(checkpoint_name(model_name, epoch) if epoch else model_name)
         previous = checkpoints[-1] if checkpoints else None
@@ -114,16 +116,22 @@ def _model_impl(ctx):
             ),
         )
         checkpoints.append(output)
+        cards.append(model_card(ctx, output, hyperparams_file, training_data, epoch, previous))
     model_file = checkpoints[-1]
     return [
         DefaultInfo(files = depset([model_file])),
-        OutputGroupInfo(**{"epoch_{}".format(k): depset([f]) for k, f in enumerate(checkpoints, start = 1) if ctx.attr.epochs}),
+        OutputGroupInfo(
+            cards = depset(cards),
+            **{"epoch_{}".format(k): depset([f]) for k, f in enumerate(checkpoints, start = 1) if ctx.attr.epochs}
+        ),
         ModelInfo(
             model_file = model_file,
             hyperparams = dict(ctx.attr.hyperparams),
             training_data = training_data,
             label = ctx.label,
             checkpoints = checkpoints if ctx.attr.epochs else [],
+            card = cards[-1],
+            checkpoint_cards = cards if ctx.attr.epochs else [],
         ),
     ]
 
@@ -151,8 +159,13 @@ checkpoint to `OUT`. Epoch K's checkpoint is `<name>.epoch-K.model` (with
 `epoch_K`; the target's output is the last one. Epoch K's action does not
 depend on N: raising `epochs` runs only the new epochs, lowering it runs
 nothing, and an interrupted build resumes at the first unfinished epoch.
+
+Every model file and checkpoint has a lineage card, `<model file>.card.json`
+(sha256 of the model, the label, hyperparameters, sha256 of each training-data
+file and of the script, the Python packages, the checkpoint it resumed from),
+in output group `cards`: `bazel build --output_groups=+cards //pkg:name`.
 """,
-    attrs = dict(COMMON_ATTRS, **{
+    attrs = dict(COMMON_ATTRS, **dict(CARD_ATTRS, **{
         "epochs": attr.int(
             default = 0,
             doc = "Train in this many epochs, one action each, chained through checkpoints (see above). 0: one action, and the script gets neither `--epoch` nor `--init-model-path`.",
@@ -174,7 +187,7 @@ nothing, and an interrupted build resumes at the first unfinished epoch.
             allow_files = True,
             doc = "The training data: any label with files (a file, a `filegroup`, a generated file, an `http_file`). Not a directory of the source tree, whose changes Bazel does not see: list its files with `glob([\"dir/**\"])` (the trial fails saying so).",
         ),
-    }),
+    })),
     provides = [ModelInfo],
     toolchains = [PY_TOOLCHAIN_TYPE],
 )

@@ -8,6 +8,8 @@ ModelInfo = provider(
         "training_data": "depset[File]: the training data the script received through `--data`.",
         "label": "Label: the `model` target that built the model.",
         "checkpoints": "list[File]: with `epochs = N`, the N checkpoints, epoch 1 first (`model_file` is the last); empty for a model trained in one step.",
+        "card": "File: the lineage card of `model_file` (JSON: its sha256, label, hyperparameters, training data, script, Python packages; see docs/models-as-dependencies.md).",
+        "checkpoint_cards": "list[File]: the lineage card of each of `checkpoints`, epoch 1 first; empty for a model trained in one step.",
     },
 )
 
@@ -19,7 +21,8 @@ MetricsInfo = provider(
         "model": "ModelInfo: the model that was evaluated.",
         "test_data": "depset[File]: the data the script received through `--data-path`.",
         "label": "Label: the `evaluate` target.",
-        "epoch_evaluations": "dict[int, struct(metrics_file, output_dir)]: for a model trained in epochs, the evaluation of each evaluated epoch's checkpoint (the last one's is `metrics_file`); empty otherwise.",
+        "card": "File: the lineage card of the evaluated model, with the metrics.",
+        "epoch_evaluations": "dict[int, struct(metrics_file, output_dir, card)]: for a model trained in epochs, the evaluation of each evaluated epoch's checkpoint (the last one's is `metrics_file`); empty otherwise.",
     },
 )
 
@@ -32,6 +35,7 @@ SearchReportInfo = provider(
         "leaderboard": "File: the leaderboard as a text table (what `bazel run` on the report target prints).",
         "best_model": "File: a byte-identical copy of the best trial's model file.",
         "best_hyperparams": "File: the best trial's hyperparameters, a JSON object of strings.",
+        "best_card": "File: the lineage card of `best_model` (the winning trial's card, with its metrics and the search).",
         "plots": "list[File]: the PNG plots (empty unless `plots = True`).",
         "metric": "str: the metric trials are ranked by.",
         "mode": "str: `max` or `min`.",

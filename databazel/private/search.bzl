@@ -2,6 +2,7 @@
 
 load("@bazel_skylib//lib:paths.bzl", "paths")
 load("@bazel_skylib//lib:shell.bzl", "shell")
+load(":card.bzl", "CARD_ATTRS", "best_card")
 load(":common.bzl", "DEFAULT_ENV", "PY_TOOLCHAIN_TYPE", "python_runtime")
 load(":epochs.bzl", "trial_checkpoint", "trial_evaluation")
 load(":evaluate.bzl", _evaluate = "evaluate")
@@ -93,6 +94,7 @@ def _search_report_impl(ctx):
         "#!/bin/sh\n# Prints the leaderboard of {}.\nexec cat {}\n".format(ctx.label, shell.quote(outputs.leaderboard.short_path)),
         is_executable = True,
     )
+    card = best_card(ctx, outputs.json, outputs.best_model, trials)
     files = depset(report_outputs + [p.file for p in plots])
     return [
         DefaultInfo(
@@ -100,6 +102,7 @@ def _search_report_impl(ctx):
             executable = launcher,
             runfiles = ctx.runfiles(files = [outputs.leaderboard]),
         ),
+        OutputGroupInfo(cards = depset([card])),
         SearchReportInfo(
             json = outputs.json,
             csv = outputs.csv,
@@ -107,6 +110,7 @@ def _search_report_impl(ctx):
             leaderboard = outputs.leaderboard,
             best_model = outputs.best_model,
             best_hyperparams = outputs.best_hyperparams,
+            best_card = card,
             plots = [p.file for p in plots],
             metric = ctx.attr.metric,
             mode = ctx.attr.mode,
@@ -126,8 +130,9 @@ plots in `<name>.plots/`. Trials whose failure was recorded (`allow_failure`)
 are ranked last and can't be the best; if every trial failed, the build fails.
 `hyperparam_search` creates one; use it directly to rank any set of `evaluate`
 targets. Trials whose evaluation covers several epochs (`evaluate(learning_curve = True)`)
-get their `learning_curve` (the metrics of each evaluated epoch) in the JSON report.""",
-    attrs = {
+get their `learning_curve` (the metrics of each evaluated epoch) in the JSON report.
+Output group `cards` has the lineage card of the best model, `<name>.best.card.json`.""",
+    attrs = dict(CARD_ATTRS, **{
         "hyperparam_names": attr.string_list(
             doc = "Order of the hyperparameter columns in the CSV and Markdown leaderboards.",
         ),
@@ -166,10 +171,38 @@ get their `learning_curve` (the metrics of each evaluated epoch) in the JSON rep
             default = Label("//databazel/private:runner.py"),
             allow_single_file = True,
         ),
-    },
+    }),
     provides = [SearchReportInfo],
     toolchains = [PY_TOOLCHAIN_TYPE],
     executable = True,
+)
+
+def _search_best_impl(ctx):
+    report = ctx.attr.search[SearchReportInfo]
+    return [
+        DefaultInfo(
+            files = depset([report.best_model]),
+            runfiles = ctx.runfiles(files = [report.best_model]),
+        ),
+        OutputGroupInfo(cards = depset([report.best_card])),
+    ]
+
+search_best = rule(
+    implementation = _search_best_impl,
+    doc = """The best model of a search as an ordinary dependency.
+
+Its default output (and runfiles) is the search's `<search>.best.<ext>`, so a
+`py_binary` can list it in `data` and find it at `$(rootpath ...)`;
+`hyperparam_search(name = "s", ...)` creates one, `s.best`. Output group
+`cards` has its lineage card. When another trial wins, the file's content
+changes and everything depending on it rebuilds; its name does not.""",
+    attrs = {
+        "search": attr.label(
+            mandatory = True,
+            providers = [SearchReportInfo],
+            doc = "The `hyperparam_search` (or `search_report`) target whose best model this is.",
+        ),
+    },
 )
 
 STRATEGIES = ("grid", "random")
@@ -221,12 +254,14 @@ def hyperparam_search(
         model = None,
         network = False,
         **kwargs):
-    """A hyperparameter search: one `model` and one `evaluate` target per trial, and a report.
+    """A hyperparameter search: one `model` and one `evaluate` target per trial, a report, and its best model.
 
     Grid search (the default): for `grid = {"C": ["0.1", "1"], "max_iter": ["50", "100"]}`
     and `name = "search"` this creates the four model targets
     `search__C-0.1__max_iter-50`, ..., their evaluations
-    `search__C-0.1__max_iter-50__eval`, ..., and the report target `search`.
+    `search__C-0.1__max_iter-50__eval`, ..., the report target `search`, and
+    `search.best`, whose output is the best trial's model (`search.best.<ext>`),
+    to depend on it like on any file (`data = [":search.best"]`).
 
     Random search: `strategy = "random"`, `num_trials = N`, `seed = S` and a
     `search_space` whose entries are lists of string values or `uniform(low, high)`,
@@ -358,6 +393,11 @@ def hyperparam_search(
         mode = mode,
         plots = plots,
         plot_deps = plot_deps,
+        **kwargs
+    )
+    search_best(
+        name = name + ".best",
+        search = ":" + name,
         **kwargs
     )
 

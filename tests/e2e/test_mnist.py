@@ -131,3 +131,124 @@ def test_mnist_search_is_complete_cached_and_deterministic(repo: Workspace) -> N
     }
     assert runners == {("DatabazelTrain", "worker"), ("DatabazelEvaluate", "worker")}
     assert _digests(repo.bin("mnist")) == before
+
+
+def _lock_versions() -> dict[str, str]:
+    """`name==version` pins of requirements_lock.txt."""
+    pins = {}
+    for line in (REPO / "requirements_lock.txt").read_text().splitlines():
+        name, sep, version = line.split(" ")[0].partition("==")
+        if sep and not line.startswith("#"):
+            pins[name.lower()] = version
+    return pins
+
+
+def test_gates_cards_and_the_served_model(repo: Workspace, tmp_path: Path) -> None:
+    if not DATA.exists():
+        pytest.fail(f"{DATA} is missing: run ./setup.sh first")
+    gates = repo.bazel(
+        "test",
+        "--test_output=all",
+        "//mnist:bzl_eval_gate",
+        "//mnist:bzl_search_gate",
+        "--jobs=2",
+    )
+    assert gates.returncode == 0, gates.stdout[-3000:] + gates.stderr[-3000:]
+    report = json.loads(repo.bin("mnist/bzl_search.json").read_text())
+    best = report["best"]
+    assert (
+        f"PASSED //mnist:bzl_search_gate: //mnist:bzl_search (best trial "
+        f"{best['label']}): accuracy = {best['metrics']['accuracy']!r}, ok: "
+        "at_least 0.96" in gates.stdout
+    )
+
+    # Cards of the trained model and of the search's best model.
+    repo.build(
+        "//mnist:bzl_training",
+        "//mnist:bzl_search.best",
+        flags=("--output_groups=+cards",),
+    )
+    pins = _lock_versions()
+    for card_path, model_path in (
+        ("mnist/bzl_training/model.pkl.card.json", "mnist/bzl_training/model.pkl"),
+        ("mnist/bzl_search.best.card.json", "mnist/bzl_search.best.pkl"),
+    ):
+        card = json.loads(repo.bin(card_path).read_text())
+        model = repo.bin(model_path).read_bytes()
+        assert card["model"] == {
+            "path": model_path,
+            "sha256": hashlib.sha256(model).hexdigest(),
+        }
+        assert card["training_data"] == [
+            {
+                "path": "mnist/data/mnist.npz",
+                "sha256": hashlib.sha256(DATA.read_bytes()).hexdigest(),
+            }
+        ]
+        train = REPO / "mnist" / "train.py"
+        assert card["script"] == {
+            "path": "mnist/train.py",
+            "sha256": hashlib.sha256(train.read_bytes()).hexdigest(),
+        }
+        for name in ("numpy", "scikit-learn", "scipy"):
+            assert card["python_packages"][name] == pins[name]
+    assert card["label"] == best["label"]
+    assert card["hyperparams"] == best["hyperparams"]
+    assert card["evaluation"]["metrics"] == best["metrics"]
+
+    # `bazel run //mnist:predict -- PNG...` classifies test-split digits.
+    import numpy as np
+    from PIL import Image
+
+    with np.load(DATA) as data:
+        images, labels = data["x_test"][:30], data["y_test"][:30]
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(tmp_path / f"digit{i}.png")
+        Image.fromarray(image).save(paths[-1])
+    run = repo.bazel("run", "//mnist:predict", "--", *map(str, paths))
+    assert run.returncode == 0, run.stderr[-3000:]
+    printed = [int(line) for line in run.stdout.split()]
+    assert len(printed) == 30 and len(set(labels.tolist())) >= 8
+    right = sum(p == y for p, y in zip(printed, labels.tolist()))
+    # The model's test accuracy is above 0.96.
+    assert right >= 28, (printed, labels.tolist())
+
+    missing = repo.bazel("run", "//mnist:predict", "--", "no/such.png")
+    assert missing.returncode == 2
+    assert "predict.py: error: cannot read the image no/such.png" in missing.stderr
+
+
+# The commands docs/models-as-dependencies.md shows.
+TOUCHED_BY_DATA = (
+    'kind("metrics_test|search_report|search_best|py_binary", '
+    "rdeps(//mnist/..., //mnist:data/mnist.npz))"
+)
+MODELS_OF_SCRIPT = 'kind("^model rule$", rdeps(//mnist/..., //mnist:train_epochs.py))'
+
+
+def test_query_lists_what_a_change_touches(repo: Workspace) -> None:
+    touched = repo.bazel("query", TOUCHED_BY_DATA, check=True).stdout.split()
+    assert sorted(touched) == [
+        "//mnist:bzl_epochs",
+        "//mnist:bzl_epochs.best",
+        "//mnist:bzl_eval_gate",
+        "//mnist:bzl_random_search",
+        "//mnist:bzl_random_search.best",
+        "//mnist:bzl_search",
+        "//mnist:bzl_search.best",
+        "//mnist:bzl_search_gate",
+        "//mnist:predict",
+    ]
+    tests = repo.bazel(
+        "query", "tests(rdeps(//mnist/..., //mnist:train.py))", check=True
+    )
+    assert sorted(tests.stdout.split()) == [
+        "//mnist:bzl_eval_gate",
+        "//mnist:bzl_search_gate",
+    ]
+    models = repo.bazel("query", MODELS_OF_SCRIPT, check=True).stdout.split()
+    assert sorted(models) == [
+        "//mnist:bzl_epochs__alpha-0.0001__chain",
+        "//mnist:bzl_epochs__alpha-0.01__chain",
+    ]

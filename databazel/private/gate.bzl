@@ -1,0 +1,127 @@
+"""`metrics_test`: a quality gate, a test that fails when a model's metrics are past their bars."""
+
+load(":common.bzl", "PY_TOOLCHAIN_TYPE", "python_runtime")
+load(":providers.bzl", "MetricsInfo", "SearchReportInfo")
+
+def is_number(text):
+    """Whether `text` is a decimal number such as `0.9`, `-1`, `1e-3` or `.5`.
+
+    Args:
+      text: the string to check.
+
+    Returns:
+      True for a finite decimal number.
+    """
+    s = text.strip()
+    if s[:1] in ("+", "-"):
+        s = s[1:]
+    mantissa, e, exponent = s.lower().partition("e")
+    if e:
+        if exponent[:1] in ("+", "-"):
+            exponent = exponent[1:]
+        if not exponent.isdigit():
+            return False
+    whole, _, fraction = mantissa.partition(".")
+    if not whole and not fraction:
+        return False
+    return (not whole or whole.isdigit()) and (not fraction or fraction.isdigit())
+
+def _shell_quote(s):
+    return "'" + s.replace("'", "'\\''") + "'"
+
+def _metrics_test_impl(ctx):
+    subject = ctx.attr.metrics
+    if MetricsInfo in subject:
+        metrics_file, search = subject[MetricsInfo].metrics_file, False
+    else:
+        metrics_file, search = subject[SearchReportInfo].json, True
+    if not ctx.attr.at_least and not ctx.attr.at_most:
+        fail("{}: give at least one bar: `at_least = {{\"accuracy\": \"0.9\"}}` or `at_most = {{\"log_loss\": \"0.3\"}}`".format(ctx.label))
+    for bound, bars in (("at_least", ctx.attr.at_least), ("at_most", ctx.attr.at_most)):
+        for metric, value in bars.items():
+            if not metric:
+                fail("{}: `{}` has an empty metric name".format(ctx.label, bound))
+            if not is_number(value):
+                fail("{}: `{}` of metric {} must be a number written as a string, such as \"0.9\"; got {}".format(ctx.label, bound, repr(metric), repr(value)))
+
+    python = python_runtime(ctx)
+    interpreter = python.executable.short_path if type(python.executable) == "File" else python.executable
+    words = [
+        interpreter,
+        "-S",
+        ctx.file._gate.short_path,
+        "--target",
+        str(ctx.label),
+        "--subject",
+        str(subject.label),
+        "--metrics-file",
+        metrics_file.short_path,
+    ]
+    if search:
+        words.append("--search")
+    for metric, value in sorted(ctx.attr.at_least.items()):
+        words.extend(["--at-least", "{}={}".format(metric, value.strip())])
+    for metric, value in sorted(ctx.attr.at_most.items()):
+        words.extend(["--at-most", "{}={}".format(metric, value.strip())])
+    launcher = ctx.actions.declare_file(ctx.label.name + ".gate.sh")
+    ctx.actions.write(
+        launcher,
+        "#!/bin/sh\n# Quality gate {} on the metrics of {}.\nexec {}\n".format(
+            ctx.label,
+            subject.label,
+            " ".join([_shell_quote(w) for w in words]),
+        ),
+        is_executable = True,
+    )
+    runfiles = ctx.runfiles(
+        files = [metrics_file, ctx.file._gate, ctx.file._runner],
+        transitive_files = python.files,
+    )
+    return [DefaultInfo(executable = launcher, runfiles = runfiles)]
+
+metrics_test = rule(
+    implementation = _metrics_test_impl,
+    doc = """A quality gate: a test that fails when a metric is past its bar.
+
+```starlark
+metrics_test(
+    name = "bzl_eval_gate",
+    metrics = ":bzl_eval",          # an `evaluate` target, or a search (its best trial)
+    at_least = {"accuracy": "0.9"},
+    at_most = {"log_loss": "0.5"},
+)
+```
+
+`bazel test` checks every bar and prints one line per metric; a metric past
+its bar fails the test with `FAILED //pkg:gate: //pkg:eval: accuracy =
+0.87, below the bar: at_least 0.9`. A metric the evaluation did not produce
+fails it, and so does an evaluation that recorded a failure instead of
+metrics (`allow_failure`). The test's only inputs are the metrics (and the
+checker), so it is cached like any test and re-runs only when they change;
+it depends on the model through them, so `bazel test //...` trains and
+evaluates what it needs first.
+""",
+    attrs = {
+        "at_least": attr.string_dict(
+            doc = "Lower bars: metric name to the smallest acceptable value, a number written as a string (`{\"accuracy\": \"0.9\"}`).",
+        ),
+        "at_most": attr.string_dict(
+            doc = "Upper bars: metric name to the largest acceptable value, a number written as a string (`{\"log_loss\": \"0.5\"}`).",
+        ),
+        "metrics": attr.label(
+            mandatory = True,
+            providers = [[MetricsInfo], [SearchReportInfo]],
+            doc = "What is checked: an `evaluate` target (its metrics) or a `hyperparam_search` / `search_report` target (the metrics of its best trial).",
+        ),
+        "_gate": attr.label(
+            default = Label("//databazel/private:gate.py"),
+            allow_single_file = True,
+        ),
+        "_runner": attr.label(
+            default = Label("//databazel/private:runner.py"),
+            allow_single_file = True,
+        ),
+    },
+    test = True,
+    toolchains = [PY_TOOLCHAIN_TYPE],
+)
