@@ -1050,7 +1050,9 @@ def _reexec_worker(argv: list[str]) -> None:
     env = dict(os.environ)
     saved = {k: env.pop(k) for k in _WORKER_UNSAFE_ENV if k in env}
     env[WORKER_SAVED_ENV] = json.dumps(saved)
-    os.execve(sys.executable, [sys.executable, "-S", os.path.abspath(__file__), *argv], env)
+    os.execve(
+        sys.executable, [sys.executable, "-S", os.path.abspath(__file__), *argv], env
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
