@@ -37,7 +37,13 @@ import sys
 import tempfile
 from typing import Any
 
-from runner import RunnerError, error_line, remove_path
+# Import siblings as the action sees them (its inputs), not via resolved symlinks.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_RESOLVED = os.path.dirname(os.path.realpath(__file__))
+sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
+
+from contract import RunnerError, error_line  # noqa: E402
+from outputs import remove_path, replace_atomic  # noqa: E402
 
 FIGSIZE = (6.4, 4.8)
 DPI = 100
@@ -102,17 +108,13 @@ def _title(report: dict[str, Any], text: str) -> str:
 
 
 def _save(fig: Any, path: str) -> None:
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".plot.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        remove_path(tmp)
-        raise
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    replace_atomic(
+        path,
+        lambda tmp: fig.savefig(
+            tmp, format="png", dpi=DPI, metadata={"Software": None}
+        ),
+    )
 
 
 def plot_single(plt: Any, report: dict[str, Any], name: str, path: str) -> None:

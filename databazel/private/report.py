@@ -46,19 +46,17 @@ import dataclasses
 import io
 import json
 import os
-import shutil
 import sys
-import tempfile
 from typing import Any
 
-from runner import (
-    FailureRecord,
-    RunnerError,
-    error_line,
-    parse_metrics_or_failure,
-    remove_path,
-    write_atomic,
-)
+# Import siblings as the action sees them (its inputs), not via resolved symlinks.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_RESOLVED = os.path.dirname(os.path.realpath(__file__))
+sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
+
+from contract import RunnerError, error_line  # noqa: E402
+from outputs import copy_atomic, remove_path, write_atomic  # noqa: E402
+from records import FailureRecord, parse_metrics_or_failure  # noqa: E402
 
 # Lines of a failed trial's stderr tail shown in the Markdown report and leaderboard.
 REPORT_TAIL_LINES = 10
@@ -354,20 +352,6 @@ def render_leaderboard(
                 "    " + line for line in _stderr_tail(trial.failure).splitlines()
             ]
     return "\n".join(lines) + "\n"
-
-
-def copy_atomic(source: str, path: str) -> None:
-    """Copy `source` byte for byte to `path` via a temporary file and os.replace."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        remove_path(tmp)
-        raise
 
 
 def render_best_hyperparams(best: Trial) -> str:

@@ -75,7 +75,7 @@ def _search_report_impl(ctx):
         executable = python.executable,
         arguments = [args],
         inputs = depset(
-            [manifest, ctx.file._report, ctx.file._runner] + [t.metrics_file for t in trials] + [t.model.model_file for t in trials],
+            [manifest] + ctx.files._report_modules + [t.metrics_file for t in trials] + [t.model.model_file for t in trials],
             transitive = [python.files, depset(curves)],
         ),
         outputs = report_outputs,
@@ -163,13 +163,17 @@ Output group `cards` has the lineage card of the best model, `<name>.best.card.j
             default = Label("//databazel/private:plot.py"),
             allow_single_file = True,
         ),
+        "_plot_modules": attr.label(
+            default = Label("//databazel/private:plot_modules"),
+            allow_files = True,
+        ),
         "_report": attr.label(
             default = Label("//databazel/private:report.py"),
             allow_single_file = True,
         ),
-        "_runner": attr.label(
-            default = Label("//databazel/private:runner.py"),
-            allow_single_file = True,
+        "_report_modules": attr.label(
+            default = Label("//databazel/private:report_modules"),
+            allow_files = True,
         ),
     }),
     provides = [SearchReportInfo],
