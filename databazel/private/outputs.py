@@ -10,10 +10,12 @@ import contextlib
 import os
 import shutil
 import stat
+import sys
 import tempfile
+from collections.abc import Iterable
 from typing import Callable
 
-from contract import OutputContractError
+from contract import OutputContractError, error_line
 
 MAX_LISTED_FILES = 10
 
@@ -71,6 +73,14 @@ def remove_path(path: str) -> None:
 # good, a socket fails the move, and a symbolic link would make whatever it
 # points to (a host file, a source file) the cached output.  The runner checks
 # outputs with lstat only, never opening them.
+
+
+def fail_without_outputs(target: str, message: str, outputs: Iterable[str]) -> int:
+    """Remove `outputs`, print the error line of `target` and return 1 (the exit code)."""
+    for path in outputs:
+        remove_path(path)
+    print(error_line(target, message), file=sys.stderr)
+    return 1
 
 
 def describe_mode(path: str, mode: int) -> str:

@@ -42,8 +42,8 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _RESOLVED = os.path.dirname(os.path.realpath(__file__))
 sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 
-from contract import RunnerError, error_line  # noqa: E402
-from outputs import remove_path, replace_atomic  # noqa: E402
+from contract import RunnerError  # noqa: E402
+from outputs import fail_without_outputs, replace_atomic  # noqa: E402
 
 FIGSIZE = (6.4, 4.8)
 DPI = 100
@@ -343,10 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         message = f"internal error in the databazel plots: {type(e).__name__}: {e}"
     finally:
         shutil.rmtree(config_dir, ignore_errors=True)
-    for path in outputs:
-        remove_path(path)
-    print(error_line(args.target, message), file=sys.stderr)
-    return 1
+    return fail_without_outputs(args.target, message, outputs)
 
 
 if __name__ == "__main__":

@@ -54,8 +54,8 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _RESOLVED = os.path.dirname(os.path.realpath(__file__))
 sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 
-from contract import RunnerError, error_line  # noqa: E402
-from outputs import copy_atomic, remove_path, write_atomic  # noqa: E402
+from contract import RunnerError  # noqa: E402
+from outputs import copy_atomic, fail_without_outputs, write_atomic  # noqa: E402
 from records import FailureRecord, parse_metrics_or_failure  # noqa: E402
 
 # Lines of a failed trial's stderr tail shown in the Markdown report and leaderboard.
@@ -424,10 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         message = str(e)
     except Exception as e:  # noqa: BLE001 - any failure is one error, never a traceback
         message = f"internal error in the databazel report: {type(e).__name__}: {e}"
-    for path in outputs:
-        remove_path(path)
-    print(error_line(args.target, message), file=sys.stderr)
-    return 1
+    return fail_without_outputs(args.target, message, outputs)
 
 
 if __name__ == "__main__":

@@ -259,7 +259,7 @@ class WarmParent:
     def _child(
         self,
         script: str,
-        script_args: list[str],
+        args: list[str],
         env: dict[str, str],
         stdout: int,
         stderr: int,
@@ -295,7 +295,7 @@ class WarmParent:
         for name, module in list(sys.modules.items()):
             if os.path.dirname(getattr(module, "__file__", None) or "") == own:
                 del sys.modules[name]
-        sys.argv[:] = [script, *script_args]
+        sys.argv[:] = [script, *args]
         code = 0
         try:
             runpy.run_path(script, run_name="__main__")
