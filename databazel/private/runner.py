@@ -48,7 +48,7 @@ The user script is invoked without a shell, with stdin from /dev/null::
   then SIGKILL 5 s later, and the runner fails saying so.  SIGTERM, SIGINT or
   SIGHUP sent to the runner stop the script the same way.
 * evaluate: DIR is created if needed.  After the script exits 0 the runner
-  reads ``DIR/metrics.json`` (format: ``METRICS_FORMAT``) and writes its
+  reads ``DIR/metrics.json`` (format: ``contract.METRICS_FORMAT``) and writes its
   canonical form to METRICS.json.
 
 The script's stdout and stderr go to temporary files.  On success the runner
@@ -58,7 +58,7 @@ when the script failed), removes the declared output file, and exits 1.
 
 ``--allow-failure`` (both subcommands) turns a failure of the trial (the script
 failed or broke the contract) into a recorded result: the runner prints a
-``databazel: warning:`` line, writes a failure record (``FailureRecord``) in
+``databazel: warning:`` line, writes a failure record (``records.FailureRecord``) in
 place of the output and exits 0.  train writes FAILED_MODEL_HEADER followed by
 the record's JSON as the model file; evaluate writes the record's canonical
 JSON as the metrics file (``{"status": "failed", ...}``), and does so without
