@@ -1,4 +1,4 @@
-"""tools/bench/run.py: its report code runs (the benchmarks themselves are not tests: no timings are asserted)."""
+"""tools/bench: its report code runs (the benchmarks themselves are not tests: no timings are asserted)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
 from bazel_harness import REPO
 
 sys.path.insert(0, str(REPO / "tools" / "bench"))
 _spec = importlib.util.spec_from_file_location("bench_run", REPO / "tools/bench/run.py")
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
+import render  # noqa: E402 - tools/bench/render.py, beside run.py
 
 
 def _results() -> dict:
@@ -72,11 +74,7 @@ def _results() -> dict:
             "cold_actions": 201,
             "time": 3.0,
             "runs": [3.0],
-            "actions": {
-                "DatabazelTrain": 10,
-                "DatabazelEvaluate": 10,
-                "DatabazelReport": 1,
-            },
+            "actions": 21,
             "new_trials": 10,
         },  # fmt: skip
         "analysis": [analysis(n, 2 + n / 500) for n in (10, 100, 1000, 5000)],
@@ -91,10 +89,10 @@ def test_grids_have_the_requested_number_of_trials() -> None:
 
 def test_the_report_lists_every_target_and_figure(tmp_path: Path) -> None:
     results = _results()
-    assert bench.plot(results, tmp_path / "b.png")
+    assert render.plot(results, tmp_path / "b.png")
     assert (tmp_path / "b.png").read_bytes().startswith(b"\x89PNG")
-    text = bench.render(results, "b.png")
-    for target in bench.TARGETS.values():
+    text = render.render(results, "b.png")
+    for target in render.TARGETS.values():
         assert f"| {target} |" in text
     assert (
         "| per-trial overhead, trivial scripts, sandboxed <= 0.15 s | 0.240 s | no |"
@@ -104,3 +102,25 @@ def test_the_report_lists_every_target_and_figure(tmp_path: Path) -> None:
     assert "Total run time" in text
     assert "| 5,000 |" in text
     assert "through Bazel 0.200 s" in text
+    # The bench counts processes, not the actions of each mnemonic, and says so.
+    assert "| after adding one value | 3.0 s | 21 |" in text
+    assert "could not count them per mnemonic" in text
+    assert "DatabazelTrain" not in text and "spawn" not in text
+
+
+def test_processes_are_counted_from_bazels_line_never_per_mnemonic() -> None:
+    stderr = (
+        "INFO: Found 1 target...\nINFO: 42 processes: 17 internal, 25 linux-sandbox.\n"
+    )
+    assert bench.processes_run(stderr) == 25
+    assert bench.processes_run("INFO: 1 process: 1 internal.\n") == 0
+    assert bench.processes_run("INFO: 0 processes.\n") == 0
+    assert bench.processes_run("ERROR: no such target\n") is None
+    result = bench.ProcessCount(bench.Result(0, "", stderr, []), 25)
+    assert result.executed() == 25
+    with pytest.raises(ValueError, match="not the spawns of each mnemonic"):
+        result.executed("DatabazelTrain")
+    with pytest.raises(ValueError, match="not the spawns of each mnemonic"):
+        result.executed_by_mnemonic()
+    with pytest.raises(ValueError):
+        bench.ProcessCount(bench.Result(1, "", "", []), None).executed()

@@ -14,6 +14,10 @@ CARD_ATTRS = {
         default = Label("//databazel/private:card.py"),
         allow_single_file = True,
     ),
+    "_card_modules": attr.label(
+        default = Label("//databazel/private:card_modules"),
+        allow_files = True,
+    ),
 }
 
 def _pair(f):
@@ -53,7 +57,7 @@ def _run_card(ctx, subcommand, args, inputs, output, what):
     ctx.actions.run(
         executable = python.executable,
         arguments = [head, args],
-        inputs = depset([ctx.file._card, ctx.file._runner], transitive = [inputs, python.files]),
+        inputs = depset(ctx.files._card_modules, transitive = [inputs, python.files]),
         outputs = [output],
         mnemonic = "DatabazelCard",
         progress_message = "Writing the lineage card of {}".format(what),

@@ -31,15 +31,14 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from runner import (
-    RunnerError,
-    error_line,
-    parse_hyperparams,
-    parse_metrics_or_failure,
-    read_failed_model,
-    remove_path,
-    write_atomic,
-)
+# Import siblings as the action sees them (its inputs), not via resolved symlinks.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_RESOLVED = os.path.dirname(os.path.realpath(__file__))
+sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
+
+from contract import RunnerError, parse_hyperparams  # noqa: E402
+from outputs import fail_without_outputs, write_atomic  # noqa: E402
+from records import parse_metrics_or_failure, read_failed_model  # noqa: E402
 
 CARD_FORMAT = "databazel-card/1"
 
@@ -216,9 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (RunnerError, OSError, ValueError, KeyError, TypeError) as e:
         message = f"cannot write the lineage card {args.output}: {e}"
-    remove_path(args.output)
-    print(error_line(args.target, message), file=sys.stderr)
-    return 1
+    return fail_without_outputs(args.target, message, [args.output])
 
 
 if __name__ == "__main__":

@@ -70,9 +70,9 @@ COMMON_ATTRS = {
         default = Label("//databazel:warm"),
         providers = [WarmInfo],
     ),
-    "_worker": attr.label(
-        default = Label("//databazel/private:worker.py"),
-        allow_single_file = True,
+    "_runner_modules": attr.label(
+        default = Label("//databazel/private:runner_modules"),
+        allow_files = True,
     ),
 }
 
@@ -298,7 +298,7 @@ def run_runner(ctx, script_attr_name, arguments, inputs, outputs, mnemonic, prog
         executable = python.executable,
         arguments = [startup, arguments],
         inputs = depset(transitive = [inputs, script.inputs]),
-        tools = depset([ctx.file._runner, ctx.file._worker], transitive = [script.tools, deps.inputs, python.files]),
+        tools = depset(ctx.files._runner_modules, transitive = [script.tools, deps.inputs, python.files]),
         input_manifests = script.input_manifests,
         outputs = outputs,
         env = env,

@@ -74,7 +74,7 @@ def _metrics_test_impl(ctx):
         is_executable = True,
     )
     runfiles = ctx.runfiles(
-        files = [metrics_file, ctx.file._gate, ctx.file._runner],
+        files = [metrics_file] + ctx.files._gate_modules,
         transitive_files = python.files,
     )
     return [DefaultInfo(executable = launcher, runfiles = runfiles)]
@@ -117,9 +117,9 @@ evaluates what it needs first.
             default = Label("//databazel/private:gate.py"),
             allow_single_file = True,
         ),
-        "_runner": attr.label(
-            default = Label("//databazel/private:runner.py"),
-            allow_single_file = True,
+        "_gate_modules": attr.label(
+            default = Label("//databazel/private:gate_modules"),
+            allow_files = True,
         ),
     },
     test = True,

@@ -17,10 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass
 
-from runner import RunnerError, parse_metrics_or_failure
+# Import siblings as the action sees them (its inputs), not via resolved symlinks.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_RESOLVED = os.path.dirname(os.path.realpath(__file__))
+sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
+
+from contract import RunnerError  # noqa: E402
+from records import parse_metrics_or_failure  # noqa: E402
 
 BOUNDS = {"at_least": "below", "at_most": "above"}
 

@@ -54,7 +54,7 @@ def run_plot(ctx, python, report_json, plots):
     """Registers the action that draws `plots` from the report's JSON.
 
     Args:
-      ctx: the `search_report` context (with the `_plot` and `_runner` attributes).
+      ctx: the `search_report` context (with the `_plot` and `_plot_modules` attributes).
       python: the interpreter, from `python_runtime(ctx)`.
       report_json: the report's JSON file (the trials, ranked).
       plots: the structs from `declare_plots`.
@@ -74,7 +74,7 @@ def run_plot(ctx, python, report_json, plots):
     ctx.actions.run(
         executable = python.executable,
         arguments = [args],
-        inputs = depset([report_json, ctx.file._plot, ctx.file._runner], transitive = [python.files, deps.inputs]),
+        inputs = depset([report_json] + ctx.files._plot_modules, transitive = [python.files, deps.inputs]),
         outputs = [p.file for p in plots],
         mnemonic = "DatabazelPlot",
         progress_message = "Plotting {} ({} plots)".format(ctx.label, len(plots)),

@@ -37,7 +37,13 @@ import sys
 import tempfile
 from typing import Any
 
-from runner import RunnerError, error_line, remove_path
+# Import siblings as the action sees them (its inputs), not via resolved symlinks.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_RESOLVED = os.path.dirname(os.path.realpath(__file__))
+sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
+
+from contract import RunnerError  # noqa: E402
+from outputs import fail_without_outputs, replace_atomic  # noqa: E402
 
 FIGSIZE = (6.4, 4.8)
 DPI = 100
@@ -102,17 +108,13 @@ def _title(report: dict[str, Any], text: str) -> str:
 
 
 def _save(fig: Any, path: str) -> None:
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".plot.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        remove_path(tmp)
-        raise
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    replace_atomic(
+        path,
+        lambda tmp: fig.savefig(
+            tmp, format="png", dpi=DPI, metadata={"Software": None}
+        ),
+    )
 
 
 def plot_single(plt: Any, report: dict[str, Any], name: str, path: str) -> None:
@@ -341,10 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         message = f"internal error in the databazel plots: {type(e).__name__}: {e}"
     finally:
         shutil.rmtree(config_dir, ignore_errors=True)
-    for path in outputs:
-        remove_path(path)
-    print(error_line(args.target, message), file=sys.stderr)
-    return 1
+    return fail_without_outputs(args.target, message, outputs)
 
 
 if __name__ == "__main__":

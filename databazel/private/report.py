@@ -46,19 +46,17 @@ import dataclasses
 import io
 import json
 import os
-import shutil
 import sys
-import tempfile
 from typing import Any
 
-from runner import (
-    FailureRecord,
-    RunnerError,
-    error_line,
-    parse_metrics_or_failure,
-    remove_path,
-    write_atomic,
-)
+# Import siblings as the action sees them (its inputs), not via resolved symlinks.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_RESOLVED = os.path.dirname(os.path.realpath(__file__))
+sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
+
+from contract import RunnerError  # noqa: E402
+from outputs import copy_atomic, fail_without_outputs, write_atomic  # noqa: E402
+from records import FailureRecord, parse_metrics_or_failure  # noqa: E402
 
 # Lines of a failed trial's stderr tail shown in the Markdown report and leaderboard.
 REPORT_TAIL_LINES = 10
@@ -356,20 +354,6 @@ def render_leaderboard(
     return "\n".join(lines) + "\n"
 
 
-def copy_atomic(source: str, path: str) -> None:
-    """Copy `source` byte for byte to `path` via a temporary file and os.replace."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        remove_path(tmp)
-        raise
-
-
 def render_best_hyperparams(best: Trial) -> str:
     return (
         json.dumps(best.hyperparams, sort_keys=True, indent=2, ensure_ascii=False)
@@ -440,10 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         message = str(e)
     except Exception as e:  # noqa: BLE001 - any failure is one error, never a traceback
         message = f"internal error in the databazel report: {type(e).__name__}: {e}"
-    for path in outputs:
-        remove_path(path)
-    print(error_line(args.target, message), file=sys.stderr)
-    return 1
+    return fail_without_outputs(args.target, message, outputs)
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def _search_report_impl(ctx):
         executable = python.executable,
         arguments = [args],
         inputs = depset(
-            [manifest, ctx.file._report, ctx.file._runner] + [t.metrics_file for t in trials] + [t.model.model_file for t in trials],
+            [manifest] + ctx.files._report_modules + [t.metrics_file for t in trials] + [t.model.model_file for t in trials],
             transitive = [python.files, depset(curves)],
         ),
         outputs = report_outputs,
@@ -163,13 +163,17 @@ Output group `cards` has the lineage card of the best model, `<name>.best.card.j
             default = Label("//databazel/private:plot.py"),
             allow_single_file = True,
         ),
+        "_plot_modules": attr.label(
+            default = Label("//databazel/private:plot_modules"),
+            allow_files = True,
+        ),
         "_report": attr.label(
             default = Label("//databazel/private:report.py"),
             allow_single_file = True,
         ),
-        "_runner": attr.label(
-            default = Label("//databazel/private:runner.py"),
-            allow_single_file = True,
+        "_report_modules": attr.label(
+            default = Label("//databazel/private:report_modules"),
+            allow_files = True,
         ),
     }),
     provides = [SearchReportInfo],
@@ -306,6 +310,60 @@ def hyperparam_search(
         for remote execution, ...) given to every target.
     """
     where = "//{}:{}".format(native.package_name(), name)
+    _check_search(where, metric, training_data, train_executable, test_data, eval_executable, mode, max_trials, timeout)
+    model_file = renamed(where, "model", model, "model_file", model_file)
+    if model_file != None and (type(model_file) != "string" or not model_file):
+        fail("{}: `model_file` must be a file name such as \"model.pkl\", got {}".format(where, repr(model_file)))
+    trials = _expand_trials(where, name, strategy, grid, search_space, num_trials, seed, hyperparams, max_trials)
+    hyperparam_names = (grid if strategy == "grid" else search_space).keys()
+    epoch_axis = EPOCHS in hyperparam_names
+    _check_epochs(where, hyperparams, epochs, epoch_axis, learning_curve)
+
+    # What is trained: each trial, or each chain of epochs its trials share.
+    chains = _epoch_chains(where, name, hyperparam_names, trials) if epoch_axis else {}
+    if epoch_axis:
+        runs = [struct(name = c.name, hyperparams = c.hyperparams, epochs = max(c.epochs), evaluated_epochs = sorted(c.epochs)) for c in chains.values()]
+    else:
+        runs = [struct(name = t.name, hyperparams = t.hyperparams, epochs = epochs or 0, evaluated_epochs = []) for t in trials]
+    for run in runs:
+        _train_and_evaluate(
+            run,
+            training_data = training_data,
+            train_executable = train_executable,
+            model_file = model_file,
+            test_data = test_data,
+            eval_executable = eval_executable,
+            learning_curve = learning_curve,
+            timeout = timeout,
+            allow_failure = allow_failed_trials,
+            deps = deps,
+            data = data,
+            env = env,
+            network = network,
+            **kwargs
+        )
+    if epoch_axis:
+        for trial in trials:
+            _checkpoint_trial(trial, chains[trial.chain].name, **kwargs)
+
+    search_report(
+        name = name,
+        trials = [":" + t.name + "__eval" for t in trials],
+        hyperparam_names = hyperparam_names,
+        metric = metric,
+        mode = mode,
+        plots = plots,
+        plot_deps = plot_deps,
+        **kwargs
+    )
+    search_best(
+        name = name + ".best",
+        search = ":" + name,
+        **kwargs
+    )
+
+def _check_search(where, metric, training_data, train_executable, test_data, eval_executable, mode, max_trials, timeout):
+    """Fails naming `where` unless the search's required and scalar arguments are valid."""
     required = [
         ("metric", metric, "the metric to rank by, such as \"accuracy\""),
         ("training_data", training_data, "the label of the training data"),
@@ -320,16 +378,13 @@ def hyperparam_search(
         fail("{}: `metric` must name the metric to rank by, such as \"accuracy\", got {}".format(where, repr(metric)))
     if mode not in MODES:
         fail("{}: `mode` must be \"max\" or \"min\", got {}".format(where, repr(mode)))
-    model_file = renamed(where, "model", model, "model_file", model_file)
-    if model_file != None and (type(model_file) != "string" or not model_file):
-        fail("{}: `model_file` must be a file name such as \"model.pkl\", got {}".format(where, repr(model_file)))
     if type(max_trials) != "int" or max_trials < 1:
         fail("{}: `max_trials` must be a positive int, got {}".format(where, repr(max_trials)))
     if type(timeout) != "int" or timeout < 0:
         fail("{}: `timeout` must be a number of seconds (an int, 0 for no limit), got {}".format(where, repr(timeout)))
-    trials = _expand_trials(where, name, strategy, grid, search_space, num_trials, seed, hyperparams, max_trials)
-    hyperparam_names = (grid if strategy == "grid" else search_space).keys()
-    epoch_axis = EPOCHS in hyperparam_names
+
+def _check_epochs(where, hyperparams, epochs, epoch_axis, learning_curve):
+    """Fails naming `where` unless `epochs` (an argument or a searched axis) and `learning_curve` agree."""
     if type(hyperparams) == "dict" and EPOCHS in hyperparams:
         fail("{}: `epochs` is not a hyperparameter: write `epochs = N` (every trial), or make it a grid axis".format(where))
     if epochs != None and (type(epochs) != "int" or epochs < 1):
@@ -339,102 +394,53 @@ def hyperparam_search(
     if learning_curve and epochs == None and not epoch_axis:
         fail("{}: `learning_curve` evaluates every epoch, so it needs `epochs` (or an `epochs` grid axis)".format(where))
 
-    # What every model and evaluate target of the search shares.
-    common = dict(
+def _train_and_evaluate(run, training_data, train_executable, model_file, test_data, eval_executable, learning_curve, **attrs):
+    """The `model` target `run.name` and its `evaluate` target `<run.name>__eval`.
+
+    Args:
+      run: struct(name, hyperparams, epochs, evaluated_epochs): a trial, or a chain of epochs.
+      training_data: as in `model`.
+      train_executable: as in `model`.
+      model_file: the model's file name (inside a directory named after the run), or None.
+      test_data: as in `evaluate`.
+      eval_executable: as in `evaluate`.
+      learning_curve: as in `evaluate`.
+      **attrs: what both targets get: `timeout`, `allow_failure`, `deps`, `data`, `env`, `network` and the common attributes.
+    """
+    _model(
+        name = run.name,
         training_data = training_data,
         train_executable = train_executable,
+        hyperparams = run.hyperparams,
+        model_file = run.name + "/" + model_file if model_file else None,
+        epochs = run.epochs,
+        **attrs
+    )
+    _evaluate(
+        name = run.name + "__eval",
+        model = ":" + run.name,
         test_data = test_data,
         eval_executable = eval_executable,
-        model_file = model_file,
         learning_curve = learning_curve,
-        timeout = timeout,
-        allow_failure = allow_failed_trials,
-        deps = deps,
-        data = data,
-        env = env,
-        network = network,
-        kwargs = kwargs,
+        evaluated_epochs = run.evaluated_epochs,
+        **attrs
     )
 
-    evaluations = []
-    if not epoch_axis:
-        for trial in trials:
-            _train(common, trial.name, trial.hyperparams, epochs or 0)
-            _evaluate_trial(common, trial.name + "__eval", trial.name)
-            evaluations.append(":" + trial.name + "__eval")
-    else:
-        chains = _epoch_chains(where, name, hyperparam_names, trials)
-        for chain in chains.values():
-            _train(common, chain.name, chain.hyperparams, max(chain.epochs))
-            _evaluate_trial(common, chain.name + "__eval", chain.name, sorted(chain.epochs))
-        for trial in trials:
-            chain = chains[trial.chain]
-            trial_checkpoint(
-                name = trial.name,
-                model = ":" + chain.name,
-                epoch = trial.epochs,
-                hyperparams = trial.hyperparams,
-                **kwargs
-            )
-            trial_evaluation(
-                name = trial.name + "__eval",
-                evaluation = ":" + chain.name + "__eval",
-                model = ":" + trial.name,
-                epoch = trial.epochs,
-                **kwargs
-            )
-            evaluations.append(":" + trial.name + "__eval")
-
-    search_report(
-        name = name,
-        trials = evaluations,
-        hyperparam_names = hyperparam_names,
-        metric = metric,
-        mode = mode,
-        plots = plots,
-        plot_deps = plot_deps,
+def _checkpoint_trial(trial, chain, **kwargs):
+    """A trial of an `epochs` axis: its checkpoint of chain `chain` and that checkpoint's evaluation."""
+    trial_checkpoint(
+        name = trial.name,
+        model = ":" + chain,
+        epoch = trial.epochs,
+        hyperparams = trial.hyperparams,
         **kwargs
     )
-    search_best(
-        name = name + ".best",
-        search = ":" + name,
+    trial_evaluation(
+        name = trial.name + "__eval",
+        evaluation = ":" + chain + "__eval",
+        model = ":" + trial.name,
+        epoch = trial.epochs,
         **kwargs
-    )
-
-def _train(common, target, hyperparams, epochs):
-    """The `model` target of a trial (or of a chain of epochs)."""
-    _model(
-        name = target,
-        training_data = common["training_data"],
-        train_executable = common["train_executable"],
-        hyperparams = hyperparams,
-        model_file = target + "/" + common["model_file"] if common["model_file"] else None,
-        epochs = epochs,
-        timeout = common["timeout"],
-        allow_failure = common["allow_failure"],
-        deps = common["deps"],
-        data = common["data"],
-        env = common["env"],
-        network = common["network"],
-        **common["kwargs"]
-    )
-
-def _evaluate_trial(common, target, trained, epochs = []):
-    """The `evaluate` target of a trial (or of a chain of epochs, at `epochs`)."""
-    _evaluate(
-        name = target,
-        model = ":" + trained,
-        test_data = common["test_data"],
-        eval_executable = common["eval_executable"],
-        learning_curve = common["learning_curve"],
-        evaluated_epochs = epochs,
-        timeout = common["timeout"],
-        allow_failure = common["allow_failure"],
-        deps = common["deps"],
-        data = common["data"],
-        env = common["env"],
-        network = common["network"],
-        **common["kwargs"]
     )
 
 # The searched hyperparameter that is the number of epochs.

@@ -42,6 +42,8 @@ import traceback
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, BinaryIO
 
+import supervise
+
 SITE_PACKAGES = "/site-packages/"
 
 
@@ -257,7 +259,7 @@ class WarmParent:
     def _child(
         self,
         script: str,
-        script_args: list[str],
+        args: list[str],
         env: dict[str, str],
         stdout: int,
         stderr: int,
@@ -287,7 +289,13 @@ class WarmParent:
         os.environ.clear()
         os.environ.update(env)
         sys.path[:] = pythonpath + self.base_path + [self.site_dir or ""]
-        sys.argv[:] = [script, *script_args]
+        # The runner's own modules (contract, records, ...) are not the
+        # script's: a module of the same name beside the script must import.
+        own = os.path.dirname(os.path.abspath(__file__))
+        for name, module in list(sys.modules.items()):
+            if os.path.dirname(getattr(module, "__file__", None) or "") == own:
+                del sys.modules[name]
+        sys.argv[:] = [script, *args]
         code = 0
         try:
             runpy.run_path(script, run_name="__main__")
@@ -343,7 +351,7 @@ def serve(
         stale = parent.stale()
         # A stale worker answers this request the cold way, then exits, and
         # Bazel starts a new one for the next.
-        runner.SCRIPT_LAUNCHER = None if stale else parent.launch
+        supervise.SCRIPT_LAUNCHER = None if stale else parent.launch
         output = io.StringIO()
         with contextlib.redirect_stderr(output):
             try:

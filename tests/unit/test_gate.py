@@ -7,7 +7,7 @@ from pathlib import Path
 
 import gate
 import pytest
-from runner import RunnerError
+from contract import RunnerError
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[str]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import stat
 import subprocess
@@ -13,8 +12,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import contract
 import pytest
+import records
 import runner
+import supervise
+from test_contract import MALFORMED
 
 RUNNER = Path(runner.__file__).resolve()
 TARGET = "//pkg:model"
@@ -144,11 +147,11 @@ def test_train_epoch_after_a_failed_epoch_passes_its_record_on(
     work: Path, capsys
 ) -> None:
     script = write_py(work, "train.py", RECORD_ARGV)
-    record = runner.failure_record(
-        "train", "//pkg:m", runner.ScriptFailed("exploded", 3, "tail")
+    record = records.failure_record(
+        "train", "//pkg:m", contract.ScriptFailed("exploded", 3, "tail")
     )
     (work / "prev.bin").write_bytes(
-        runner.FAILED_MODEL_HEADER + runner.format_failure(record).encode()
+        records.FAILED_MODEL_HEADER + records.format_failure(record).encode()
     )
     argv = train(script.name, "--epoch", "2", "--init-model", "prev.bin")
     code, err = run_main(argv, capsys)
@@ -156,7 +159,7 @@ def test_train_epoch_after_a_failed_epoch_passes_its_record_on(
     assert_error(err, "the checkpoint prev.bin is the failure record of //pkg:m")
     code, err = run_main(argv + ["--allow-failure"], capsys)
     assert code == 0
-    assert runner.read_failed_model(str(work / "out/model.bin")) == record
+    assert records.read_failed_model(str(work / "out/model.bin")) == record
 
 
 HOSTILE = {
@@ -545,44 +548,6 @@ def test_evaluate_success_writes_canonical_metrics(work: Path, capsys) -> None:
     assert leftovers == []
 
 
-MALFORMED = [
-    ("{not json", "not valid JSON: Expecting property name"),
-    ("", "not valid JSON: Expecting value"),
-    ("[0.9, 0.1]", "expected a JSON object, found a list"),
-    ('"0.9"', 'expected a JSON object, found a string "0.9"'),
-    ("0.9", "expected a JSON object, found a number (0.9)"),
-    ("{}", "the object is empty; at least one metric is required"),
-    ('{"accuracy": "0.9"}', 'metric "accuracy" has a string "0.9" value'),
-    ('{"accuracy": {"value": 0.9}}', 'metric "accuracy" has a nested object value'),
-    ('{"accuracy": [0.9]}', 'metric "accuracy" has a list value'),
-    ('{"accuracy": true}', 'metric "accuracy" has a boolean (true) value'),
-    ('{"accuracy": null}', 'metric "accuracy" has null value'),
-    ('{"accuracy": NaN}', 'metric "accuracy" is NaN; it must be a finite number'),
-    ('{"accuracy": Infinity}', 'metric "accuracy" is Infinity'),
-    ('{"loss": -Infinity}', 'metric "loss" is -Infinity'),
-    ('{"loss": 1e999}', 'metric "loss" is Infinity'),
-    ('{"accuracy": 0.9, "accuracy": 0.8}', 'duplicate key "accuracy"'),
-    ('{"": 0.9}', "a metric has an empty name"),
-]
-
-
-@pytest.mark.parametrize(("text", "message"), MALFORMED)
-def test_parse_metrics_rejects(text: str, message: str) -> None:
-    with pytest.raises(runner.ContractError) as excinfo:
-        runner.parse_metrics(text)
-    assert message in str(excinfo.value)
-
-
-def test_parse_metrics_accepts_ints_and_floats() -> None:
-    metrics = runner.parse_metrics('{"b": 2, "a": -0.5, "c": 1e3}')
-    assert metrics == {"a": -0.5, "b": 2, "c": 1000.0}
-    assert isinstance(metrics["b"], int)
-    assert (
-        runner.format_metrics(metrics)
-        == '{\n  "a": -0.5,\n  "b": 2,\n  "c": 1000.0\n}\n'
-    )
-
-
 @pytest.mark.parametrize(("text", "message"), MALFORMED)
 def test_evaluate_rejects_malformed_metrics(
     work: Path, capsys, text: str, message: str
@@ -654,33 +619,6 @@ def test_evaluate_failure_reports_stderr(work: Path, capsys) -> None:
         "evaluate script eval.py exited with code 1\n"
         "Last lines of its stderr:\n    cannot load model",
     )
-
-
-# --- tail ----------------------------------------------------------------------
-
-
-def test_tail_of_short_file(tmp_path: Path) -> None:
-    path = tmp_path / "log"
-    path.write_bytes(b"one\ntwo\nthree\n\n\n")
-    assert runner.tail(str(path), 2, 8192) == "two\nthree"
-    path.write_bytes(b"")
-    assert runner.tail(str(path), 20, 8192) == ""
-
-
-def test_tail_reads_only_the_end(tmp_path: Path) -> None:
-    path = tmp_path / "log"
-    with open(path, "wb") as f:
-        f.write(b"x" * 10_000_000)
-        f.write(b"\n" + b"\n".join(b"line %d" % i for i in range(5)) + b"\n")
-    assert runner.tail(str(path), 20, 64) == "\n".join(f"line {i}" for i in range(5))
-    # The line cut by the byte limit is dropped, not shown half.
-    assert runner.tail(str(path), 20, 20) == "line 3\nline 4"
-
-
-def test_tail_replaces_undecodable_bytes(tmp_path: Path) -> None:
-    path = tmp_path / "log"
-    path.write_bytes(b"caf\xc3\xa9 \xff\n")
-    assert runner.tail(str(path), 20, 8192) == "café \ufffd"
 
 
 # --- as Bazel runs it -----------------------------------------------------------
@@ -765,7 +703,7 @@ def test_timeout_kills_the_script_and_its_children(work: Path, capsys) -> None:
         "raise the target's `timeout`",
         "    epoch 1 of 1000",
     )
-    assert elapsed < 1.5 + runner.KILL_GRACE_SECONDS + 5
+    assert elapsed < 1.5 + supervise.KILL_GRACE_SECONDS + 5
     assert _gone(int((work / "grandchild.pid").read_text()))
     # The half-written model is not left where a result is expected.
     assert not (work / "out/model.bin").exists()
@@ -797,7 +735,7 @@ def test_sigterm_to_the_runner_stops_the_script_and_removes_the_output(
     try:
         _wait_for(work / "grandchild.pid")
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=runner.KILL_GRACE_SECONDS + 10)
+        proc.wait(timeout=supervise.KILL_GRACE_SECONDS + 10)
     finally:
         proc.kill()
         proc.communicate()
@@ -811,8 +749,8 @@ def test_sigterm_to_the_runner_stops_the_script_and_removes_the_output(
 
 def read_failed_model(path: Path) -> dict:
     data = path.read_bytes()
-    assert data.startswith(runner.FAILED_MODEL_HEADER)
-    return json.loads(data[len(runner.FAILED_MODEL_HEADER) :])
+    assert data.startswith(records.FAILED_MODEL_HEADER)
+    return json.loads(data[len(records.FAILED_MODEL_HEADER) :])
 
 
 def test_allow_failure_records_a_crashing_training(work: Path, capsys) -> None:
@@ -891,7 +829,7 @@ def test_allow_failure_records_no_exit_code_for_a_script_that_never_ran(
         """,
     )
     assert run_main(evaluate(bad.name, "--allow-failure"), capsys)[0] == 0
-    _, failure = runner.parse_metrics_or_failure(
+    _, failure = records.parse_metrics_or_failure(
         (work / "out/eval.metrics.json").read_text()
     )
     assert failure is not None
@@ -908,7 +846,7 @@ def test_allow_failure_records_a_failed_evaluation(work: Path, capsys) -> None:
     )
     code, _ = run_main(evaluate(script.name, "--allow-failure"), capsys)
     assert code == 0
-    metrics, failure = runner.parse_metrics_or_failure(
+    metrics, failure = records.parse_metrics_or_failure(
         (work / "out/eval.metrics.json").read_text()
     )
     assert metrics == {}
@@ -925,13 +863,13 @@ EVAL_MUST_NOT_RUN = "import sys\nsys.exit('the evaluation script ran')\n"
 
 
 def write_failed_model(work: Path) -> dict:
-    record = runner.failure_record(
+    record = records.failure_record(
         "train",
         "//pkg:t",
-        runner.ScriptFailed("train script t.py exited with code 3", 3, "boom"),
+        contract.ScriptFailed("train script t.py exited with code 3", 3, "boom"),
     )
     (work / "model.bin").write_bytes(
-        runner.FAILED_MODEL_HEADER + runner.format_failure(record).encode()
+        records.FAILED_MODEL_HEADER + records.format_failure(record).encode()
     )
     return dict(record)
 
@@ -956,12 +894,6 @@ def test_evaluating_a_failed_model_without_allow_failure_is_an_error(
         "the model model.bin is the failure record of //pkg:t, whose train step failed",
     )
     assert not (work / "out/eval.metrics.json").exists()
-
-
-def test_a_metrics_file_with_a_status_metric_is_not_a_failure() -> None:
-    assert runner.parse_metrics_or_failure('{"status": 1}') == ({"status": 1}, None)
-    with pytest.raises(runner.ContractError, match="string"):
-        runner.parse_metrics_or_failure('{"status": "failed"}')
 
 
 # --- hostile outputs and inputs (issue 18) -----------------------------------
@@ -1063,20 +995,6 @@ def test_a_source_directory_as_data_is_rejected(work: Path, capsys) -> None:
     assert run_main(argv, capsys) == (0, "")
 
 
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ('{"n": ' + "9" * 5000 + "}", "Exceeds the limit (4300 digits)"),
-        ('{"n": 1' + "0" * 400 + "}", "an integer of 401 digits, too large"),
-        ('{"n": ' + "[" * 100000 + "]" * 100000 + "}", "nested too deeply"),
-    ],
-    ids=["5000 digits", "401 digits", "deep"],
-)
-def test_hostile_metrics_are_contract_errors(text: str, message: str) -> None:
-    with pytest.raises(runner.ContractError, match=re.escape(message)):
-        runner.parse_metrics(text)
-
-
 def test_hyperparameters_over_the_argument_limit_are_named(work: Path, capsys) -> None:
     (work / "hp.json").write_text(json.dumps({"big": "x" * 140000}), encoding="utf-8")
     script = write_py(work, "train.py", RECORD_ARGV)
@@ -1108,7 +1026,7 @@ def test_a_script_that_kills_its_runner_still_gets_an_error_line(
         capture_output=True,
         text=True,
         check=False,
-        timeout=runner.KILL_GRACE_SECONDS + 30,
+        timeout=supervise.KILL_GRACE_SECONDS + 30,
         env={**os.environ, "SIGNAL": str(int(sig))},
     )
     lines = proc.stderr.splitlines()

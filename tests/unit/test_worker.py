@@ -227,3 +227,31 @@ def test_a_recreated_environment_makes_the_worker_answer_cold_and_exit(
 
 def _frame(message: bytes) -> bytes:
     return worker._varint(len(message)) + message
+
+
+def test_the_runners_modules_never_shadow_a_scripts_own(tmp_path: Path) -> None:
+    root = _execroot(tmp_path)
+    (root / "out").mkdir()
+    names = ("contract", "outputs", "records", "supervise")
+    for name in names:
+        (root / f"pkg/{name}.py").write_text(f"WHO = 'the script\\'s {name}'\n")
+    (root / "pkg/train.py").write_text(
+        textwrap.dedent("""
+        import argparse, json
+        import contract, outputs, records, supervise
+        p = argparse.ArgumentParser()
+        p.add_argument("--data"); p.add_argument("--model-output-path"); p.add_argument("--hyperparams")
+        a = p.parse_args()
+        with open(a.model_output_path, "w") as f:
+            json.dump([m.WHO for m in (contract, outputs, records, supervise)], f)
+        """)
+    )
+    inputs = INPUTS + [f"pkg/{name}.py" for name in names]
+    requests = b"".join(_request(_train(n), inputs, request_id=n) for n in (1, 2))
+    proc, _ = _serve(root, requests)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert [r["exit_code"] for r in _responses(proc.stdout)] == [0, 0]
+    for n in (1, 2):
+        assert json.loads((root / f"out/m{n}").read_text()) == [
+            f"the script's {name}" for name in names
+        ]

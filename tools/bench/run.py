@@ -33,6 +33,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import trials  # noqa: E402
 from bare_loop import action_env, mnist_loop  # noqa: E402
 from bazel_harness import Result, Workspace  # noqa: E402
+from render import plot, render, verdicts  # noqa: E402
 
 TRAIN_SH = """#!/bin/sh
 # SCRIPT --data DATA --model-output-path OUT --hyperparams JSON
@@ -56,14 +58,6 @@ printf '{"accuracy": %s}' "$(wc -c < "$2")" > "$6/metrics.json"
 """
 
 LOAD = 'load("@databazel//databazel:defs.bzl", "hyperparam_search")\n'
-
-TARGETS = {
-    "cold": "cold MNIST search with --jobs=2 <= 0.6x the serial loop",
-    "noop": "no-op rebuild of 1,000 trials <= 2 s",
-    "analysis": "loading + analysis of 5,000 trials <= 30 s",
-    "memory": "Bazel server peak memory at 5,000 trials <= 2 GiB",
-    "linear": "cost grows linearly with the number of trials",
-}
 
 
 # ---------------------------------------------------------------------------
@@ -200,29 +194,58 @@ def genrules_build(actions: int) -> str:
     )
 
 
+def processes_run(stderr: str) -> int | None:
+    """The processes a build ran, from Bazel's `INFO: N processes: ...` line (None without one).
+
+    "42 processes: 17 internal, 25 linux-sandbox.": the non-internal ones ran.
+    """
+    match = re.search(r"INFO: (\d+) process(?:es)?(:.*)?", stderr)
+    if not match:
+        return None
+    parts = dict(
+        (kind.strip(" ."), int(count))
+        for count, kind in re.findall(r"(\d+) ([\w-]+)", match.group(2) or "")
+    )
+    return int(match.group(1)) - parts.get("internal", 0)
+
+
+NO_EXECUTION_LOG = (
+    "the bench writes no execution log: it counts the processes a build ran "
+    "(Bazel's INFO line), not the spawns of each mnemonic"
+)
+
+
+class ProcessCount(Result):
+    """A build's result that knows how many processes ran, but not of which mnemonic."""
+
+    def __init__(self, result: Result, processes: int | None) -> None:
+        super().__init__(result.returncode, result.stdout, result.stderr, [])
+        self.processes = processes
+
+    def executed(self, mnemonic: str | None = None) -> int:
+        if mnemonic is not None or self.processes is None:
+            raise ValueError(NO_EXECUTION_LOG)
+        return self.processes
+
+    def executed_by_mnemonic(self) -> Counter[str]:
+        raise ValueError(NO_EXECUTION_LOG)
+
+
 class BenchWorkspace(Workspace):
     """The test harness's workspace without its execution log.
 
     The log lists every input of every spawn (~6k files of the Python
     environment each): the JSON one measured at ~0.4 s a trial and 90 MB for
-    12 trials, so it would be much of what is measured. Spawns are counted from
-    Bazel's `INFO: N processes: ...` line instead (`Result.executed()`).
+    12 trials, so it would be much of what is measured. Processes are counted
+    from Bazel's `INFO: N processes: ...` line instead (`Result.executed()`);
+    they cannot be counted per mnemonic.
     """
 
     execution_log = False
 
     def bazel(self, *args: str, check: bool = False, timeout: float = 3600) -> Result:
         result = super().bazel(*args, check=check, timeout=timeout)
-        match = re.search(r"INFO: (\d+) processes?: (.*)", result.stderr)
-        if match:
-            # "42 processes: 17 internal, 25 linux-sandbox.": the non-internal ones ran.
-            parts = dict(
-                (kind.strip(" ."), int(count))
-                for count, kind in re.findall(r"(\d+) ([\w-]+)", match.group(2))
-            )
-            ran = int(match.group(1)) - parts.get("internal", 0)
-            result.spawns = [{"mnemonic": "spawn"}] * ran
-        return result
+        return ProcessCount(result, processes_run(result.stderr))
 
 
 def peak_rss_mib(ws: Workspace) -> float | None:
@@ -414,7 +437,7 @@ class Bench:
             noops = []
             for _ in range(max(3, self.reps)):
                 elapsed, again = self.build(f"//{package}:s")
-                assert again.executed() == 0, again.executed_by_mnemonic()
+                assert again.executed() == 0, again.stderr[-2000:]
                 noops.append(elapsed)
             empty = [self.build("//bench:empty")[0] for _ in range(max(3, self.reps))]
             rows.append(
@@ -483,7 +506,7 @@ class Bench:
             self.ws.write(f"{package}/BUILD", search_build(bigger))
             elapsed, result = self.build(f"//{package}:s")
             times.append(elapsed)
-            actions.append(dict(result.executed_by_mnemonic()))
+            actions.append(result.executed())
             self.ws.write(f"{package}/BUILD", search_build(grid))
             self.build(f"//{package}:s")
         return {
@@ -531,355 +554,6 @@ def mnist(output_base: Path, reps: int, log: Callable[[str], None]) -> dict[str,
         return out
     finally:
         ws.shutdown()
-
-
-# ---------------------------------------------------------------------------
-# The report
-
-
-def _s(x: float | None, digits: int = 2) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
-
-
-def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(target, measured, met?) for each target that was measured."""
-    rows = trials.verdicts(results)
-    if "mnist" in results:
-        m = results["mnist"]
-        ratio = m["jobs2"] / m["serial_loop"]
-        rows.append(
-            (
-                TARGETS["cold"],
-                f"{m['jobs2']:.1f} s vs {m['serial_loop']:.1f} s = {ratio:.2f}x",
-                "yes" if ratio <= 0.6 else "no",
-            )
-        )
-    scaling = {r["trials"]: r for r in results.get("scaling", [])}
-    if 1000 in scaling:
-        noop = scaling[1000]["noop"]
-        rows.append((TARGETS["noop"], f"{noop:.2f} s", "yes" if noop <= 2 else "no"))
-    analysis = {r["trials"]: r for r in results.get("analysis", [])}
-    if 5000 in analysis:
-        a = analysis[5000]["databazel"]
-        rows.append(
-            (
-                TARGETS["analysis"],
-                f"{a['time']:.1f} s",
-                "yes" if a["time"] <= 30 else "no",
-            )
-        )
-        rss = a["peak_rss_mib"]
-        rows.append(
-            (TARGETS["memory"], f"{rss:.0f} MiB", "yes" if rss <= 2048 else "no")
-        )
-    growth = linearity(results)
-    if growth:
-        worst = max(g[2] for g in growth)
-        rows.append(
-            (
-                TARGETS["linear"],
-                f"per-trial cost at the largest size / at the next: at most {worst:.2f}",
-                "yes" if worst <= 1.5 else "no",
-            )
-        )
-    return rows
-
-
-def linearity(results: dict[str, Any]) -> list[tuple[str, str, float]]:
-    """(figure, sizes, ratio of per-trial costs between the two largest sizes); 1 = linear, <1 = sublinear."""
-    out = []
-
-    def ratio(points: list[tuple[int, float]], name: str) -> None:
-        points = sorted(p for p in points if p[1] == p[1])
-        if len(points) >= 2:
-            (n1, v1), (n2, v2) = points[-2], points[-1]
-            if v1 > 0:
-                out.append((name, f"{n1} -> {n2}", (v2 / n2) / (v1 / n1)))
-
-    analysis = results.get("analysis", [])
-    if analysis:
-        ratio(
-            [(r["trials"], r["databazel"]["time"]) for r in analysis],
-            "loading + analysis time",
-        )
-        ratio(
-            [(r["trials"], r["databazel"]["peak_rss_mib"]) for r in analysis],
-            "server peak RSS",
-        )
-    scaling = results.get("scaling", [])
-    if scaling:
-        ratio([(r["trials"], r["cold"]) for r in scaling], "cold build time")
-        ratio([(r["trials"], r["noop"]) for r in scaling], "no-op rebuild time")
-    return out
-
-
-def plot(results: dict[str, Any], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-    analysis = results.get("analysis", [])
-    scaling = results.get("scaling", [])
-    if analysis:
-        n = [r["trials"] for r in analysis]
-        ax = axes[0]
-        ax.plot(
-            n,
-            [r["databazel"]["time"] for r in analysis],
-            "o-",
-            label="databazel search",
-        )
-        ax.plot(
-            n,
-            [r["genrules"]["time"] for r in analysis],
-            "s--",
-            label="2N plain genrules",
-        )
-        ax.set_title("loading + analysis (fresh server)")
-        ax.set_ylabel("seconds")
-        ax = axes[1]
-        ax.plot(
-            n,
-            [r["databazel"]["peak_rss_mib"] for r in analysis],
-            "o-",
-            label="databazel: peak RSS",
-        )
-        ax.plot(
-            n,
-            [r["genrules"]["peak_rss_mib"] for r in analysis],
-            "s--",
-            label="genrules: peak RSS",
-        )
-        ax.set_title("Bazel server memory")
-        ax.set_ylabel("MiB")
-    if scaling:
-        n = [r["trials"] for r in scaling]
-        ax = axes[2]
-        ax.plot(n, [r["cold"] for r in scaling], "o-", label="cold build, --jobs=2")
-        ax.plot(n, [r["noop"] for r in scaling], "o:", label="no-op rebuild")
-        ax.plot(
-            n,
-            [r["empty_build"] for r in scaling],
-            "s--",
-            label="empty build (baseline)",
-        )
-        ax.set_title("trivial trials: build time")
-        ax.set_ylabel("seconds")
-    for ax in axes:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("trials")
-        ax.grid(True, which="both", alpha=0.3)
-        if ax.has_data():
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return True
-
-
-def render(results: dict[str, Any], png: str | None) -> str:
-    m, v = results["machine"], results["versions"]
-    lines = [
-        "# Benchmarks",
-        "",
-        "<!-- Written by tools/bench/run.py; do not edit by hand. Re-run it instead. -->",
-        "",
-        f"Measured {results['date']} by `tools/bench/run.py{results['args']}` "
-        f"(median of {results['reps']} runs where not said otherwise).",
-        "",
-        "| Machine | Versions |",
-        "| --- | --- |",
-        f"| {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, Linux {m['kernel']} "
-        f"| {v['bazel']}; Python {v['python']}; databazel {v['databazel']} |",
-        "",
-        f"Load average (1, 5, 15 min) before: {results['load_before']}, after: {results['load_after']}. "
-        "The machine is shared: the bench waits (up to a limit) for the 1-minute load to drop under "
-        f"{results['max_load']} before each part, and the load is recorded next to each figure.",
-        "",
-        "## Targets",
-        "",
-        "| Target | Measured | Met |",
-        "| --- | --- | --- |",
-    ]
-    for target, measured, met in verdicts(results):
-        lines.append(f"| {target} | {measured} | {met} |")
-    lines.append("")
-    lines += trials.render(results)
-    if png:
-        lines += [f"![benchmarks]({png})", ""]
-    if "overhead" in results:
-        o = results["overhead"]
-        small, large = o["trials"]
-        lines += [
-            "## Per-trial overhead",
-            "",
-            f"Trivial trials (`#!/bin/sh` train and evaluate scripts writing a file). Through Bazel: "
-            f"cold `--jobs=1` builds of fresh {small}- and {large}-trial searches, "
-            f"(T({large}) - T({small})) / {large - small}, so fixed costs (the report, the client) cancel.",
-            "",
-            "| | seconds per trial (train + evaluate) |",
-            "| --- | --- |",
-            f"| the two scripts run directly as processes (baseline) | {o['direct']:.3f} |",
-            f"| each script through `runner.py` (no Bazel) | {o['runner']:.3f} |",
-            f"| through Bazel (`hyperparam_search`, `--jobs=1`) | {o['bazel']:.3f} "
-            f"(runs: {', '.join(f'{x:.3f}' for x in o['bazel_per_trial'])}) |",
-            f"| **overhead** (through Bazel - direct) | **{o['overhead']:.3f}** |",
-            *(
-                [
-                    f"| through Bazel, warm (`{trials.WARM}`) | {w['bazel']:.3f} "
-                    f"(runs: {', '.join(f'{x:.3f}' for x in w['bazel_per_trial'])}) |",
-                    f"| **overhead, warm** (through Bazel, warm - direct) | **{w['overhead']:.3f}** |",
-                ]
-                if (w := results.get("overhead_warm"))
-                else []
-            ),
-            "",
-            *(
-                [
-                    "CPU time per trial, which the load of other users' builds inflates much less than wall "
-                    "time (Bazel server and every process it ran, from `/proc/<pid>/stat`; the direct runs from "
-                    f"`getrusage`): scripts directly {o['cpu']['direct']:.3f} s, through `runner.py` "
-                    f"{o['cpu']['runner']:.3f} s, through Bazel {o['cpu']['bazel']:.3f} s "
-                    f"(runs: {', '.join(f'{x:.3f}' for x in o['cpu']['bazel_per_trial'])}).",
-                    "",
-                ]
-                if "cpu" in o
-                else []
-            ),
-            f"Of the overhead, {o['runner'] - o['direct']:.3f} s is the runner (two Python start-ups) and "
-            f"{o['bazel'] - o['runner']:.3f} s is Bazel's per-action cost (scheduling, a sandbox "
-            "per action holding its inputs, moving outputs, the action cache). The trivial trials "
-            "declare no package, so their sandboxes hold a few files; a trial's sandbox links every "
-            "file of the packages in its `deps`.",
-            "",
-        ]
-    if "cold_trivial" in results or "mnist" in results:
-        lines += [
-            "## Cold search against a serial loop",
-            "",
-            "| Search | serial loop of bare processes | `--jobs=1` | `--jobs=2` | `--jobs=2` / loop |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        if "mnist" in results:
-            x = results["mnist"]
-            lines.append(
-                f"| `//mnist:bzl_search` ({x['trials']} trials + report + plots, {x['actions']} actions; "
-                f"`bazel clean` first) | {x['serial_loop']:.1f} s | {x['jobs1']:.1f} s | {x['jobs2']:.1f} s "
-                f"| {x['jobs2'] / x['serial_loop']:.2f} |"
-            )
-        if "cold_trivial" in results:
-            x = results["cold_trivial"]
-            lines.append(
-                f"| {x['trials']} trivial trials (fresh package) | {x['serial_loop']:.2f} s | {x['jobs1']:.1f} s "
-                f"| {x['jobs2']:.1f} s | {x['jobs2'] / x['serial_loop']:.0f} |"
-            )
-        lines += [
-            "",
-            "The serial loop runs the same scripts with the same interpreter and environment "
-            "(`tools/bench/bare_loop.py`); it does not draw the report or the plots. With trivial "
-            "scripts the loop costs milliseconds, so that row is databazel's and Bazel's own cost alone.",
-            "",
-        ]
-    if "scaling" in results:
-        lines += [
-            "## Cold build and no-op rebuild by number of trials",
-            "",
-            "Trivial trials, one search per size. The no-op rebuild runs right after the cold build "
-            "(server warm); the baseline is a build of an empty filegroup on the same server.",
-            "",
-            "| Trials | cold build `--jobs=2` | actions run | per trial | no-op rebuild | empty build (baseline) | load before / after |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for r in results["scaling"]:
-            lines.append(
-                f"| {r['trials']:,} | {r['cold']:.1f} s | {r['actions']:,} | {r['cold'] / r['trials']:.3f} s "
-                f"| {r['noop']:.2f} s | {r['empty_build']:.2f} s | {r['load'][0][0]} / {r['load'][1][0]} |"
-            )
-        lines.append("")
-    if "analysis" in results:
-        lines += [
-            "## Loading + analysis and server memory by number of trials",
-            "",
-            "`bazel build --nobuild` on a fresh server (shut down and restarted first; start-up not "
-            "timed). Peak memory is the server's peak RSS (`VmHWM`, JVM default maximum heap: 1/4 of RAM, "
-            "so the JVM may hold more than it needs). Baseline (one run per size): a package of as many "
-            "plain genrules as the search has trial actions (2 per trial).",
-            "",
-            "| Trials | databazel: time | peak RSS | 2N genrules: time | peak RSS | load before / after |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        for r in results["analysis"]:
-            d, g = r["databazel"], r["genrules"]
-            lines.append(
-                f"| {r['trials']:,} | {d['time']:.1f} s | {d['peak_rss_mib']:.0f} MiB "
-                f"| {g['time']:.1f} s | {g['peak_rss_mib']:.0f} MiB "
-                f"| {r['load'][0][0]} / {r['load'][1][0]} |"
-            )
-        lines.append("")
-    profile = results.get("analysis_profile", "")
-    if "PHASE SUMMARY" in profile:
-        summary = profile.split("=== PHASE SUMMARY INFORMATION ===")[1].split(
-            "Critical path"
-        )[0]
-        n = results["analysis"][-1]["trials"]
-        lines += [
-            f"`bazel analyze-profile` of the loading + analysis of {n:,} trials (`--profile`, fresh server):",
-            "",
-            "```",
-            *[line.rstrip() for line in summary.strip().splitlines()],
-            "```",
-            "",
-        ]
-    growth = linearity(results)
-    if growth:
-        lines += [
-            "## Growth",
-            "",
-            "Per-trial cost at the largest size divided by the per-trial cost at the size before it "
-            "(1.0: linear; below 1: fixed costs still dominate).",
-            "",
-            "| Figure | sizes | ratio |",
-            "| --- | --- | --- |",
-        ]
-        for name, sizes, r in growth:
-            lines.append(f"| {name} | {sizes} | {r:.2f} |")
-        lines.append("")
-    if "add_grid_value" in results:
-        a = results["add_grid_value"]
-        lines += [
-            "## Adding one grid value to a 100-trial search",
-            "",
-            f"A 10 x 10 grid, built; then one value added to the first hyperparameter "
-            f"({a['new_trials']} new trials).",
-            "",
-            "| Build | time | actions run |",
-            "| --- | --- | --- |",
-            f"| the 100-trial search, cold (baseline) | {a['cold']:.1f} s | {a['cold_actions']} |",
-            f"| after adding one value | {a['time']:.1f} s | {sum(a['actions'].values())} "
-            f"(the least possible: {2 * a['new_trials'] + 1}, i.e. {a['new_trials']} train + "
-            f"{a['new_trials']} evaluate + the report) |",
-            "",
-        ]
-    if results.get("part_dates"):
-        lines += [
-            "## When each part was measured",
-            "",
-            "Some parts were re-run with `--parts`; the others are from earlier runs.",
-            "",
-            *[
-                f"- `{name}`: {date}"
-                for name, date in sorted(results["part_dates"].items())
-            ],
-            "",
-        ]
-    if results.get("notes"):
-        lines += ["## Notes", "", *results["notes"], ""]
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,445 @@
+"""Running the user's script: its data and environment, its process (timeouts,
+signals, the guard against a killed runner) and what its failure says."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, Callable, Protocol
+
+from contract import ContractError, RunnerError, ScriptFailed, error_line
+from outputs import remove_path, remove_special_entries
+from records import signal_name
+
+TAIL_LINES = 20
+TAIL_BYTES = 8 * 1024
+
+
+def tail(path: str, max_lines: int = TAIL_LINES, max_bytes: int = TAIL_BYTES) -> str:
+    """Return the last `max_lines` non-blank-terminated lines of a text file.
+
+    Only the last `max_bytes` bytes are read; a line cut by that limit is
+    dropped unless it is the only one.  Undecodable bytes become U+FFFD.
+    """
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        start = max(0, size - max_bytes)
+        f.seek(start)
+        data = f.read(max_bytes)
+    if start > 0:
+        newline = data.find(b"\n")
+        if 0 <= newline < len(data.rstrip(b"\n")):
+            data = data[newline + 1 :]
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return "\n".join(lines[-max_lines:])
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())
+
+
+# Where Bazel puts what actions generate, relative to the execroot.
+OUTPUT_TREE = "bazel-out"
+
+
+def check_not_source_directory(path: str, attribute: str) -> None:
+    """Reject a directory of the source tree given as data.
+
+    Bazel tracks a source directory as one file whose content it never reads:
+    changing or adding a file inside it re-runs nothing, so the model would
+    silently go stale.  A directory an action generated (`declare_directory`)
+    is tracked file by file and is fine.
+    """
+    if not os.path.isdir(path):
+        return
+    if os.path.normpath(path).split(os.sep)[0] == OUTPUT_TREE:
+        return
+    pattern = os.path.basename(os.path.normpath(path))
+    raise ContractError(
+        f"`{attribute}` includes {path}, a directory of the source tree: Bazel "
+        "does not see changes to the files inside it, so nothing would re-run "
+        "when they change; list its files instead, for example "
+        f'`{attribute} = glob(["{pattern}/**"])` (or a filegroup with that glob) '
+        "in the directory's package"
+    )
+
+
+@contextlib.contextmanager
+def data_path(paths: Sequence[str], attribute: str = "data") -> Iterator[str]:
+    """Yield the single data path, or a temporary directory of symlinks.
+
+    `attribute` names where the paths come from (`training_data`, `test_data`)
+    in errors.
+    """
+    for path in paths:
+        if not os.path.lexists(path):
+            raise RunnerError(f"data path {path} does not exist")
+        check_not_source_directory(path, attribute)
+    if len(paths) == 1:
+        yield paths[0]
+        return
+    absolute = sorted({os.path.abspath(p) for p in paths})
+    root = os.path.commonpath([os.path.dirname(p) for p in absolute])
+    relative = [os.path.relpath(p, root) for p in absolute]
+    taken = set(relative)
+    for rel in relative:
+        parent = os.path.dirname(rel)
+        while parent:
+            if parent in taken:
+                raise RunnerError(f"data paths overlap: {root}/{parent} contains {rel}")
+            parent = os.path.dirname(parent)
+    directory = tempfile.mkdtemp(prefix="databazel-data-")
+    try:
+        for target, rel in zip(absolute, relative):
+            link = os.path.join(directory, rel)
+            os.makedirs(os.path.dirname(link), exist_ok=True)
+            os.symlink(target, link)
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def script_env(pythonpath: Sequence[str]) -> dict[str, str]:
+    """os.environ with the given directories prepended to PYTHONPATH."""
+    env = dict(os.environ)
+    parts = [os.path.abspath(d) for d in pythonpath]
+    if parts:
+        if env.get("PYTHONPATH"):
+            parts.append(env["PYTHONPATH"])
+        env["PYTHONPATH"] = os.pathsep.join(parts)
+    return env
+
+
+_MISSING_MODULE = re.compile(r"ModuleNotFoundError: No module named '([^'.]+)")
+
+
+def _environment_modules() -> dict[str, Any] | None:
+    """The python_env repository's modules.json: which distribution provides which module.
+
+    The file is not an input of the action (a new package would otherwise
+    re-run every trial); it is found through the interpreter's pyvenv.cfg,
+    which links to the repository. Only error messages use it, so when it
+    cannot be found (a remote worker, another toolchain) the message is
+    less specific, never wrong.
+    """
+    venv = os.path.dirname(os.path.dirname(sys.executable))
+    cfg = os.path.realpath(os.path.join(venv, "pyvenv.cfg"))
+    path = os.path.join(os.path.dirname(os.path.dirname(cfg)), "modules.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def missing_module_hint(stderr_tail: str) -> str:
+    """What to add to `deps` when the script failed importing a module, else ""."""
+    found = _MISSING_MODULE.findall(stderr_tail)
+    if not found:
+        return ""
+    module = found[-1]
+    index = _environment_modules()
+    modules = index.get("modules", {}) if index else {}
+    if isinstance(modules, dict) and module in modules:
+        return (
+            f"The script imports `{module}`, which no entry of the target's `deps` "
+            f'provides: add "@{index["repository"]}//:{modules[module]}" '  # type: ignore[index]
+            "(distribution " + str(modules[module]) + ") to `deps`."
+        )
+    where = f" of @{index['repository']}" if index else ""
+    return (
+        f"The script imports `{module}`, which is in none of its `deps`: add the "
+        f"py_library that provides it to the target's `deps` (no distribution{where} "
+        "provides it: a package must also be in the environment's requirements lock)."
+    )
+
+
+def _exit_description(returncode: int) -> str:
+    if returncode < 0:
+        return f"was killed by signal {signal_name(returncode)}"
+    return f"exited with code {returncode}"
+
+
+class Process(Protocol):
+    """A running script: a subprocess.Popen, or a warm worker's forked child."""
+
+    pid: int
+    returncode: int | None
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+# How a warm worker (worker.py) starts a plain .py script: a child forked
+# from its parent, with (script, args, env, stdout fd, stderr fd).
+SCRIPT_LAUNCHER: (
+    Callable[[str, list[str], dict[str, str], int, int], Process] | None
+) = None
+
+# Seconds between SIGTERM and SIGKILL when a script is stopped.
+KILL_GRACE_SECONDS = 5.0
+
+
+def _stop(process: Process) -> None:
+    """Stop the script and every process it started (its own session)."""
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+# How often the runner checks for a timeout or a termination signal.
+_POLL_SECONDS = 0.1
+
+
+def _wait(process: Process, timeout: float | None) -> str | None:
+    """Wait for the script; stop it on timeout or when the runner is told to stop.
+
+    The script runs in a session of its own (so that a timeout can kill
+    everything it started), which also takes it out of the runner's process
+    group: SIGTERM, SIGINT and SIGHUP sent to the runner are passed on here.
+
+    Returns None when the script ended by itself, "timeout" when it was killed
+    for the timeout; raises SystemExit(128 + signal) when the runner was told
+    to stop.
+    """
+    received: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while not received:
+            try:
+                process.wait(_POLL_SECONDS)
+                return None
+            except subprocess.TimeoutExpired:
+                if deadline is not None and time.monotonic() >= deadline:
+                    _stop(process)
+                    return "timeout"
+        _stop(process)
+        raise SystemExit(128 + received[0])
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# Linux's limit on the length of one argument (MAX_ARG_STRLEN: 32 pages).
+MAX_ARGUMENT_BYTES = 128 * 1024
+
+
+def too_long_message(
+    kind: str, script: str, command: Sequence[str], env: dict[str, str]
+) -> str:
+    """Why exec refused the command line with E2BIG, naming the argument."""
+    longest = max(command, key=lambda a: len(os.fsencode(a)))
+    size = len(os.fsencode(longest))
+    if size >= MAX_ARGUMENT_BYTES:
+        index = list(command).index(longest)
+        flag = command[index - 1] if index > 0 else "the script's path"
+        what = (
+            "the hyperparameters (--hyperparams)"
+            if flag == "--hyperparams"
+            else f"the argument after {flag}"
+        )
+        return (
+            f"cannot run {kind} script {script}: {what} take {size:,} bytes, over "
+            f"Linux's limit of {MAX_ARGUMENT_BYTES:,} bytes for one argument "
+            "(MAX_ARG_STRLEN); pass large values in a data file instead"
+        )
+    total = sum(len(os.fsencode(a)) + 1 for a in command) + sum(
+        len(os.fsencode(k)) + len(os.fsencode(v)) + 2 for k, v in env.items()
+    )
+    return (
+        f"cannot run {kind} script {script}: its arguments and environment take "
+        f"{total:,} bytes, over the system's limit (ARG_MAX, "
+        f"{os.sysconf('SC_ARG_MAX'):,} bytes); pass large values in a data file instead"
+    )
+
+
+def run_script(
+    kind: str,
+    script: str,
+    python_script: bool,
+    pythonpath: Sequence[str],
+    script_args: list[str],
+    timeout: float | None = None,
+) -> None:
+    """Run the user script (no shell); raise RunnerError unless it exits 0.
+
+    With `timeout` (seconds), a script still running after it is killed with
+    everything it started, and the error says so.
+    """
+    if not os.path.isfile(script):
+        raise RunnerError(f"{kind} script {script} does not exist or is not a file")
+    if not python_script and not os.access(script, os.X_OK):
+        raise RunnerError(
+            f"{kind} script {script} is not executable; make it executable "
+            "or run it as a Python file"
+        )
+    prefix = [sys.executable] if python_script else []
+    command = prefix + [os.path.abspath(script)] + script_args
+    if python_script:
+        # Python puts the *resolved* directory of the script first on sys.path:
+        # in a sandbox that is the source tree, where undeclared siblings would
+        # import. Import from the script's directory as the action sees it.
+        pythonpath = [os.path.dirname(os.path.abspath(script)), *pythonpath]
+    env = script_env(pythonpath)
+    if python_script:
+        env["PYTHONSAFEPATH"] = "1"
+    log_dir = tempfile.mkdtemp(prefix="databazel-logs-")
+    try:
+        stdout_log = os.path.join(log_dir, "stdout")
+        stderr_log = os.path.join(log_dir, "stderr")
+        with open(stdout_log, "wb") as out, open(stderr_log, "wb") as err:
+            try:
+                process: Process
+                if SCRIPT_LAUNCHER is not None and python_script:
+                    process = SCRIPT_LAUNCHER(
+                        command[1], command[2:], env, out.fileno(), err.fileno()
+                    )
+                else:
+                    process = subprocess.Popen(
+                        command,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=err,
+                        env=env,
+                        start_new_session=True,
+                    )
+            except OSError as e:
+                if e.errno == errno.E2BIG:
+                    raise RunnerError(
+                        too_long_message(kind, script, command, env)
+                    ) from None
+                raise RunnerError(f"cannot run {kind} script {script}: {e}") from None
+            except ValueError as e:  # a NUL byte in an argument or variable
+                raise RunnerError(f"cannot run {kind} script {script}: {e}") from None
+            _tell_guard(process.pid)
+            timed_out = _wait(process, timeout) == "timeout"
+            returncode = process.wait()
+        if timed_out:
+            message = (
+                f"{kind} script {script} was still running after the timeout of "
+                f"{timeout:g} s and was killed; raise the target's `timeout` "
+                "or make the script faster\n"
+            )
+        elif returncode != 0:
+            message = f"{kind} script {script} {_exit_description(returncode)}\n"
+        else:
+            return
+        stderr_tail = tail(stderr_log)
+        hint = missing_module_hint(stderr_tail)
+        if hint:
+            message += hint + "\n"
+        if stderr_tail:
+            message += "Last lines of its stderr:\n" + _indent(stderr_tail)
+        else:
+            message += "(its stderr was empty)"
+            stdout_tail = tail(stdout_log)
+            if stdout_tail:
+                message += "\nLast lines of its stdout:\n" + _indent(stdout_tail)
+        raise ScriptFailed(message, returncode, stderr_tail)
+    finally:
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
+# The write end of a pipe to the guard (see guarded_main), which the runner
+# tells the script's process id.
+_guard_pipe: int | None = None
+
+
+def _tell_guard(pid: int) -> None:
+    if _guard_pipe is not None:
+        with contextlib.suppress(OSError):
+            os.write(_guard_pipe, f"{pid}\n".encode())
+
+
+def guarded_main(main: Callable[[], int], argv: list[str]) -> int:
+    """Run `main` in a child process and report it if that child is killed.
+
+    `argv` is the runner's command line (its params file expanded).
+
+    A script can kill its runner (for example `os.kill(os.getppid(), SIGKILL)`),
+    which then cannot say anything.  The guard is the process Bazel started:
+    it passes SIGTERM, SIGINT and SIGHUP on to the runner, and when the runner
+    dies of any other signal it stops the script, removes the outputs and
+    prints the error line the runner could not.
+    """
+    global _guard_pipe
+    if "--persistent_worker" in argv:
+        return main()  # one request at a time, each supervised by the worker
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        _guard_pipe = write_end
+        code = 1
+        try:
+            code = main()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    os.close(write_end)
+    forwarded: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        forwarded.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    killed_by = os.WTERMSIG(status)
+    with os.fdopen(read_end, "rb") as pipe:
+        script_pids = [int(line) for line in pipe.read().split()]
+    for script_pid in script_pids:
+        with contextlib.suppress(OSError):
+            os.killpg(script_pid, signal.SIGKILL)
+    # The runner parsed these (the guard saves itself the time): Bazel gives
+    # each flag and its value as two arguments.
+    flags = dict(zip(argv, argv[1:]))
+    for flag in ("--model-output", "--metrics-output"):
+        if flag in flags:
+            remove_path(flags[flag])
+    if "--output-dir" in flags:
+        remove_special_entries(flags["--output-dir"])
+    if killed_by in forwarded:
+        return 128 + killed_by
+    command = argv[0] if argv else "?"
+    print(
+        error_line(
+            flags.get("--target", "?"),
+            f"the databazel runner was killed by signal {signal_name(-killed_by)} "
+            f"while it ran the {command} script; something killed it, most "
+            "likely the script itself (for example by signalling its parent "
+            "process) or the system's out-of-memory killer",
+        ),
+        file=sys.stderr,
+    )
+    return 1
