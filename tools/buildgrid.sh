@@ -118,7 +118,7 @@ except grpc.FutureTimeoutError:
     fi
     for i in $(seq "$workers"); do
         setsid "$VENV/bin/python" "$ROOT/tests/remote/worker.py" --server "127.0.0.1:$port" \
-            --name "worker-$i" --work-dir "$state/work/$i" >"$state/logs/worker-$i.log" 2>&1 </dev/null &
+            --name "worker-$i" --work-dir "$state/work/$i" --cache-dir "$state/work/cache" >"$state/logs/worker-$i.log" 2>&1 </dev/null &
         echo $! >"$state/worker-$i.pid"
     done
     # Ready when every worker has its bot session.
