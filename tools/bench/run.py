@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import remote  # noqa: E402
 import trials  # noqa: E402
 from bare_loop import action_env, mnist_loop  # noqa: E402
 from bazel_harness import Result, Workspace  # noqa: E402
@@ -543,7 +544,7 @@ def _s(x: float | None, digits: int = 2) -> str:
 
 def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(target, measured, met?) for each target that was measured."""
-    rows = trials.verdicts(results)
+    rows = trials.verdicts(results) + remote.verdicts(results)
     if "mnist" in results:
         m = results["mnist"]
         ratio = m["jobs2"] / m["serial_loop"]
@@ -709,7 +710,7 @@ def render(results: dict[str, Any], png: str | None) -> str:
     for target, measured, met in verdicts(results):
         lines.append(f"| {target} | {measured} | {met} |")
     lines.append("")
-    lines += trials.render(results)
+    lines += trials.render(results) + remote.render(results)
     if png:
         lines += [f"![benchmarks]({png})", ""]
     if "overhead" in results:
@@ -928,7 +929,7 @@ def main(argv: list[str] | None = None) -> int:
         "--parts",
         type=lambda text: set(text.split(",")),
         help="run only these parts: overhead, overhead_warm, trials, cold_trivial, scaling, "
-        "add_grid_value (needs scaling), analysis, analysis_profile (needs analysis), mnist",
+        "add_grid_value (needs scaling), analysis, analysis_profile (needs analysis), mnist, remote",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -964,6 +965,7 @@ def main(argv: list[str] | None = None) -> int:
             "analysis",
             "analysis_profile",
             "mnist",
+            "remote",
         )
         dates = kept.get("part_dates") or {n: kept["date"] for n in parts if n in kept}
         for name in set(kept) - set(results) - args.parts:
@@ -999,6 +1001,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not args.no_mnist:
         parts.append(("trials", lambda: trials.measure(ws, args.reps, log)))
+        parts.append(("remote", lambda: remote.measure(ws, args.reps, log, work)))
 
     def run_part(name: str, function: Callable[[], Any]) -> None:
         if args.parts and name not in args.parts:
