@@ -593,7 +593,7 @@ def generate(
 
 
 # Pages in docs/ that other tools write (tools/bench/run.py): never compared or removed here.
-NOT_GENERATED = frozenset({"benchmarks.md", "warm-workers.md"})
+NOT_GENERATED = frozenset({"benchmarks.md", "remote-execution.md", "warm-workers.md"})
 
 
 def main(argv: list[str] | None = None) -> int:
