@@ -409,7 +409,7 @@ with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
     json.dump(metrics, f, sort_keys=True)
 """
 
-SKLEARN_CS = ["0.1", "1", "10"]
+SKLEARN_CS = ["0.1", "10"]
 
 
 def _points(n: int, seed: int) -> str:
@@ -485,9 +485,18 @@ def test_a_search_importing_scikit_learn_runs_remotely_from_an_empty_grid_first_
         started_grid(tmp_path / "grid") as grid,
         other_output_base(sklearn_ws, "sklearn_remote_output_base") as remote_ws,
     ):
-        remote = remote_ws.build("//s:s", check=False, flags=(*grid.config, "--jobs=8"))
+        grpc_log = tmp_path / "grpc.log"
+        flags = (*grid.config, "--jobs=8", f"--experimental_remote_grpc_log={grpc_log}")
+        remote = remote_ws.build("//s:s", check=False, flags=flags)
         assert remote.returncode == 0, remote.stderr[-6000:]
         assert "during bulk transfer" not in remote.stderr
+        # The cause of "N errors during bulk transfer": calls beyond BuildGrid's
+        # thread pool are refused, and Bazel gives up on a blob after 5 retries.
+        # With the documented settings, none is refused.
+        calls = grpc_log.read_bytes()
+        assert calls.count(b"ByteStream/Write") > 1000  # the packages were uploaded
+        refused = calls.count(b"Concurrent RPC limit exceeded")
+        assert refused == 0, f"BuildGrid refused {refused} calls"
         runners = {
             s.get("runner") for s in remote.spawns if s.get("mnemonic") in SPAWNED
         }
@@ -502,7 +511,6 @@ def test_a_search_importing_scikit_learn_runs_remotely_from_an_empty_grid_first_
         assert len(roots) == 2 * len(SKLEARN_CS) + 1, roots
         heavy = [r for r in roots if r["files"] > 1000]
         assert len(heavy) == 2 * len(SKLEARN_CS), roots
-        assert sum(r["fetched"] > 100 for r in heavy) <= 2, (
-            roots
-        )  # one per worker at most
+        # Each worker fetches at most once (both may start at the same time).
+        assert sum(r["fetched"] > 100 for r in heavy) <= 2, roots
         assert min(r["fetched"] for r in heavy) <= 5, roots
