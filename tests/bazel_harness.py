@@ -34,6 +34,20 @@ def starlark_string(value: str) -> str:
     return f'"{escaped}"'
 
 
+def remote_flags(port: int) -> tuple[str, ...]:
+    """The flags of `--config=remote` in this checkout's .bazelrc, for a BuildGrid on PORT.
+
+    The config names tools/buildgrid.sh's documented port, 50051; fixture
+    workspaces do not read the checkout's .bazelrc, so they get the flags.
+    """
+    flags = []
+    for line in (REPO / ".bazelrc").read_text().splitlines():
+        if line.startswith("build:remote "):
+            flags += line.split()[1:]
+    assert flags, "no `build:remote` lines in .bazelrc"
+    return tuple(f.replace("127.0.0.1:50051", f"127.0.0.1:{port}") for f in flags)
+
+
 def wait_until(condition, seconds: float, what: str) -> None:
     """Polls `condition()` every 0.1 s; fails the test after `seconds`."""
     deadline = time.monotonic() + seconds

@@ -124,3 +124,46 @@ def test_processes_are_counted_from_bazels_line_never_per_mnemonic() -> None:
         result.executed_by_mnemonic()
     with pytest.raises(ValueError):
         bench.ProcessCount(bench.Result(1, "", "", []), None).executed()
+
+
+
+
+def test_the_remote_part_reads_worker_logs_and_renders_side_by_side(
+    tmp_path: Path,
+) -> None:
+    import remote
+
+    # Two actions as tests/remote/worker.py logs them: one fetched its inputs, one linked them.
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs/worker-1.log").write_text(
+        "worker worker-1: connected to 127.0.0.1:1 as s\n"
+        "worker worker-1: input root: 2915 files, 2910 fetched (141.3 MB), 300 directories fetched, in 9.50s\n"
+        "worker worker-1: ran action for a.model exit=0 in 2.5s platform={}\n"
+        "worker worker-1: outputs uploaded in 0.05s\n"
+        "worker worker-1: input root: 2916 files, 2 fetched (0.0 MB), 1 directories fetched, in 0.40s\n"
+        "worker worker-1: ran action for b.model exit=0 in 2.1s platform={}\n"
+        "worker worker-1: outputs uploaded in 0.04s\n"
+    )
+    actions = remote.worker_actions(tmp_path)
+    assert [(a["fetched"], a["inputs"], a["run"]) for a in actions] == [
+        (2910, 9.5, 2.5),
+        (2, 0.4, 2.1),
+    ]
+    build = {"time": 50.0, "processes": "27 remote"}
+    results = {
+        "remote": {
+            "local": [build],
+            "cold": [{**build, "ok": True, "actions": actions[:1], "writes": 9000, "blobs": 3000, "refused": 0}],
+            "seen": [{**build, "actions": actions[1:]}],
+            "served": [build],
+            **{f"{k}_time": t for k, t in (("local", 40.0), ("cold", 90.0), ("seen", 45.0), ("served", 5.0))},
+        }
+    }  # fmt: skip
+    text = "\n".join(remote.render(results))
+    assert "| local, `--jobs=2` | 40.0 s |" in text
+    assert "| remote, cold: empty grid" in text and "| 90.0 s |" in text
+    assert "| 9.50 s | 2.5 s | 0.05 s |" in text and "| 0.40 s | 2.1 s |" in text
+    assert "9,000 ByteStream writes for 3,000 distinct blobs (3.0 each" in text
+    rows = dict((t, (m, met)) for t, m, met in remote.verdicts(results))
+    assert rows[remote.TARGETS["first_try"]] == ("1 of 1 cold builds", "yes")
+    assert rows[remote.TARGETS["seen"]] == ("0.40 s vs 9.50 s = 0.04x", "yes")

@@ -6,8 +6,11 @@
 # (docs/remote-execution.md). Config, pid files, logs and storage all live under STATE_DIR.
 #
 #   tools/buildgrid.sh start STATE_DIR PORT [WORKERS]   # WORKERS defaults to 2
-#   bazel build --remote_executor=grpc://127.0.0.1:PORT ...
+#   bazel build --config=remote ...          # .bazelrc: port 50051, at most 100 calls
+#   bazel build --config=remote --remote_executor=grpc://127.0.0.1:PORT ...
 #   tools/buildgrid.sh stop STATE_DIR
+#
+# The workers share a content cache, STATE_DIR/work/cache (docs/remote-execution.md).
 #
 # Needs the BuildGrid venv ./setup.sh makes in .local/buildgrid-venv.
 set -euo pipefail
@@ -71,6 +74,10 @@ authorization:
 # One gRPC thread per concurrent call; Bazel keeps one Execute stream open per
 # running action and uploads in parallel, and each idle worker holds a long
 # poll. BuildGrid's default (5 per CPU) turns those away (RESOURCE_EXHAUSTED).
+# It is also the most calls served at once: the rest are refused, and Bazel
+# gives up on an upload after 5 retries ("N errors during bulk transfer").
+# Bazel 4.2 makes up to 100 calls per connection and opens 100 connections, so
+# --config=remote (.bazelrc) keeps it to one (docs/remote-execution.md).
 thread-pool-size: 128
 connections:
   - !sql-connection &sql
@@ -118,7 +125,7 @@ except grpc.FutureTimeoutError:
     fi
     for i in $(seq "$workers"); do
         setsid "$VENV/bin/python" "$ROOT/tests/remote/worker.py" --server "127.0.0.1:$port" \
-            --name "worker-$i" --work-dir "$state/work/$i" >"$state/logs/worker-$i.log" 2>&1 </dev/null &
+            --name "worker-$i" --work-dir "$state/work/$i" --cache-dir "$state/work/cache" >"$state/logs/worker-$i.log" 2>&1 </dev/null &
         echo $! >"$state/worker-$i.pid"
     done
     # Ready when every worker has its bot session.

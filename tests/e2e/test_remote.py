@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bazel_harness import REPO, Workspace, progress_events, wait_until
+from bazel_harness import REPO, Workspace, progress_events, remote_flags, wait_until
 
 LOAD = (
     'load("@databazel//databazel:defs.bzl", "evaluate", "hyperparam_search", "model")\n'
@@ -130,6 +131,8 @@ class BuildGrid:
         self.state = state
         self.port = free_port()
         self.flag = f"--remote_executor=grpc://127.0.0.1:{self.port}"
+        # What the docs give: `--config=remote` of .bazelrc, on this port.
+        self.config = remote_flags(self.port)
 
     def worker_runs(self) -> dict[str, int]:
         """How many actions each worker has run so far."""
@@ -138,20 +141,34 @@ class BuildGrid:
             for log in sorted((self.state / "logs").glob("worker-*.log"))
         }
 
+    def input_roots(self) -> list[dict[str, float]]:
+        """Per action run so far: files in its input root, and files fetched for it."""
+        pattern = r"input root: (\d+) files, (\d+) fetched \(([\d.]+) MB\)"
+        return [
+            {"files": int(f), "fetched": int(n), "mb": float(mb)}
+            for f, n, mb in re.findall(pattern, self.worker_log())
+        ]
+
     def worker_log(self) -> str:
         return "".join(
             p.read_text() for p in sorted((self.state / "logs").glob("worker-*.log"))
         )
 
 
-@pytest.fixture(scope="module")
-def buildgrid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuildGrid]:
-    grid = BuildGrid(tmp_path_factory.mktemp("buildgrid"))
+@contextlib.contextmanager
+def started_grid(state: Path) -> Iterator[BuildGrid]:
+    grid = BuildGrid(state)
     try:
         _run_tool("buildgrid.sh", "start", str(grid.state), str(grid.port), "2")
         yield grid
     finally:
         _run_tool("buildgrid.sh", "stop", str(grid.state))
+
+
+@pytest.fixture(scope="module")
+def buildgrid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuildGrid]:
+    with started_grid(tmp_path_factory.mktemp("buildgrid")) as grid:
+        yield grid
 
 
 @pytest.fixture(scope="module")
@@ -347,3 +364,153 @@ def test_exec_properties_of_a_search_reach_each_of_its_remote_actions(
     assert result.executed_by_mnemonic() == dict.fromkeys(SPAWNED, 1)
     platform = f"platform={{'container-image': '{image}'}}"
     assert buildgrid.worker_log().count(platform) - before == 3
+
+
+# --- remote execution with real packages -----------------------------------------------
+
+SKLEARN_TRAIN = """\
+import argparse, json, pickle
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--data")
+parser.add_argument("--model-output-path")
+parser.add_argument("--hyperparams")
+args = parser.parse_args()
+data = np.loadtxt(args.data, delimiter=",")
+model = LogisticRegression(C=float(json.loads(args.hyperparams)["C"]), max_iter=200)
+model.fit(data[:, :-1], data[:, -1])
+with open(args.model_output_path, "wb") as f:
+    pickle.dump(model, f, protocol=4)
+"""
+
+SKLEARN_EVALUATE = """\
+import argparse, json, os, pickle
+
+import numpy as np
+from sklearn.metrics import accuracy_score, log_loss
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--model-path")
+parser.add_argument("--data-path")
+parser.add_argument("--output-dir")
+args = parser.parse_args()
+data = np.loadtxt(args.data_path, delimiter=",")
+with open(args.model_path, "rb") as f:
+    model = pickle.load(f)
+x, y = data[:, :-1], data[:, -1]
+metrics = {
+    "accuracy": accuracy_score(y, model.predict(x)),
+    "log_loss": log_loss(y, model.predict_proba(x)),
+}
+with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
+    json.dump(metrics, f, sort_keys=True)
+"""
+
+SKLEARN_CS = ["0.1", "10"]
+
+
+def _points(n: int, seed: int) -> str:
+    """N rows `x1,x2,label` of two overlapping classes, from a fixed-seed generator."""
+    rows, state = [], seed
+    for i in range(n):
+        values = []
+        for _ in range(2):
+            state = (state * 1103515245 + 12345) % 2**31
+            values.append(state / 2**31)
+        label = i % 2
+        rows.append(
+            f"{values[0] + 0.6 * label:.6f},{values[1] - 0.4 * label:.6f},{label}"
+        )
+    return "\n".join(rows) + "\n"
+
+
+@pytest.fixture(scope="module")
+def sklearn_ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
+    """A workspace whose Python environment is this checkout's requirements_lock.txt."""
+    base = tmp_path_factory.mktemp("sklearn")
+    ws = Workspace.fixture(
+        base / "ws",
+        base / "output_base",
+        python_env='requirements_lock = "@databazel//:requirements_lock.txt",',
+    )
+    ws.write("s/train.py", SKLEARN_TRAIN)
+    ws.write("s/evaluate.py", SKLEARN_EVALUATE)
+    ws.write("s/train.csv", _points(200, 1))
+    ws.write("s/test.csv", _points(100, 2))
+    ws.write(
+        "s/BUILD",
+        LOAD
+        + f"""
+load("@fixture_python//:requirements.bzl", "requirement")
+
+hyperparam_search(
+    name = "s",
+    deps = [requirement("scikit-learn")],
+    eval_executable = "evaluate.py",
+    grid = {{"C": {json.dumps(SKLEARN_CS)}}},
+    metric = "accuracy",
+    test_data = "test.csv",
+    train_executable = "train.py",
+    training_data = "train.csv",
+)
+""",
+    )
+    try:
+        yield ws
+    finally:
+        ws.remove()
+
+
+def _sklearn_outputs(ws: Workspace) -> dict[str, bytes]:
+    names = [f"s__C-{c}.model" for c in SKLEARN_CS]
+    names += [f"s__C-{c}__eval.metrics.json" for c in SKLEARN_CS]
+    names += ["s.json"]
+    return {name: ws.bin(f"s/{name}").read_bytes() for name in names}
+
+
+def test_a_search_importing_scikit_learn_runs_remotely_from_an_empty_grid_first_try(
+    sklearn_ws: Workspace, tmp_path: Path
+) -> None:
+    local = sklearn_ws.build("//s:s")
+    assert local.executed("DatabazelTrain") == len(SKLEARN_CS)
+    expected = _sklearn_outputs(sklearn_ws)
+    report = json.loads(expected["s.json"])
+    assert report["best"]["metrics"]["accuracy"] > 0.7, report["best"]
+
+    # A grid of its own: an empty CAS, action cache and worker content cache.
+    with (
+        started_grid(tmp_path / "grid") as grid,
+        other_output_base(sklearn_ws, "sklearn_remote_output_base") as remote_ws,
+    ):
+        grpc_log = tmp_path / "grpc.log"
+        flags = (*grid.config, "--jobs=8", f"--experimental_remote_grpc_log={grpc_log}")
+        remote = remote_ws.build("//s:s", check=False, flags=flags)
+        assert remote.returncode == 0, remote.stderr[-6000:]
+        assert "during bulk transfer" not in remote.stderr
+        # The cause of "N errors during bulk transfer": calls beyond BuildGrid's
+        # thread pool are refused, and Bazel gives up on a blob after 5 retries.
+        # With the documented settings, none is refused.
+        calls = grpc_log.read_bytes()
+        assert calls.count(b"ByteStream/Write") > 1000  # the packages were uploaded
+        refused = calls.count(b"Concurrent RPC limit exceeded")
+        assert refused == 0, f"BuildGrid refused {refused} calls"
+        runners = {
+            s.get("runner") for s in remote.spawns if s.get("mnemonic") in SPAWNED
+        }
+        assert runners == {"remote"}, runners
+        assert remote.executed("DatabazelTrain") == len(SKLEARN_CS)
+        assert _sklearn_outputs(remote_ws) == expected
+
+        # Each training and evaluation carries scikit-learn and what it
+        # requires: thousands of files. A worker fetches a file once; after
+        # that, the content cache the two workers share links it.
+        roots = grid.input_roots()
+        assert len(roots) == 2 * len(SKLEARN_CS) + 1, roots
+        heavy = [r for r in roots if r["files"] > 1000]
+        assert len(heavy) == 2 * len(SKLEARN_CS), roots
+        # Each worker fetches at most once (both may start at the same time).
+        assert sum(r["fetched"] > 100 for r in heavy) <= 2, roots
+        assert min(r["fetched"] for r in heavy) <= 5, roots

@@ -8,8 +8,10 @@ use, run buildbox-worker next to BuildGrid, or a hosted REAPI service.
 What it does, one action at a time:
   1. takes leases through the Remote Workers API (Bots service):
      CreateBotSession, then UpdateBotSession in a loop;
-  2. reads the Action and Command from CAS and materialises the input root
-     (GetTree, then BatchReadBlobs or ByteStream Read) in a fresh directory;
+  2. reads the Action and Command from CAS and materialises the input root in
+     a fresh directory: directories and files it has not seen are fetched
+     (BatchReadBlobs, or ByteStream Read for large ones) into a local content
+     cache, and every file is a hard link to its blob there (LocalCache);
   3. runs the command there with exactly the Command's environment (nothing of
      the worker's own), killing it after the Action's timeout;
   4. uploads the declared outputs, stdout and stderr, and reports an
@@ -30,6 +32,7 @@ protos and grpc):
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import os
 import shutil
@@ -157,18 +160,66 @@ class Cas:
                     raise RuntimeError(f"CAS write failed: {r.status.message}")
 
 
-def materialise(cas: Cas, root_digest: re_pb2.Digest, target: str) -> None:
-    """Writes the input root ROOT_DIGEST into the directory TARGET."""
-    directories: dict[str, re_pb2.Directory] = {}
-    request = re_pb2.GetTreeRequest(instance_name=cas.instance, root_digest=root_digest)
-    for page in cas.cas.GetTree(request):
-        for d in page.directories:
-            directories[digest_of(d.SerializeToString()).hash] = d
+class LocalCache:
+    """Blobs by digest in one directory, hard-linked into each action's input root.
+
+    As buildbox-casd and Buildbarn's bb_worker do: a file the worker has seen
+    costs a link, not a download. `HASH` holds a blob read-only, `HASH.x` the
+    same blob executable (a hard link shares its mode). Blobs are written to a
+    temporary name and renamed, so workers can share one directory. Nothing is
+    ever evicted (a fixture: see docs/remote-execution.md). Directory protos are
+    kept in memory, so only directories not seen before are fetched.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        os.makedirs(path, exist_ok=True)
+        self.directories: dict[str, re_pb2.Directory] = {}
+
+    def file(self, digest: re_pb2.Digest, executable: bool) -> str:
+        return os.path.join(self.path, digest.hash + (".x" if executable else ""))
+
+    def put(self, digest: re_pb2.Digest, executable: bool, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.chmod(tmp, 0o555 if executable else 0o444)
+        os.replace(tmp, self.file(digest, executable))
+
+    def tree(self, cas: Cas, root: re_pb2.Digest) -> int:
+        """Fetches the directories under ROOT not seen before; returns how many."""
+        fetched, level = 0, [root]
+        while level:
+            missing = {
+                d.hash: d
+                for d in level
+                if d.size_bytes and d.hash not in self.directories
+            }
+            for h, data in cas.read(list(missing.values())).items():
+                self.directories[h] = re_pb2.Directory.FromString(data)
+            fetched += len(missing)
+            level = [
+                child.digest
+                for d in {d.hash: d for d in level if d.size_bytes}.values()
+                for child in self.directories[d.hash].directories
+            ]
+        return fetched
+
+
+def materialise(
+    cas: Cas, cache: LocalCache, root_digest: re_pb2.Digest, target: str
+) -> dict[str, float]:
+    """Writes the input root ROOT_DIGEST into the directory TARGET, through CACHE.
+
+    Returns what it cost: files, files and bytes fetched, directories fetched, seconds.
+    """
+    start = time.monotonic()
+    directories = cache.tree(cas, root_digest)
     files: list[tuple[str, re_pb2.FileNode]] = []
 
     def walk(digest: re_pb2.Digest, path: str) -> None:
         directory = (
-            directories[digest.hash] if digest.size_bytes else re_pb2.Directory()
+            cache.directories[digest.hash] if digest.size_bytes else re_pb2.Directory()
         )
         os.makedirs(path, exist_ok=True)
         for f in directory.files:
@@ -179,11 +230,28 @@ def materialise(cas: Cas, root_digest: re_pb2.Digest, target: str) -> None:
             walk(d.digest, os.path.join(path, d.name))
 
     walk(root_digest, target)
-    contents = cas.read([f.digest for _, f in files])
+    missing = {
+        (f.digest.hash, f.is_executable): f
+        for _, f in files
+        if not os.path.exists(cache.file(f.digest, f.is_executable))
+    }
+    contents = cas.read([f.digest for f in missing.values()])
+    for f in missing.values():
+        cache.put(f.digest, f.is_executable, contents[f.digest.hash])
     for path, f in files:
-        with open(path, "wb") as out:
-            out.write(contents[f.digest.hash])
-        os.chmod(path, 0o755 if f.is_executable else 0o644)
+        try:
+            os.link(cache.file(f.digest, f.is_executable), path)
+        except OSError as e:  # EMLINK: too many links to one blob (an empty file)
+            if e.errno != errno.EMLINK:
+                raise
+            shutil.copy2(cache.file(f.digest, f.is_executable), path)
+    return {
+        "files": len(files),
+        "fetched": len(missing),
+        "bytes": sum(f.digest.size_bytes for f in missing.values()),
+        "directories": directories,
+        "seconds": time.monotonic() - start,
+    }
 
 
 def tree_of(path: str) -> re_pb2.Tree:
@@ -225,7 +293,7 @@ def _files_under(path: str) -> dict[str, bytes]:
 
 
 def execute(
-    cas: Cas, name: str, action: re_pb2.Action, scratch: str
+    cas: Cas, cache: LocalCache, name: str, action: re_pb2.Action, scratch: str
 ) -> re_pb2.ActionResult:
     command = re_pb2.Command()
     command.ParseFromString(
@@ -236,7 +304,13 @@ def execute(
     }
     root = tempfile.mkdtemp(prefix="action-", dir=scratch)
     try:
-        materialise(cas, action.input_root_digest, root)
+        inputs = materialise(cas, cache, action.input_root_digest, root)
+        log(
+            name,
+            f"input root: {inputs['files']} files, {inputs['fetched']} fetched "
+            f"({inputs['bytes'] / 1e6:.1f} MB), {inputs['directories']} directories "
+            f"fetched, in {inputs['seconds']:.2f}s",
+        )
         cwd = os.path.join(root, command.working_directory)
         outputs = list(command.output_files) + list(command.output_directories)
         for out in outputs:
@@ -294,7 +368,9 @@ def execute(
                 d = digest_of(data)
                 blobs[d.hash] = data
                 result.output_directories.add(path=out, tree_digest=d)
+        upload = time.monotonic()
         cas.write(blobs)
+        log(name, f"outputs uploaded in {time.monotonic() - upload:.2f}s")
         return result
     finally:
         shutil.rmtree(root, onerror=_force_remove)
@@ -307,7 +383,9 @@ def _force_remove(func, path, _exc) -> None:
     func(path)
 
 
-def run_lease(cas: Cas, args: argparse.Namespace, lease: bots_pb2.Lease) -> None:
+def run_lease(
+    cas: Cas, cache: LocalCache, args: argparse.Namespace, lease: bots_pb2.Lease
+) -> None:
     """Executes the lease's action and marks the lease completed, with its result."""
     global _busy
     _busy = True
@@ -319,7 +397,7 @@ def run_lease(cas: Cas, args: argparse.Namespace, lease: bots_pb2.Lease) -> None
             digest = re_pb2.Digest()
             lease.payload.Unpack(digest)
             action.ParseFromString(cas.read([digest])[digest.hash])
-        result = execute(cas, args.name, action, args.work_dir)
+        result = execute(cas, cache, args.name, action, args.work_dir)
         lease.result.Pack(result)
         lease.status.code = 0
     except Exception as e:  # report it: never leave the build waiting
@@ -337,6 +415,10 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="bot id, unique per worker")
     parser.add_argument("--work-dir", required=True, help="scratch space for actions")
     parser.add_argument("--instance", default="", help="instance name (default: empty)")
+    parser.add_argument(
+        "--cache-dir",
+        help="local content cache, on the work dir's file system (default: WORK_DIR/cache)",
+    )
     args = parser.parse_args()
 
     def stop(_signum, _frame):
@@ -353,6 +435,7 @@ def main() -> None:
     grpc.channel_ready_future(channel).result(timeout=30)
     bots = bots_pb2_grpc.BotsStub(channel)
     cas = Cas(channel, args.instance)
+    cache = LocalCache(args.cache_dir or os.path.join(args.work_dir, "cache"))
     session = bots.CreateBotSession(
         bots_pb2.CreateBotSessionRequest(
             parent=args.instance,
@@ -378,7 +461,7 @@ def main() -> None:
             break
         for lease in session.leases:
             if lease.state in (bots_pb2.PENDING, bots_pb2.ACTIVE):
-                run_lease(cas, args, lease)
+                run_lease(cas, cache, args, lease)
     log(args.name, "stopping")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import remote
 import trials
 
 TARGETS = {
@@ -35,7 +36,7 @@ def _s(x: float | None, digits: int = 2) -> str:
 
 def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(target, measured, met?) for each target that was measured."""
-    rows = trials.verdicts(results)
+    rows = trials.verdicts(results) + remote.verdicts(results)
     if "mnist" in results:
         m = results["mnist"]
         ratio = m["jobs2"] / m["serial_loop"]
@@ -201,7 +202,7 @@ def render(results: dict[str, Any], png: str | None) -> str:
     for target, measured, met in verdicts(results):
         lines.append(f"| {target} | {measured} | {met} |")
     lines.append("")
-    lines += trials.render(results)
+    lines += trials.render(results) + remote.render(results)
     if png:
         lines += [f"![benchmarks]({png})", ""]
     if "overhead" in results:

@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import remote  # noqa: E402
 import trials  # noqa: E402
 from bare_loop import action_env, mnist_loop  # noqa: E402
 from bazel_harness import Result, Workspace  # noqa: E402
@@ -602,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         "--parts",
         type=lambda text: set(text.split(",")),
         help="run only these parts: overhead, overhead_warm, trials, cold_trivial, scaling, "
-        "add_grid_value (needs scaling), analysis, analysis_profile (needs analysis), mnist",
+        "add_grid_value (needs scaling), analysis, analysis_profile (needs analysis), mnist, remote",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -638,6 +639,7 @@ def main(argv: list[str] | None = None) -> int:
             "analysis",
             "analysis_profile",
             "mnist",
+            "remote",
         )
         dates = kept.get("part_dates") or {n: kept["date"] for n in parts if n in kept}
         for name in set(kept) - set(results) - args.parts:
@@ -673,6 +675,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not args.no_mnist:
         parts.append(("trials", lambda: trials.measure(ws, args.reps, log)))
+        parts.append(("remote", lambda: remote.measure(ws, args.reps, log, work)))
 
     def run_part(name: str, function: Callable[[], Any]) -> None:
         if args.parts and name not in args.parts:
