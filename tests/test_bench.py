@@ -126,8 +126,6 @@ def test_processes_are_counted_from_bazels_line_never_per_mnemonic() -> None:
         bench.ProcessCount(bench.Result(1, "", "", []), None).executed()
 
 
-
-
 def test_the_remote_part_reads_worker_logs_and_renders_side_by_side(
     tmp_path: Path,
 ) -> None:
