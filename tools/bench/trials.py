@@ -121,6 +121,8 @@ def measure(ws: Any, reps: int, log: Callable[[str], None]) -> dict[str, Any]:
             }
             log(f"mnist {key}: {median(times):.1f} s ({runners.strip()})")
 
+    # The reports of both searches (each build above began with `bazel clean`).
+    ws.build("//mnist12:s", "//mnist24:s", flags=(WARM,))
     python = ws.output_base / "external/fixture_python/venv/bin/python3"
     bazel = ("bazel", f"--output_base={ws.output_base}")
     env = action_env("//mnist12:s__C-1__max_iter-100__tol-0.0001", bazel, cwd=ws.root)
