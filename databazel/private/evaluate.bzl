@@ -10,7 +10,7 @@ def _evaluate_one(ctx, model_info, model_file, model_card, test_data, prefix, ep
     metrics_file = ctx.actions.declare_file(prefix + ".metrics.json")
     output_dir = ctx.actions.declare_directory(prefix + ".outputs")
     args = runner_arguments(ctx, "evaluate")
-    args.add("--model", model_file)
+    args.add("--model-path", model_file)
     args.add_all(test_data, before_each = "--data")
     args.add("--metrics-output", metrics_file)
     args.add("--output-dir", output_dir.path)

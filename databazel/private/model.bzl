@@ -96,12 +96,12 @@ def _model_impl(ctx):
         previous = checkpoints[-1] if checkpoints else None
         args = runner_arguments(ctx, "train")
         args.add("--hyperparams-file", hyperparams_file)
-        args.add("--model-output", output)
+        args.add("--model-output-path", output)
         args.add_all(training_data, before_each = "--data")
         if epoch:
             args.add("--epoch", str(epoch))
         if previous:
-            args.add("--init-model", previous)
+            args.add("--init-model-path", previous)
         run_runner(
             ctx,
             script_attr_name = "train_executable",

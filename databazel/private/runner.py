@@ -4,11 +4,11 @@ Bazel calls this file with paths relative to the action's working directory
 (the execroot)::
 
     python3 runner.py train --target //pkg:name --hyperparams-file HP.json \\
-        --model-output OUT --data PATH [--data PATH ...] --script SCRIPT \\
+        --model-output-path OUT --data PATH [--data PATH ...] --script SCRIPT \\
         [--python-script] [--pythonpath DIR ...] [--timeout SECONDS] \\
-        [--epoch K [--init-model CHECKPOINT]]
+        [--epoch K [--init-model-path CHECKPOINT]]
 
-    python3 runner.py evaluate --target //pkg:name --model MODEL \\
+    python3 runner.py evaluate --target //pkg:name --model-path MODEL \\
         --data PATH [--data PATH ...] --metrics-output METRICS.json \\
         --output-dir DIR --script SCRIPT [--python-script] [--pythonpath DIR ...] \\
         [--timeout SECONDS]
@@ -122,7 +122,7 @@ def train(args: argparse.Namespace) -> None:
             f"invalid hyperparameters file {args.hyperparams_file}: {e}"
         ) from None
 
-    out: str = args.model_output
+    out: str = args.model_output_path
     remove_path(out)
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     script_args = [
@@ -133,21 +133,21 @@ def train(args: argparse.Namespace) -> None:
         "--hyperparams",
         encode_hyperparams(hyperparams),
     ]
-    if args.init_model is not None and args.epoch is None:
-        raise RunnerError("--init-model needs --epoch")
+    if args.init_model_path is not None and args.epoch is None:
+        raise RunnerError("--init-model-path needs --epoch")
     if args.epoch is not None:
         script_args += ["--epoch", str(args.epoch)]
-    if args.init_model is not None:
-        if not os.path.isfile(args.init_model):
-            raise RunnerError(f"checkpoint {args.init_model} does not exist")
-        failed = read_failed_model(args.init_model)
+    if args.init_model_path is not None:
+        if not os.path.isfile(args.init_model_path):
+            raise RunnerError(f"checkpoint {args.init_model_path} does not exist")
+        failed = read_failed_model(args.init_model_path)
         if failed is not None:
             raise FailedModel(
-                f"the checkpoint {args.init_model} is the failure record of "
+                f"the checkpoint {args.init_model_path} is the failure record of "
                 f"{failed['target']}, whose {failed['stage']} step failed: "
                 f"{failed['error']}"
             )
-        script_args += ["--init-model-path", args.init_model]
+        script_args += ["--init-model-path", args.init_model_path]
     with data_path(args.data, "training_data") as data:
         script_args[1] = data
         run_script(
@@ -169,10 +169,12 @@ def evaluate(args: argparse.Namespace) -> None:
     os.makedirs(out_dir, exist_ok=True)
     metrics_file = os.path.join(out_dir, "metrics.json")
     remove_path(metrics_file)
-    failed = read_failed_model(args.model) if os.path.isfile(args.model) else None
+    failed = (
+        read_failed_model(args.model_path) if os.path.isfile(args.model_path) else None
+    )
     if failed is not None:
         raise FailedModel(
-            f"the model {args.model} is the failure record of {failed['target']}, "
+            f"the model {args.model_path} is the failure record of {failed['target']}, "
             f"whose {failed['stage']} step failed: {failed['error']}"
         )
     with data_path(args.data, "test_data") as data:
@@ -181,7 +183,14 @@ def evaluate(args: argparse.Namespace) -> None:
             script,
             args.python_script,
             args.pythonpath,
-            ["--model-path", args.model, "--data-path", data, "--output-dir", out_dir],
+            [
+                "--model-path",
+                args.model_path,
+                "--data-path",
+                data,
+                "--output-dir",
+                out_dir,
+            ],
             args.timeout,
         )
     check_output_dir("evaluate", script, out_dir)
@@ -215,16 +224,18 @@ def evaluate(args: argparse.Namespace) -> None:
 def record_failure(args: argparse.Namespace, error: RunnerError) -> None:
     """Write the failure record in place of the command's output."""
     if args.command == "train":
-        init = args.init_model
+        init = args.init_model_path
         failed_init = read_failed_model(init) if init and os.path.isfile(init) else None
         record = failed_init or failure_record("train", args.target, error)
-        remove_path(args.model_output)
-        os.makedirs(os.path.dirname(args.model_output) or ".", exist_ok=True)
-        with open(args.model_output, "wb") as f:
+        remove_path(args.model_output_path)
+        os.makedirs(os.path.dirname(args.model_output_path) or ".", exist_ok=True)
+        with open(args.model_output_path, "wb") as f:
             f.write(FAILED_MODEL_HEADER + format_failure(record).encode("utf-8"))
     else:
         failed_model = (
-            read_failed_model(args.model) if os.path.isfile(args.model) else None
+            read_failed_model(args.model_path)
+            if os.path.isfile(args.model_path)
+            else None
         )
         record = failed_model or failure_record("evaluate", args.target, error)
         os.makedirs(args.output_dir, exist_ok=True)
@@ -264,11 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     train_cmd = commands.add_parser("train")
     train_cmd.add_argument("--hyperparams-file", required=True)
-    train_cmd.add_argument("--model-output", required=True)
+    train_cmd.add_argument("--model-output-path", required=True)
     train_cmd.add_argument("--epoch", type=_positive_int, default=None)
-    train_cmd.add_argument("--init-model", default=None)
+    train_cmd.add_argument("--init-model-path", default=None)
     eval_cmd = commands.add_parser("evaluate")
-    eval_cmd.add_argument("--model", required=True)
+    eval_cmd.add_argument("--model-path", required=True)
     eval_cmd.add_argument("--metrics-output", required=True)
     eval_cmd.add_argument("--output-dir", required=True)
     for cmd in (train_cmd, eval_cmd):
@@ -348,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    output: str = args.model_output if args.command == "train" else args.metrics_output
+    output: str = (
+        args.model_output_path if args.command == "train" else args.metrics_output
+    )
     try:
         try:
             if args.command == "train":

@@ -424,7 +424,7 @@ def guarded_main(main: Callable[[], int], argv: list[str]) -> int:
     # The runner parsed these (the guard saves itself the time): Bazel gives
     # each flag and its value as two arguments.
     flags = dict(zip(argv, argv[1:]))
-    for flag in ("--model-output", "--metrics-output"):
+    for flag in ("--model-output-path", "--metrics-output"):
         if flag in flags:
             remove_path(flags[flag])
     if "--output-dir" in flags:

@@ -63,7 +63,7 @@ def train(script: Path | str, *extra: str, python: bool = True) -> list[str]:
         TARGET,
         "--hyperparams-file",
         "hp.json",
-        "--model-output",
+        "--model-output-path",
         "out/model.bin",
         "--script",
         str(script),
@@ -78,7 +78,7 @@ def evaluate(script: Path | str, *extra: str) -> list[str]:
         "evaluate",
         "--target",
         TARGET,
-        "--model",
+        "--model-path",
         "model.bin",
         "--data",
         "data.csv",
@@ -132,7 +132,7 @@ def test_train_epochs_pass_the_epoch_and_the_previous_checkpoint(
     script = write_py(work, "train.py", RECORD_ARGV)
     (work / "prev.bin").write_text("previous checkpoint", encoding="utf-8")
     code, err = run_main(
-        train(script.name, "--epoch", "2", "--init-model", "prev.bin"), capsys
+        train(script.name, "--epoch", "2", "--init-model-path", "prev.bin"), capsys
     )
     assert (code, err) == (0, "")
     argv = json.loads((work / "out/model.bin").read_text(encoding="utf-8"))
@@ -153,7 +153,7 @@ def test_train_epoch_after_a_failed_epoch_passes_its_record_on(
     (work / "prev.bin").write_bytes(
         records.FAILED_MODEL_HEADER + records.format_failure(record).encode()
     )
-    argv = train(script.name, "--epoch", "2", "--init-model", "prev.bin")
+    argv = train(script.name, "--epoch", "2", "--init-model-path", "prev.bin")
     code, err = run_main(argv, capsys)
     assert code == 1
     assert_error(err, "the checkpoint prev.bin is the failure record of //pkg:m")

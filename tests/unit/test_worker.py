@@ -95,7 +95,7 @@ def _train(n: int, *extra: str) -> list[str]:
         "train",
         "--hyperparams-file",
         "pkg/hp.json",
-        "--model-output",
+        "--model-output-path",
         f"out/m{n}",
         "--data",
         "pkg/data.txt",

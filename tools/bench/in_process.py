@@ -13,6 +13,7 @@ sandbox or Bazel cost at all.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import runpy
 import sys
@@ -22,9 +23,11 @@ from pathlib import Path
 
 
 def run(script: str, argv: list[str]) -> None:
+    """Runs `script` with `argv` in this process; its stdout goes to stderr."""
     sys.argv = [script, *argv]
     try:
-        runpy.run_path(script, run_name="__main__")
+        with contextlib.redirect_stdout(sys.stderr):
+            runpy.run_path(script, run_name="__main__")
     except SystemExit as e:
         if e.code:
             raise

@@ -340,9 +340,9 @@ class Bench:
                     commands = [
                         [str(self.python), "-I", "-S", "-X", "utf8", str(runner_py), "train", "--target", "//b:t",
                          "--script", str(bench / "train.sh"), "--hyperparams-file", str(hp),
-                         "--model-output", str(model), "--data", str(bench / "data.txt")],
+                         "--model-output-path", str(model), "--data", str(bench / "data.txt")],
                         [str(self.python), "-I", "-S", "-X", "utf8", str(runner_py), "evaluate", "--target", "//b:e",
-                         "--script", str(bench / "evaluate.sh"), "--model", str(model),
+                         "--script", str(bench / "evaluate.sh"), "--model-path", str(model),
                          "--metrics-output", str(out) + ".json", "--output-dir", str(out),
                          "--data", str(bench / "data.txt")],
                     ]  # fmt: skip
