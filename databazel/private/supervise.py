@@ -325,6 +325,11 @@ def run_script(
                         stderr=err,
                         env=env,
                         start_new_session=True,
+                        # The script tells the guard its pid itself, before it
+                        # runs: it may kill the runner before the runner could.
+                        preexec_fn=_tell_guard_from_child
+                        if _guard_pipe is not None
+                        else None,
                     )
             except OSError as e:
                 if e.errno == errno.E2BIG:
@@ -366,6 +371,10 @@ def run_script(
 # The write end of a pipe to the guard (see guarded_main), which the runner
 # tells the script's process id.
 _guard_pipe: int | None = None
+
+
+def _tell_guard_from_child() -> None:
+    _tell_guard(os.getpid())
 
 
 def _tell_guard(pid: int) -> None:
