@@ -9,17 +9,33 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import os
 import shutil
 import stat
 import subprocess
 import textwrap
 import time
+import types
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_wire() -> types.ModuleType:
+    """databazel/private/wire.py, the protocol buffer reader, for execution logs."""
+    spec = importlib.util.spec_from_file_location(
+        "databazel_wire", REPO / "databazel/private/wire.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+wire = _load_wire()
 
 
 def starlark_string(value: str) -> str:
@@ -91,50 +107,28 @@ _SPAWN_STRINGS = {9: "progressMessage", 10: "mnemonic", 12: "runner", 14: "statu
 _SPAWN_INTS = {13: "remoteCacheHit", 15: "exitCode"}
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-
-
 def _read_execution_log(path: Path) -> list[dict]:
     """The spawns of a binary execution log (length-delimited SpawnExec messages).
 
-    The binary log, not the JSON one: every spawn lists each of its inputs (the
-    ~6k files of the Python environment), and Bazel 4.2 converts the JSON log
-    at the end of the build, which costs about 0.4 s per trial. Only the fields
-    in _SPAWN_STRINGS and _SPAWN_INTS are decoded; the rest is skipped.
+    The binary log, not the JSON one: every spawn lists each of its inputs
+    (thousands of package files), and Bazel 4.2 converts the JSON log at the
+    end of the build, which costs about 0.4 s per trial. Only the fields in
+    _SPAWN_STRINGS and _SPAWN_INTS are decoded, with databazel's protocol
+    buffer reader (databazel/private/wire.py).
     """
     if not path.exists():
         return []
     data = path.read_bytes()
     spawns, pos = [], 0
     while pos < len(data):
-        size, pos = _varint(data, pos)
-        end, spawn = pos + size, {}
-        while pos < end:
-            key, pos = _varint(data, pos)
-            field, wire = key >> 3, key & 7
-            if wire == 0:
-                value, pos = _varint(data, pos)
-                if field in _SPAWN_INTS:
-                    spawn[_SPAWN_INTS[field]] = value
-            elif wire == 2:
-                length, pos = _varint(data, pos)
-                if field in _SPAWN_STRINGS:
-                    spawn[_SPAWN_STRINGS[field]] = data[pos : pos + length].decode()
-                pos += length
-            elif wire == 1:
-                pos += 8
-            elif wire == 5:
-                pos += 4
-            else:
-                raise ValueError(f"{path}: unexpected protobuf wire type {wire}")
+        size, pos = wire.read_varint(data, pos)
+        spawn: dict = {}
+        for field, value in wire.fields(data[pos : pos + size]):
+            if field in _SPAWN_INTS and isinstance(value, int):
+                spawn[_SPAWN_INTS[field]] = value
+            elif field in _SPAWN_STRINGS and isinstance(value, bytes):
+                spawn[_SPAWN_STRINGS[field]] = value.decode()
+        pos += size
         spawn["remoteCacheHit"] = bool(spawn.get("remoteCacheHit"))
         spawns.append(spawn)
     return spawns

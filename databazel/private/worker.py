@@ -39,62 +39,19 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, BinaryIO
 
 import supervise
+from wire import fields, read_message, varint
 
 SITE_PACKAGES = "/site-packages/"
 
 
 # ---------------------------------------------------------------------------
 # The worker protocol: length-delimited WorkRequest / WorkResponse messages
-# (src/main/protobuf/worker_protocol.proto), the few fields used here.
-
-
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-
-
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1  # negative int32 values are sent as 10-byte varints
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """(field number, value) of a protobuf message: ints and length-delimited bytes."""
-    pos = 0
-    while pos < len(data):
-        key, pos = _read_varint(data, pos)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _read_varint(data, pos)
-            yield field, value
-        elif wire == 2:
-            length, pos = _read_varint(data, pos)
-            yield field, data[pos : pos + length]
-            pos += length
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        else:
-            raise ValueError(f"unexpected protobuf wire type {wire}")
+# (src/main/protobuf/worker_protocol.proto), the few fields used here, in the
+# protocol buffer wire format of wire.py.
 
 
 class WorkRequest:
@@ -102,44 +59,27 @@ class WorkRequest:
         self.arguments: list[str] = []
         self.inputs: list[str] = []
         self.request_id = 0
-        for field, value in _fields(data):
+        for field, value in fields(data):
             if field == 1 and isinstance(value, bytes):
                 self.arguments.append(value.decode("utf-8"))
             elif field == 2 and isinstance(value, bytes):
-                for sub, path in _fields(value):
+                for sub, path in fields(value):
                     if sub == 1 and isinstance(path, bytes):
                         self.inputs.append(path.decode("utf-8"))
             elif field == 3 and isinstance(value, int):
                 self.request_id = value
 
 
-def read_message(stream: BinaryIO) -> bytes | None:
-    """One length-delimited message, or None at the end of the stream."""
-    prefix = bytearray()
-    while True:
-        byte = stream.read(1)
-        if not byte:
-            return None
-        prefix += byte
-        if byte[0] < 0x80:
-            break
-    size, _ = _read_varint(bytes(prefix), 0)
-    data = stream.read(size)
-    if len(data) != size:
-        return None
-    return data
-
-
 def encode_response(exit_code: int, output: str, request_id: int) -> bytes:
     body = b""
     if exit_code:
-        body += b"\x08" + _varint(exit_code)
+        body += b"\x08" + varint(exit_code)
     if output:
         text = output.encode("utf-8")
-        body += b"\x12" + _varint(len(text)) + text
+        body += b"\x12" + varint(len(text)) + text
     if request_id:
-        body += b"\x18" + _varint(request_id)
-    return _varint(len(body)) + body
+        body += b"\x18" + varint(request_id)
+    return varint(len(body)) + body
 
 
 # ---------------------------------------------------------------------------

@@ -14,28 +14,28 @@ import textwrap
 from pathlib import Path
 
 import runner
-import worker
+import wire
 
 RUNNER = Path(runner.__file__).resolve()
 
 
 def _request(arguments: list[str], inputs: list[str], request_id: int = 0) -> bytes:
     def field(number: int, payload: bytes) -> bytes:
-        return bytes([number << 3 | 2]) + worker._varint(len(payload)) + payload
+        return bytes([number << 3 | 2]) + wire.varint(len(payload)) + payload
 
     body = b"".join(field(1, a.encode()) for a in arguments)
     body += b"".join(field(2, field(1, p.encode())) for p in inputs)
     if request_id:
-        body += b"\x18" + worker._varint(request_id)
-    return worker._varint(len(body)) + body
+        body += b"\x18" + wire.varint(request_id)
+    return wire.varint(len(body)) + body
 
 
 def _responses(data: bytes) -> list[dict[str, object]]:
     out, pos = [], 0
     while pos < len(data):
-        size, pos = worker._read_varint(data, pos)
+        size, pos = wire.read_varint(data, pos)
         message = {"exit_code": 0, "output": "", "request_id": 0}
-        for number, value in worker._fields(data[pos : pos + size]):
+        for number, value in wire.fields(data[pos : pos + size]):
             key = {1: "exit_code", 2: "output", 3: "request_id"}[number]
             message[key] = value.decode() if isinstance(value, bytes) else value
         out.append(message)
@@ -203,7 +203,7 @@ def test_a_recreated_environment_makes_the_worker_answer_cold_and_exit(
     assert proc.stdin and proc.stdout
     proc.stdin.write(_request(_train(1), INPUTS, 1))
     proc.stdin.flush()
-    first = worker.read_message(proc.stdout)  # type: ignore[arg-type]
+    first = wire.read_message(proc.stdout)  # type: ignore[arg-type]
     assert first is not None
     # python_env re-created the environment (same version, new files).
     record = root / SITE / "declared-1.0.dist-info/RECORD"
@@ -211,7 +211,7 @@ def test_a_recreated_environment_makes_the_worker_answer_cold_and_exit(
     record.write_text("declared/__init__.py,,\nother,,\n")
     proc.stdin.write(_request(_train(2), INPUTS, 2))
     proc.stdin.flush()
-    second = worker.read_message(proc.stdout)  # type: ignore[arg-type]
+    second = wire.read_message(proc.stdout)  # type: ignore[arg-type]
     assert second is not None
     assert proc.wait(timeout=30) == 0  # it exits after answering
     assert [r["exit_code"] for r in _responses(_frame(first) + _frame(second))] == [
@@ -226,7 +226,7 @@ def test_a_recreated_environment_makes_the_worker_answer_cold_and_exit(
 
 
 def _frame(message: bytes) -> bytes:
-    return worker._varint(len(message)) + message
+    return wire.varint(len(message)) + message
 
 
 def test_the_runners_modules_never_shadow_a_scripts_own(tmp_path: Path) -> None:
