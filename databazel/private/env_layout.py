@@ -154,7 +154,7 @@ def _owner_of_unlisted(
     path = PurePosixPath(rel)
     if path.parent.name == "__pycache__" and path.suffix == ".pyc":
         source = path.parent.parent / (path.name.split(".", 1)[0] + ".py")
-        return owner.get(str(source).removeprefix("./"))
+        return owner.get(str(source))
     parent = path.parent
     while str(parent) != ".":
         candidates = dirs.get(str(parent), set())
