@@ -55,17 +55,15 @@ SITE_PACKAGES = "/site-packages/"
 
 
 class WorkRequest:
+    """The arguments and id of a request (its inputs are not used: Bazel 4.2
+    leaves the tools out of them, so the packages come as startup arguments)."""
+
     def __init__(self, data: bytes) -> None:
         self.arguments: list[str] = []
-        self.inputs: list[str] = []
         self.request_id = 0
         for field, value in fields(data):
             if field == 1 and isinstance(value, bytes):
                 self.arguments.append(value.decode("utf-8"))
-            elif field == 2 and isinstance(value, bytes):
-                for sub, path in fields(value):
-                    if sub == 1 and isinstance(path, bytes):
-                        self.inputs.append(path.decode("utf-8"))
             elif field == 3 and isinstance(value, int):
                 self.request_id = value
 
@@ -142,7 +140,6 @@ class WarmParent:
         # What `site` gives every script, which `python -S` skipped.
         for setup in ("setquit", "setcopyright", "sethelper"):
             getattr(site, setup, lambda: None)()
-        self.learn()
 
     @staticmethod
     def _stamps(paths: Iterable[str]) -> list[tuple[str, int, int, int]]:
