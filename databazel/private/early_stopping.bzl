@@ -168,25 +168,18 @@ def brackets(where, early_stopping, num_trials):
     total = _sum([wanted for _, wanted, _ in plan])
 
     # Largest remainders: floor shares first, then one more to the brackets
-    # with the largest remainders; every bracket gets at least one trial.
-    sizes = [max(1, num_trials * wanted // total) for _, wanted, _ in plan]
-    remainders = sorted(
-        [(-(num_trials * wanted % total), i) for i, (_, wanted, _) in enumerate(plan)],
-    )
-    extra = num_trials - _sum(sizes)
-    for _, i in remainders:
-        if extra <= 0:
-            break
+    # with the largest remainders (ties to the earlier bracket).
+    sizes = [num_trials * wanted // total for _, wanted, _ in plan]
+    remainders = sorted([(-(num_trials * wanted % total), i) for i, (_, wanted, _) in enumerate(plan)])
+    for _, i in remainders[:num_trials - _sum(sizes)]:
         sizes[i] += 1
-        extra -= 1
 
-    # Too many (every bracket got at least one): take back from the largest.
-    for _ in range(num_trials):
-        if extra >= 0:
-            break
-        largest = sorted([(-size, i) for i, size in enumerate(sizes)])[0][1]
-        sizes[largest] -= 1
-        extra += 1
+    # Every bracket runs at least one trial: take it from the largest.
+    for i in range(len(sizes)):
+        if sizes[i] == 0:
+            largest = sorted([(-size, j) for j, size in enumerate(sizes)])[0][1]
+            sizes[largest] -= 1
+            sizes[i] = 1
     result = []
     start = 0
     for (s, _, rungs), size in zip(plan, sizes):
