@@ -125,8 +125,9 @@ def test_mnist_search_is_complete_cached_and_deterministic(repo: Workspace) -> N
 
     before = _digests(repo.bin("mnist"))
     # models and checkpoints, metrics files, 3 x (7 report files and the
-    # manifest), 2 x 3 + 4 plots
-    assert len(before) == 33 + 33 + 3 * 8 + 2 * 3 + 4
+    # manifest), 2 x 3 + 4 plots; bzl_halving's 81 checkpoints, 27 metrics
+    # files, 8 report files and 2 plots
+    assert len(before) == 33 + 33 + 3 * 8 + 2 * 3 + 4 + 81 + 27 + 8 + 2
     repo.bazel("clean", check=True)
     # Rebuilt warm (persistent workers, docs/warm-workers.md): every model,
     # checkpoint, metrics file, report and plot is byte-identical to the
