@@ -261,17 +261,28 @@ def test_a_recorded_failure_is_stopped_and_the_rung_goes_on(
         ws,
         "fails",
         list(range(1, 7)),
-        "successive_halving(min_epochs = 1, max_epochs = 2, eta = 2)",
+        "successive_halving(min_epochs = 2, max_epochs = 4, eta = 2)",
         {"TRAIN_LOG": str(log), "FAIL_Q": "6"},
-        extra='    grid = {"q": ["1", "2", "3", "4", "5", "6"]},\n    allow_failed_trials = True,\n',
+        extra=(
+            '    grid = {"q": ["1", "2", "3", "4", "5", "6"]},\n'
+            "    allow_failed_trials = True,\n"
+            "    learning_curve = True,\n"
+        ),
     )
     ws.build("//fails:s")
     result = report(ws, "fails")
     by_q = {t["hyperparams"]["q"]: t for t in result["trials"]}
-    # 6 trials at the first rung promote 3; 6 failed, so 5, 4, 3 go on.
-    assert trained(log) == Counter({"6": 1, "5": 2, "4": 2, "3": 2, "2": 1, "1": 1})
+    # 6 trials at the first rung (epoch 2) promote 3; 6 failed in its first
+    # epoch (its second passes the record on without the script), so 5, 4, 3
+    # go on to epoch 4.
+    assert trained(log) == Counter({"6": 1, "5": 4, "4": 4, "3": 4, "2": 2, "1": 2})
     assert by_q["6"]["status"] == "failed" and result["trials"][-1] == by_q["6"]
     assert result["best"]["hyperparams"] == {"q": "5"}
+    # Every epoch is evaluated (learning_curve), the stopped ones' curves end
+    # at the rung that stopped them.
+    assert [p["epoch"] for p in by_q["5"]["learning_curve"]] == [1, 2, 3, 4]
+    assert [p["epoch"] for p in by_q["2"]["learning_curve"]] == [1, 2]
+    assert (by_q["2"]["status"], by_q["2"]["epochs"]) == ("stopped", 2)
 
 
 def _wait_for(condition, seconds: float, what: str) -> None:
