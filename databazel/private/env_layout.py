@@ -129,6 +129,8 @@ def layout(venv: str, excluded: set[str]) -> dict[str, object]:
         subdirs.sort()
         for fname in sorted(names):
             rel = os.path.relpath(os.path.join(root, fname), site)
+            if _holds_environment_path(rel):
+                continue
             dist = owner.get(rel) or _owner_of_unlisted(rel, owner, dirs)
             if dist is not None:
                 files[dist].append(rel)
@@ -145,6 +147,18 @@ def layout(venv: str, excluded: set[str]) -> dict[str, object]:
             "modules": info["modules"],
         }
     return {"site_packages": prefix, "distributions": result}
+
+
+def _holds_environment_path(rel: str) -> bool:
+    """Whether a site-packages file depends on where the environment lies.
+
+    A RECORD holds the sha256 of the distribution's console scripts, whose
+    first line names the environment's interpreter by its absolute path: as an
+    input it would give every action another key in every output base, so no
+    disk or remote cache would be shared between checkouts. Nothing imports it.
+    """
+    path = PurePosixPath(rel)
+    return path.name == "RECORD" and path.parent.name.endswith(".dist-info")
 
 
 def _owner_of_unlisted(
