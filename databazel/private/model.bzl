@@ -56,6 +56,12 @@ def check_model_name(ctx, model_name):
             ctx.label.name,
         ))
 
+def _hyperparams_source(ctx):
+    """The file of `hyperparams_file`, or None; fails if `hyperparams` is given too."""
+    if ctx.file.hyperparams_file and ctx.attr.hyperparams:
+        fail("{}: give the hyperparameters either in `hyperparams` or in `hyperparams_file`, not both".format(ctx.label))
+    return ctx.file.hyperparams_file
+
 def _model_impl(ctx):
     for key in ctx.attr.hyperparams:
         if not is_identifier(key):
@@ -67,7 +73,7 @@ def _model_impl(ctx):
             fail("{}: hyperparameter {} contains a NUL byte, which no command-line argument can hold".format(ctx.label, key))
     model_name = renamed(ctx.label, "model", ctx.attr.model, "model_file", ctx.attr.model_file, unset = "") or ctx.label.name + ".model"
     check_model_name(ctx, model_name)
-    hyperparams_file = ctx.actions.declare_file(ctx.label.name + ".hyperparams.json")
+    hyperparams_file = _hyperparams_source(ctx) or ctx.actions.declare_file(ctx.label.name + ".hyperparams.json")
 
     # json.encode sorts keys: the order in the BUILD file does not change the cache key.
     encoded = json.encode(ctx.attr.hyperparams)
@@ -80,7 +86,8 @@ def _model_impl(ctx):
             sizes[0][1],
             sizes[0][0],
         ))
-    ctx.actions.write(hyperparams_file, encoded)
+    if not ctx.file.hyperparams_file:
+        ctx.actions.write(hyperparams_file, encoded)
     training_data = ctx.attr.training_data.files
     if not training_data.to_list():
         fail("{}: `training_data` {} provides no files".format(ctx.label, ctx.attr.training_data.label))
@@ -127,6 +134,7 @@ def _model_impl(ctx):
         ModelInfo(
             model_file = model_file,
             hyperparams = dict(ctx.attr.hyperparams),
+            hyperparams_file = hyperparams_file,
             training_data = training_data,
             label = ctx.label,
             checkpoints = checkpoints if ctx.attr.epochs else [],
@@ -172,6 +180,10 @@ in output group `cards`: `bazel build --output_groups=+cards //pkg:name`.
         ),
         "hyperparams": attr.string_dict(
             doc = "Hyperparameters, given to the script as one JSON object of strings in `--hyperparams`.",
+        ),
+        "hyperparams_file": attr.label(
+            allow_single_file = [".json"],
+            doc = "A file with the hyperparameters instead of `hyperparams` (not both): a JSON object of strings, such as the suggestions of a model-based search's round. The script gets the same `--hyperparams` JSON. It is an input, so a changed file re-trains.",
         ),
         "model": attr.string(
             doc = "Deprecated: the old name of `model_file`, accepted until databazel 0.2.0 with a message.",

@@ -17,7 +17,15 @@ MANIFEST.json lists the trials in search order::
                  "metrics": "path/to/trial.metrics.json",
                  "model": "short/path/of/model",
                  "model_path": "exec/path/of/model",
-                 "learning_curve": [{"epoch": 1, "metrics": "path"}, ...]}, ...]}
+                 "learning_curve": [{"epoch": 1, "metrics": "path"}, ...],
+                 "hyperparams_file": "path/or/null", "round": 1}, ...]}
+
+A trial's optional "hyperparams_file" is the hyperparameters file its script
+was given; its values are read and override "hyperparams" (a trial of a
+model-based search's later round has its values only there).  A trial's
+optional "round" (an int; null or absent: none) is its round in a search in
+rounds: the tables get a "round" column after "status", the JSON a "round"
+field.
 
 Each "metrics" file is read and validated like a runner.py metrics file; it
 may also be a failure record (runner.py, ``--allow-failure``), which makes the
@@ -54,7 +62,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _RESOLVED = os.path.dirname(os.path.realpath(__file__))
 sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 
-from contract import RunnerError  # noqa: E402
+from contract import RunnerError, parse_hyperparams  # noqa: E402
 from outputs import copy_atomic, fail_without_outputs, write_atomic  # noqa: E402
 from records import FailureRecord, parse_metrics_or_failure  # noqa: E402
 
@@ -74,6 +82,7 @@ class Trial:
     model_path: str = ""
     failure: FailureRecord | None = None
     learning_curve: tuple[tuple[int, dict[str, float | int]], ...] = ()
+    round: int | None = None
 
     @property
     def status(self) -> str:
@@ -93,6 +102,7 @@ class Trial:
                 {"epoch": epoch, "metrics": metrics}
                 for epoch, metrics in self.learning_curve
             ],
+            **({} if self.round is None else {"round": self.round}),
         }
 
 
@@ -147,6 +157,7 @@ def load_manifest(path: str) -> tuple[list[str], list[Trial]]:
                 "metrics, model, model_path and an object of strings hyperparams"
             )
         metrics, failure = _read_metrics(entry["name"], entry["metrics"])
+        hyperparams, round_ = _hyperparams_and_round(path, index, entry)
         curve = entry.get("learning_curve", [])
         if not isinstance(curve, list) or not all(
             isinstance(point, dict)
@@ -162,7 +173,7 @@ def load_manifest(path: str) -> tuple[list[str], list[Trial]]:
             Trial(
                 entry["name"],
                 entry["label"],
-                entry["hyperparams"],
+                hyperparams,
                 metrics,
                 entry["model"],
                 entry["model_path"],
@@ -171,9 +182,35 @@ def load_manifest(path: str) -> tuple[list[str], list[Trial]]:
                     (p["epoch"], _read_metrics(entry["name"], p["metrics"])[0])
                     for p in curve
                 ),
+                round_,
             )
         )
     return names, trials
+
+
+def _hyperparams_and_round(
+    path: str, index: int, entry: dict[str, Any]
+) -> tuple[dict[str, str], int | None]:
+    """A manifest entry's hyperparameters (with its file's) and its round."""
+    hyperparams_file, round_ = entry.get("hyperparams_file"), entry.get("round")
+    if not (hyperparams_file is None or isinstance(hyperparams_file, str)) or not (
+        round_ is None or (isinstance(round_, int) and not isinstance(round_, bool))
+    ):
+        raise RunnerError(
+            f"manifest {path}: trial #{index} needs a string or null hyperparams_file "
+            "and an int or null round"
+        )
+    if hyperparams_file is None:
+        return entry["hyperparams"], round_
+    try:
+        with open(hyperparams_file, encoding="utf-8") as f:
+            from_file = parse_hyperparams(f.read())
+    except (OSError, UnicodeDecodeError, RunnerError) as e:
+        raise RunnerError(
+            f"cannot read the hyperparameters of trial {entry['name']} from "
+            f"{hyperparams_file}: {e}"
+        ) from None
+    return {**entry["hyperparams"], **from_file}, round_
 
 
 def _read_metrics(
@@ -228,10 +265,14 @@ def table(
     ranked: list[Trial], hp_columns: list[str], metric_columns: list[str]
 ) -> list[list[str]]:
     """Header row plus one row per trial, best first, as strings."""
-    rows = [["rank", "name", "status"] + hp_columns + metric_columns]
+    rounds = any(t.round is not None for t in ranked)
+    rows = [
+        ["rank", "name", "status"] + ["round"] * rounds + hp_columns + metric_columns
+    ]
     for position, trial in enumerate(ranked, start=1):
         rows.append(
             [str(position), trial.name, trial.status]
+            + [str(trial.round) if trial.round is not None else ""] * rounds
             + [trial.hyperparams.get(k, "") for k in hp_columns]
             + [
                 repr(trial.metrics[k]) if k in trial.metrics else ""
