@@ -4,9 +4,11 @@
 load("@databazel//databazel:defs.bzl", "evaluate", "hyperparam_search", "model")
 load("@databazel//databazel:defs.bzl", "metrics_test")  # quality gates
 load("@databazel//databazel:defs.bzl", "loguniform", "randint", "uniform")  # random search
+load("@databazel//databazel:defs.bzl", "hyperband", "successive_halving")  # early stopping
 ```
 """
 
+load("//databazel/private:early_stopping.bzl", _hyperband = "hyperband", _successive_halving = "successive_halving")
 load("//databazel/private:evaluate.bzl", _evaluate = "evaluate")
 load("//databazel/private:gate.bzl", _metrics_test = "metrics_test")
 load("//databazel/private:model.bzl", _model = "model")
@@ -25,6 +27,10 @@ metrics_test = _metrics_test
 uniform = _uniform
 loguniform = _loguniform
 randint = _randint
+
+# Early stopping (`hyperparam_search(early_stopping = ...)`).
+successive_halving = _successive_halving
+hyperband = _hyperband
 
 ModelInfo = _ModelInfo
 MetricsInfo = _MetricsInfo

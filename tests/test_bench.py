@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -165,3 +166,25 @@ def test_the_remote_part_reads_worker_logs_and_renders_side_by_side(
     rows = dict((t, (m, met)) for t, m, met in remote.verdicts(results))
     assert rows[remote.TARGETS["first_try"]] == ("1 of 1 cold builds", "yes")
     assert rows[remote.TARGETS["seen"]] == ("0.40 s vs 9.50 s = 0.04x", "yes")
+
+
+def test_the_halving_part_compares_with_the_full_grid_over_the_same_trials() -> None:
+    import halving
+
+    assert len(halving.alphas()) == 9  # //mnist:bzl_halving's grid
+    build = halving._build_file()
+    assert build.count(json.dumps(halving.alphas())) == 2
+    run = {"time": 30.0, "runs": [30.0], "processes": 120, "trained_epochs": 21}
+    results = {
+        "halving": {
+            "alphas": halving.alphas(),
+            **{f"sh_{m}": {**run, "best": "sh__alpha-0.01", "best_accuracy": 0.94} for m in ("sandboxed", "warm")},
+            **{f"full_{m}": {**run, "trained_epochs": 81, "best": "full__alpha-0.03", "best_accuracy": 0.95} for m in ("sandboxed", "warm")},
+        }
+    }  # fmt: skip
+    text = "\n".join(halving.render(results))
+    assert (
+        "| successive halving | sandboxed | 30.0 s | 120 | 21 | `sh__alpha-0.01` | 0.9400 |"
+        in text
+    )
+    assert "| full grid, 9 epochs each | warm | 30.0 s | 120 | 81 |" in text

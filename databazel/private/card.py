@@ -38,7 +38,11 @@ sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 
 from contract import RunnerError, parse_hyperparams  # noqa: E402
 from outputs import fail_without_outputs, write_atomic  # noqa: E402
-from records import parse_metrics_or_failure, read_failed_model  # noqa: E402
+from records import (  # noqa: E402
+    parse_evaluation,
+    read_failed_model,
+    read_stopped_model,
+)
 
 CARD_FORMAT = "databazel-card/1"
 
@@ -99,6 +103,13 @@ def format_card(card: dict[str, Any]) -> str:
     return json.dumps(card, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
+def _model_status(path: str) -> str:
+    """`failed` (a failure record), `stopped` (early stopping's record) or `ok`."""
+    if read_failed_model(path) is not None:
+        return "failed"
+    return "stopped" if read_stopped_model(path) is not None else "ok"
+
+
 def model_card(args: argparse.Namespace) -> dict[str, Any]:
     """The card of one model file (or checkpoint) of a `model` target."""
     short, path = parse_pair(args.model)
@@ -112,7 +123,7 @@ def model_card(args: argparse.Namespace) -> dict[str, Any]:
         "format": CARD_FORMAT,
         "label": args.target,
         "model": {"path": short, "sha256": sha256_file(path)},
-        "status": "failed" if read_failed_model(path) is not None else "ok",
+        "status": _model_status(path),
         "epoch": args.epoch,
         "resumed_from": resumed,
         "hyperparams": hyperparams,
@@ -137,10 +148,12 @@ def read_card(path: str) -> dict[str, Any]:
 def evaluation(label: str, metrics_path: str) -> dict[str, Any]:
     """The card's `evaluation`: its label and metrics, or the failure it recorded."""
     with open(metrics_path, encoding="utf-8") as f:
-        metrics, failure = parse_metrics_or_failure(f.read())
-    if failure is not None:
-        return {"label": label, "failure": dict(failure)}
-    return {"label": label, "metrics": metrics}
+        result = parse_evaluation(f.read())
+    if result["failure"] is not None:
+        return {"label": label, "failure": dict(result["failure"])}
+    if result["stop"] is not None:
+        return {"label": label, "stopped": dict(result["stop"])}
+    return {"label": label, "metrics": result["metrics"]}
 
 
 def evaluated_card(args: argparse.Namespace) -> dict[str, Any]:

@@ -233,7 +233,7 @@ def runner_arguments(ctx, subcommand):
     args.add(subcommand)
     return args
 
-def run_runner(ctx, script_attr_name, arguments, inputs, outputs, mnemonic, progress_message):
+def run_runner(ctx, script_attr_name, arguments, inputs, outputs, mnemonic, progress_message, target = None):
     """Registers the action that runs the runner, which runs the user's script.
 
     Args:
@@ -244,6 +244,8 @@ def run_runner(ctx, script_attr_name, arguments, inputs, outputs, mnemonic, prog
       outputs: the declared outputs.
       mnemonic: the action's mnemonic.
       progress_message: the action's progress message.
+      target: the label the runner names in its messages (`--target`); default
+        `ctx.label`. Part of the command line, so part of the cache key.
     """
     python = python_runtime(ctx)
     script = resolve_script(ctx, script_attr_name)
@@ -271,7 +273,7 @@ def run_runner(ctx, script_attr_name, arguments, inputs, outputs, mnemonic, prog
     startup.add_all(deps.inputs, map_each = _site_package_entry, uniquify = True, before_each = "--site-package")
 
     head = arguments
-    head.add("--target", str(ctx.label))
+    head.add("--target", str(target or ctx.label))
     head.add("--script", script.path)
     if ctx.attr.timeout < 0:
         fail("{}: `timeout` must be a number of seconds, 0 for no limit; got {}".format(ctx.label, ctx.attr.timeout))

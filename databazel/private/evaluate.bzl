@@ -5,8 +5,23 @@ load(":common.bzl", "COMMON_ATTRS", "PY_TOOLCHAIN_TYPE", "describe_hyperparams",
 load(":providers.bzl", "MetricsInfo", "ModelInfo")
 load(":renamed.bzl", "renamed")
 
-def _evaluate_one(ctx, model_info, model_file, model_card, test_data, prefix, epoch):
-    """Registers the evaluation of `model_file`; returns struct(metrics_file, output_dir, card)."""
+def evaluate_step(ctx, target, model_info, model_file, model_card, test_data, prefix, epoch, decision = None):
+    """Registers the evaluation of `model_file` and the card of the result.
+
+    Args:
+      ctx: the context of a rule with `eval_executable` and COMMON_ATTRS.
+      target: the label the runner names (`--target`).
+      model_info: the ModelInfo of the evaluated model (its label and hyperparameters).
+      model_file: the model file or checkpoint to evaluate.
+      model_card: the lineage card of `model_file`.
+      test_data: depset of the evaluation data.
+      prefix: the outputs' prefix: `<prefix>.metrics.json`, `<prefix>.outputs`.
+      epoch: the evaluated checkpoint's epoch, or None.
+      decision: an early-stopping rung's decision for this epoch, or None.
+
+    Returns:
+      struct(metrics_file, output_dir, card).
+    """
     metrics_file = ctx.actions.declare_file(prefix + ".metrics.json")
     output_dir = ctx.actions.declare_directory(prefix + ".outputs")
     args = runner_arguments(ctx, "evaluate")
@@ -14,21 +29,24 @@ def _evaluate_one(ctx, model_info, model_file, model_card, test_data, prefix, ep
     args.add_all(test_data, before_each = "--data")
     args.add("--metrics-output", metrics_file)
     args.add("--output-dir", output_dir.path)
+    if decision:
+        args.add("--decision", decision)
     run_runner(
         ctx,
         script_attr_name = "eval_executable",
         arguments = args,
-        inputs = depset([model_file], transitive = [test_data]),
+        inputs = depset([model_file] + ([decision] if decision else []), transitive = [test_data]),
         outputs = [metrics_file, output_dir],
         mnemonic = "DatabazelEvaluate",
         # The evaluate target first: Bazel's error line for a failed action
         # names the target through this message.
         progress_message = "Evaluating {}: model {}{}{}".format(
-            ctx.label,
+            target,
             model_info.label,
             ", epoch {}".format(epoch) if epoch else "",
             describe_hyperparams(model_info.hyperparams),
         ),
+        target = target,
     )
     card = evaluated_card(ctx, model_card, metrics_file, prefix)
     return struct(metrics_file = metrics_file, output_dir = output_dir, card = card)
@@ -46,7 +64,7 @@ def _evaluate_impl(ctx):
         if epoch < 1 or epoch > len(checkpoints):
             fail("{}: `evaluated_epochs` lists epoch {}, but {} has epochs 1 to {}".format(ctx.label, epoch, model_info.label, len(checkpoints)))
     if not checkpoints:
-        evaluation = _evaluate_one(ctx, model_info, model_info.model_file, model_info.card, test_data, ctx.label.name, None)
+        evaluation = evaluate_step(ctx, ctx.label, model_info, model_info.model_file, model_info.card, test_data, ctx.label.name, None)
         epoch_evaluations = {}
     else:
         # One action per evaluated epoch, each a function of its checkpoint
@@ -55,8 +73,9 @@ def _evaluate_impl(ctx):
         wanted = list(range(1, len(checkpoints) + 1)) if ctx.attr.learning_curve else evaluated_epochs
         epoch_evaluations = {}
         for epoch in sorted({k: True for k in wanted + [len(checkpoints)]}.keys()):
-            epoch_evaluations[epoch] = _evaluate_one(
+            epoch_evaluations[epoch] = evaluate_step(
                 ctx,
+                ctx.label,
                 model_info,
                 checkpoints[epoch - 1],
                 model_info.checkpoint_cards[epoch - 1],

@@ -27,7 +27,7 @@ _RESOLVED = os.path.dirname(os.path.realpath(__file__))
 sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 
 from contract import RunnerError  # noqa: E402
-from records import parse_metrics_or_failure  # noqa: E402
+from records import parse_evaluation  # noqa: E402
 
 BOUNDS = {"at_least": "below", "at_most": "above"}
 
@@ -68,8 +68,20 @@ def load_subject(path: str, search: bool) -> tuple[str, dict[str, float | int], 
     with open(path, encoding="utf-8") as f:
         text = f.read()
     if not search:
-        metrics, failure = parse_metrics_or_failure(text)
-        return "", metrics, _describe_failure(dict(failure)) if failure else ""
+        evaluation = parse_evaluation(text)
+        stop, failure = evaluation["stop"], evaluation["failure"]
+        if stop is not None:
+            return (
+                "",
+                {},
+                f"holds no metrics: early stopping stopped the trial after epoch "
+                f"{stop['epoch']} ({stop['rung']})",
+            )
+        return (
+            "",
+            evaluation["metrics"],
+            _describe_failure(dict(failure)) if failure else "",
+        )
     best = json.loads(text)["best"]
     where = f" (best trial {best['label']})"
     if best.get("status") == "failed":

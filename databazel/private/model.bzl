@@ -56,29 +56,26 @@ def check_model_name(ctx, model_name):
             ctx.label.name,
         ))
 
-def _hyperparams_source(ctx):
-    """The file of `hyperparams_file`, or None; fails if `hyperparams` is given too."""
-    if ctx.file.hyperparams_file and ctx.attr.hyperparams:
-        fail("{}: give the hyperparameters either in `hyperparams` or in `hyperparams_file`, not both".format(ctx.label))
-    return ctx.file.hyperparams_file
+def write_hyperparams(ctx, name, hyperparams):
+    """Checks a model's hyperparameters and writes them to `<name>.hyperparams.json`.
 
-def _model_impl(ctx):
-    for key in ctx.attr.hyperparams:
+    Args:
+      ctx: the context of a rule training a model.
+      name: the model's name (the file's prefix).
+      hyperparams: dict of string hyperparameters.
+
+    Returns:
+      The JSON file (keys sorted: their order in the BUILD file changes no cache key).
+    """
+    for key in hyperparams:
         if not is_identifier(key):
             fail("{}: hyperparams key {} is not a valid hyperparameter name: use letters, digits and `_`, not starting with a digit".format(ctx.label, repr(key)))
-    if ctx.attr.epochs < 0:
-        fail("{}: `epochs` must be a positive number of epochs (or 0: train in one step, without epochs); got {}".format(ctx.label, ctx.attr.epochs))
-    for key, value in ctx.attr.hyperparams.items():
+    for key, value in hyperparams.items():
         if "\0" in value:
             fail("{}: hyperparameter {} contains a NUL byte, which no command-line argument can hold".format(ctx.label, key))
-    model_name = renamed(ctx.label, "model", ctx.attr.model, "model_file", ctx.attr.model_file, unset = "") or ctx.label.name + ".model"
-    check_model_name(ctx, model_name)
-    hyperparams_file = _hyperparams_source(ctx) or ctx.actions.declare_file(ctx.label.name + ".hyperparams.json")
-
-    # json.encode sorts keys: the order in the BUILD file does not change the cache key.
-    encoded = json.encode(ctx.attr.hyperparams)
+    encoded = json.encode(hyperparams)
     if len(encoded) >= MAX_ARGUMENT_BYTES:
-        sizes = sorted([(len(v), k) for k, v in ctx.attr.hyperparams.items()], reverse = True)
+        sizes = sorted([(len(v), k) for k, v in hyperparams.items()], reverse = True)
         fail("{}: the hyperparameters take {} bytes as the JSON of --hyperparams, over Linux's limit of {} bytes for one command-line argument (MAX_ARG_STRLEN); the longest is {} ({} bytes): pass large values in a file of `data` and its name as the hyperparameter".format(
             ctx.label,
             len(encoded),
@@ -86,8 +83,65 @@ def _model_impl(ctx):
             sizes[0][1],
             sizes[0][0],
         ))
-    if not ctx.file.hyperparams_file:
-        ctx.actions.write(hyperparams_file, encoded)
+    hyperparams_file = ctx.actions.declare_file(name + ".hyperparams.json")
+    ctx.actions.write(hyperparams_file, encoded)
+    return hyperparams_file
+
+def train_step(ctx, target, hyperparams, hyperparams_file, training_data, output, epoch = None, previous = None, decision = None):
+    """Registers one training action (the whole training, or one epoch) and its lineage card.
+
+    Args:
+      ctx: the context of a rule with `train_executable` and COMMON_ATTRS.
+      target: the label the runner names (`--target`).
+      hyperparams: dict of the hyperparameters, for the progress message.
+      hyperparams_file: the JSON file of the hyperparameters.
+      training_data: depset of the training data.
+      output: the model file or checkpoint to write.
+      epoch: the epoch (from 1), or None for a model trained in one step.
+      previous: the checkpoint epoch `epoch` - 1 wrote, or None.
+      decision: an early-stopping rung's decision for this epoch, or None.
+
+    Returns:
+      The lineage card of `output`.
+    """
+    args = runner_arguments(ctx, "train")
+    args.add("--hyperparams-file", hyperparams_file)
+    args.add("--model-output-path", output)
+    args.add_all(training_data, before_each = "--data")
+    if epoch:
+        args.add("--epoch", str(epoch))
+    if previous:
+        args.add("--init-model-path", previous)
+    if decision:
+        args.add("--decision", decision)
+    run_runner(
+        ctx,
+        script_attr_name = "train_executable",
+        arguments = args,
+        inputs = depset([hyperparams_file] + [f for f in (previous, decision) if f], transitive = [training_data]),
+        outputs = [output],
+        mnemonic = "DatabazelTrain",
+        progress_message = "Training {}{}{}".format(
+            target,
+            ", epoch {}".format(epoch) if epoch else "",
+            describe_hyperparams(hyperparams),
+        ),
+        target = target,
+    )
+    return model_card(ctx, output, hyperparams_file, training_data, epoch, previous)
+
+def _hyperparams_source(ctx):
+    """The file of `hyperparams_file`, or None; fails if `hyperparams` is given too."""
+    if ctx.file.hyperparams_file and ctx.attr.hyperparams:
+        fail("{}: give the hyperparameters either in `hyperparams` or in `hyperparams_file`, not both".format(ctx.label))
+    return ctx.file.hyperparams_file
+
+def _model_impl(ctx):
+    if ctx.attr.epochs < 0:
+        fail("{}: `epochs` must be a positive number of epochs (or 0: train in one step, without epochs); got {}".format(ctx.label, ctx.attr.epochs))
+    model_name = renamed(ctx.label, "model", ctx.attr.model, "model_file", ctx.attr.model_file, unset = "") or ctx.label.name + ".model"
+    check_model_name(ctx, model_name)
+    hyperparams_file = _hyperparams_source(ctx) or write_hyperparams(ctx, ctx.label.name, ctx.attr.hyperparams)
     training_data = ctx.attr.training_data.files
     if not training_data.to_list():
         fail("{}: `training_data` {} provides no files".format(ctx.label, ctx.attr.training_data.label))
@@ -101,29 +155,8 @@ def _model_impl(ctx):
     for epoch in range(1, ctx.attr.epochs + 1) if ctx.attr.epochs else [None]:
         output = ctx.actions.declare_file(checkpoint_name(model_name, epoch) if epoch else model_name)
         previous = checkpoints[-1] if checkpoints else None
-        args = runner_arguments(ctx, "train")
-        args.add("--hyperparams-file", hyperparams_file)
-        args.add("--model-output-path", output)
-        args.add_all(training_data, before_each = "--data")
-        if epoch:
-            args.add("--epoch", str(epoch))
-        if previous:
-            args.add("--init-model-path", previous)
-        run_runner(
-            ctx,
-            script_attr_name = "train_executable",
-            arguments = args,
-            inputs = depset([hyperparams_file] + ([previous] if previous else []), transitive = [training_data]),
-            outputs = [output],
-            mnemonic = "DatabazelTrain",
-            progress_message = "Training {}{}{}".format(
-                ctx.label,
-                ", epoch {}".format(epoch) if epoch else "",
-                describe_hyperparams(ctx.attr.hyperparams),
-            ),
-        )
+        cards.append(train_step(ctx, ctx.label, ctx.attr.hyperparams, hyperparams_file, training_data, output, epoch, previous))
         checkpoints.append(output)
-        cards.append(model_card(ctx, output, hyperparams_file, training_data, epoch, previous))
     model_file = checkpoints[-1]
     return [
         DefaultInfo(files = depset([model_file])),

@@ -243,9 +243,15 @@ def _curve(trial: dict[str, Any], metric: str) -> list[tuple[int, float]]:
 
 
 def plot_learning_curve(plt: Any, report: dict[str, Any], path: str) -> None:
-    """The metric against the epoch, one line per trial (nested curves once)."""
+    """The metric against the epoch, one line per trial (nested curves once).
+
+    Trials that early stopping stopped are drawn too: their lines end at the
+    last epoch they trained, with an `x`.
+    """
     metric, mode = report["metric"], report["mode"]
-    curves = [(t["name"], _curve(t, metric)) for t in _ok(report)]
+    drawn = [t for t in report["trials"] if t.get("status", "ok") in ("ok", "stopped")]
+    stopped = {t["name"] for t in drawn if t.get("status") == "stopped"}
+    curves = [(t["name"], _curve(t, metric)) for t in drawn]
     curves = [(name, curve) for name, curve in curves if curve]
     shown = [
         (name, curve)
@@ -262,8 +268,11 @@ def plot_learning_curve(plt: Any, report: dict[str, Any], path: str) -> None:
             [p[1] for p in curve],
             marker="o",
             markersize=3,
+            linestyle="--" if name in stopped else "-",
             label=name if index < MAX_LEGEND else None,
         )
+        if name in stopped:
+            ax.plot([curve[-1][0]], [curve[-1][1]], marker="x", color="black")
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"{metric} ({mode})")
     ax.set_title(_title(report, f"learning curves: {metric} vs epoch"), fontsize=10)

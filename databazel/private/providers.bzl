@@ -24,6 +24,7 @@ MetricsInfo = provider(
         "label": "Label: the `evaluate` target.",
         "card": "File: the lineage card of the evaluated model, with the metrics.",
         "epoch_evaluations": "dict[int, struct(metrics_file, output_dir, card)]: for a model trained in epochs, the evaluation of each evaluated epoch's checkpoint (the last one's is `metrics_file`); empty otherwise.",
+        "early_stopping": "struct(rungs: list[int], bracket: int or None) for a trial of a search with `early_stopping`: the epochs of its bracket's rungs and its Hyperband bracket. Unset otherwise (read it with `getattr(info, \"early_stopping\", None)`).",
     },
 )
 

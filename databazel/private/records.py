@@ -1,5 +1,7 @@
-"""Failure records: what a failed trial leaves in place of its model or metrics
-(``--allow-failure``), and how the next steps recognise one."""
+"""Failure and stop records: what a failed trial leaves in place of its model or
+metrics (``--allow-failure``), what a trial that early stopping stopped leaves
+in place of its later checkpoints and metrics, and how the next steps recognise
+them."""
 
 from __future__ import annotations
 
@@ -94,6 +96,94 @@ def parse_metrics_or_failure(
     """Parse an evaluation's metrics file: (metrics, None), or ({}, failure record)."""
     failure = parse_failure(load_json(text))
     return ({}, failure) if failure is not None else (parse_metrics(text), None)
+
+
+# --- early stopping -----------------------------------------------------------
+
+
+class StopRecord(TypedDict):
+    """A rung's decision to stop a trial (``rung.py``), and what the trial's
+    later checkpoints and evaluations hold instead of a model or metrics."""
+
+    status: str  # always "stopped"
+    epoch: int  # the last epoch the trial trained
+    rung: str  # the label of the rung that stopped it
+
+
+# A rung's decision to let a trial train on.
+PROMOTED = {"status": "promoted"}
+
+# The first bytes of a checkpoint of an epoch that a stopped trial did not train.
+STOPPED_MODEL_HEADER = b"databazel stopped trial v1\n"
+
+
+def stop_record(epoch: int, rung: str) -> StopRecord:
+    return {"status": "stopped", "epoch": epoch, "rung": rung}
+
+
+def format_record(record: StopRecord | dict[str, str]) -> str:
+    """The canonical JSON text of a decision or stop record."""
+    return json.dumps(record, sort_keys=True) + "\n"
+
+
+def parse_stop(data: Any) -> StopRecord | None:
+    """The stop record in parsed JSON `data`, or None if it is not one."""
+    if not isinstance(data, dict) or data.get("status") != "stopped":
+        return None
+    epoch, rung = data.get("epoch"), data.get("rung")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+        raise ContractError('a stop record needs a positive int "epoch"')
+    if not isinstance(rung, str):
+        raise ContractError('a stop record needs a string "rung"')
+    return stop_record(epoch, rung)
+
+
+def read_decision(path: str) -> StopRecord | None:
+    """A rung's decision file: None if the trial goes on, else why it stopped."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = load_json(f.read())
+        stop = parse_stop(data)
+    except (OSError, UnicodeDecodeError, ContractError) as e:
+        raise RunnerError(
+            f"cannot read the early-stopping decision {path}: {e}"
+        ) from None
+    if stop is None and data != PROMOTED:
+        raise RunnerError(
+            f"the early-stopping decision {path} is neither "
+            f'{{"status": "promoted"}} nor a stop record'
+        )
+    return stop
+
+
+def read_stopped_model(path: str) -> StopRecord | None:
+    """The stop record a stopped trial left as a checkpoint, or None."""
+    with open(path, "rb") as f:
+        if f.read(len(STOPPED_MODEL_HEADER)) != STOPPED_MODEL_HEADER:
+            return None
+        text = f.read().decode("utf-8", errors="replace")
+    stop = parse_stop(load_json(text))
+    if stop is None:
+        raise ContractError(f"model {path} starts like a stop record but is not one")
+    return stop
+
+
+class Evaluation(TypedDict):
+    """An evaluation's metrics file: metrics, or why there are none."""
+
+    metrics: dict[str, float | int]
+    failure: FailureRecord | None
+    stop: StopRecord | None
+
+
+def parse_evaluation(text: str) -> Evaluation:
+    """Parse an evaluation's metrics file, which may be a failure or stop record."""
+    data = load_json(text)
+    stop = parse_stop(data)
+    if stop is not None:
+        return {"metrics": {}, "failure": None, "stop": stop}
+    metrics, failure = parse_metrics_or_failure(text)
+    return {"metrics": metrics, "failure": failure, "stop": None}
 
 
 def read_failed_model(path: str) -> FailureRecord | None:

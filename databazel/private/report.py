@@ -18,6 +18,7 @@ MANIFEST.json lists the trials in search order::
                  "model": "short/path/of/model",
                  "model_path": "exec/path/of/model",
                  "learning_curve": [{"epoch": 1, "metrics": "path"}, ...],
+                 "early_stopping": {"rungs": [1, 3, 9], "bracket": null},
                  "hyperparams_file": "path/or/null", "round": 1}, ...]}
 
 A trial's optional "hyperparams_file" is the hyperparameters file its script
@@ -44,6 +45,17 @@ JSON; if every trial failed, that is an error.  ``--plot`` adds an image link
 (relative to the Markdown file) to the Markdown report.  All outputs are
 written atomically; on any error none is written and one
 ``databazel: error: <target>: ...`` line is printed.
+
+A trial with "early_stopping" (a search with ``early_stopping``) was
+evaluated at its bracket's rungs (``rungs``: their epochs).  If a rung stopped
+it, its last metrics file is a stop record (runner.py ``--decision``): the
+trial is "stopped", its metrics are those of the last epoch it trained, and
+its learning curve ends there.  Trials that reached the last rung ("ok") are
+ranked first, by the metric; then the stopped ones, those that trained more
+epochs first, each group by the metric; then the failed ones.  The best trial
+is an "ok" one.  Each such trial's JSON gets "epochs" (the epochs it trained),
+"rung" (the index of the last rung it reached) and "bracket" (Hyperband), and
+the tables get these columns.
 """
 
 from __future__ import annotations
@@ -64,10 +76,33 @@ sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 
 from contract import RunnerError, parse_hyperparams  # noqa: E402
 from outputs import copy_atomic, fail_without_outputs, write_atomic  # noqa: E402
-from records import FailureRecord, parse_metrics_or_failure  # noqa: E402
+from records import (  # noqa: E402
+    Evaluation,
+    FailureRecord,
+    StopRecord,
+    parse_evaluation,
+)
 
 # Lines of a failed trial's stderr tail shown in the Markdown report and leaderboard.
 REPORT_TAIL_LINES = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class Halving:
+    """Where early stopping left a trial."""
+
+    rungs: tuple[int, ...]  # the epochs of its bracket's rungs
+    bracket: int | None  # its Hyperband bracket
+    epochs: int  # the epochs it trained
+    stop: StopRecord | None  # why it stopped, if a rung stopped it
+
+    @property
+    def rung(self) -> int:
+        """The index of the last rung the trial reached."""
+        return max(0, sum(1 for epochs in self.rungs if epochs <= self.epochs) - 1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "rung": self.rung, "bracket": self.bracket}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,14 +117,19 @@ class Trial:
     model_path: str = ""
     failure: FailureRecord | None = None
     learning_curve: tuple[tuple[int, dict[str, float | int]], ...] = ()
+    halving: Halving | None = None
     round: int | None = None
 
     @property
     def status(self) -> str:
-        return "ok" if self.failure is None else "failed"
+        if self.failure is not None:
+            return "failed"
+        return "stopped" if self.halving and self.halving.stop else "ok"
 
     def to_json(self, rank: int) -> dict[str, Any]:
+        extra = self.halving.to_json() if self.halving else {}
         return {
+            **extra,
             "rank": rank,
             "name": self.name,
             "label": self.label,
@@ -156,8 +196,6 @@ def load_manifest(path: str) -> tuple[list[str], list[Trial]]:
                 f"manifest {path}: trial #{index} needs string fields name, label, "
                 "metrics, model, model_path and an object of strings hyperparams"
             )
-        metrics, failure = _read_metrics(entry["name"], entry["metrics"])
-        hyperparams, round_ = _hyperparams_and_round(path, index, entry)
         curve = entry.get("learning_curve", [])
         if not isinstance(curve, list) or not all(
             isinstance(point, dict)
@@ -169,23 +207,65 @@ def load_manifest(path: str) -> tuple[list[str], list[Trial]]:
                 f"manifest {path}: trial #{index} has a learning_curve that is not "
                 "a list of {epoch: int, metrics: path}"
             )
-        trials.append(
-            Trial(
-                entry["name"],
-                entry["label"],
-                hyperparams,
-                metrics,
-                entry["model"],
-                entry["model_path"],
-                failure,
-                tuple(
-                    (p["epoch"], _read_metrics(entry["name"], p["metrics"])[0])
-                    for p in curve
-                ),
-                round_,
-            )
-        )
+        final = _read_metrics(entry["name"], entry["metrics"])
+        points = [
+            (p["epoch"], _read_metrics(entry["name"], p["metrics"])) for p in curve
+        ]
+        trials.append(_trial(path, index, entry, final, points))
     return names, trials
+
+
+def _trial(
+    path: str,
+    index: int,
+    entry: dict[str, Any],
+    final: Evaluation,
+    points: list[tuple[int, Evaluation]],
+) -> Trial:
+    """A trial from its manifest entry and its evaluations (the last one, each epoch's)."""
+    early = entry.get("early_stopping")
+    if early is not None and not (
+        isinstance(early, dict)
+        and isinstance(early.get("rungs"), list)
+        and all(isinstance(e, int) for e in early["rungs"])
+        and early["rungs"]
+        and (early.get("bracket") is None or isinstance(early["bracket"], int))
+    ):
+        raise RunnerError(
+            f"manifest {path}: trial #{index} has an early_stopping that is not "
+            "{rungs: [int, ...], bracket: int or null}"
+        )
+    if final["stop"] is not None and early is None:
+        raise RunnerError(
+            f"trial {entry['name']} was stopped early, but its search has no early_stopping"
+        )
+    failure = final["failure"]
+    metrics = final["metrics"]
+    halving = None
+    if early is not None:
+        trained = [(k, e) for k, e in points if e["stop"] is None] or [(0, final)]
+        failures = [e["failure"] for _, e in trained if e["failure"] is not None]
+        failure = failures[0] if failures else failure
+        if final["stop"] is not None:
+            metrics = dict(trained[-1][1]["metrics"])
+        epochs = final["stop"]["epoch"] if final["stop"] else early["rungs"][-1]
+        halving = Halving(
+            tuple(early["rungs"]), early.get("bracket"), epochs, final["stop"]
+        )
+        points = trained
+    hyperparams, round_ = _hyperparams_and_round(path, index, entry)
+    return Trial(
+        entry["name"],
+        entry["label"],
+        hyperparams,
+        metrics,
+        entry["model"],
+        entry["model_path"],
+        failure,
+        tuple((epoch, e["metrics"]) for epoch, e in points),
+        halving,
+        round_,
+    )
 
 
 def _hyperparams_and_round(
@@ -213,12 +293,10 @@ def _hyperparams_and_round(
     return {**entry["hyperparams"], **from_file}, round_
 
 
-def _read_metrics(
-    trial: str, path: str
-) -> tuple[dict[str, float | int], FailureRecord | None]:
+def _read_metrics(trial: str, path: str) -> Evaluation:
     try:
         with open(path, encoding="utf-8") as f:
-            return parse_metrics_or_failure(f.read())
+            return parse_evaluation(f.read())
     except (OSError, UnicodeDecodeError, RunnerError) as e:
         raise RunnerError(
             f"cannot read the metrics of trial {trial} from {path}: {e}"
@@ -226,7 +304,9 @@ def _read_metrics(
 
 
 def rank(trials: list[Trial], metric: str, mode: str) -> list[Trial]:
-    """Return the trials best first, failed ones last; ties keep their order (stable sort)."""
+    """Return the trials best first: those that trained to the end by the
+    metric, then those early stopping stopped (more epochs first), then the
+    failed ones; ties keep their order (stable sort)."""
     if mode not in ("max", "min"):
         raise RunnerError(f'mode must be "max" or "min", got {json.dumps(mode)}')
     ok = [t for t in trials if t.failure is None]
@@ -237,13 +317,20 @@ def rank(trials: list[Trial], metric: str, mode: str) -> list[Trial]:
                 f"its metrics are: {', '.join(sorted(trial.metrics))}"
             )
     ranked = sorted(ok, key=lambda t: t.metrics[metric], reverse=mode == "max")
+    ranked.sort(key=lambda t: -t.halving.epochs if t.halving else 0)
+    ranked.sort(key=lambda t: t.status != "ok")
     return ranked + [t for t in trials if t.failure is not None]
 
 
 def best_trial(ranked: list[Trial]) -> Trial:
     """The winner; an error if every trial failed."""
-    if ranked[0].failure is None:
+    if ranked[0].status == "ok":
         return ranked[0]
+    if ranked[0].status == "stopped":
+        raise RunnerError(
+            "no trial reached the last rung, so there is no best model: every "
+            "trial that was promoted failed"
+        )
     first = ranked[0]
     assert first.failure is not None
     raise RunnerError(
@@ -261,18 +348,29 @@ def columns(
     return list(names) + sorted(extra_hp), [metric] + sorted(other_metrics)
 
 
+def halving_columns(trials: list[Trial]) -> list[str]:
+    """The early-stopping columns: none, `rung` and `epochs`, or also `bracket`."""
+    if not any(t.halving for t in trials):
+        return []
+    hyperband = any(t.halving and t.halving.bracket is not None for t in trials)
+    return (["bracket"] if hyperband else []) + ["rung", "epochs"]
+
+
 def table(
     ranked: list[Trial], hp_columns: list[str], metric_columns: list[str]
 ) -> list[list[str]]:
     """Header row plus one row per trial, best first, as strings."""
-    rounds = any(t.round is not None for t in ranked)
-    rows = [
-        ["rank", "name", "status"] + ["round"] * rounds + hp_columns + metric_columns
-    ]
+    rounds = ["round"] if any(t.round is not None for t in ranked) else []
+    extra = rounds + halving_columns(ranked)
+    rows = [["rank", "name", "status"] + extra + hp_columns + metric_columns]
     for position, trial in enumerate(ranked, start=1):
+        fields = {
+            **(trial.halving.to_json() if trial.halving else {}),
+            "round": trial.round,
+        }
         rows.append(
             [str(position), trial.name, trial.status]
-            + [str(trial.round) if trial.round is not None else ""] * rounds
+            + ["" if fields.get(k) is None else str(fields[k]) for k in extra]
             + [trial.hyperparams.get(k, "") for k in hp_columns]
             + [
                 repr(trial.metrics[k]) if k in trial.metrics else ""
@@ -291,6 +389,7 @@ def render_json(target: str, metric: str, mode: str, ranked: list[Trial]) -> str
         "trials": trials,
         "best": trials[0],
         "failed": sum(1 for t in ranked if t.failure is not None),
+        "stopped": sum(1 for t in ranked if t.status == "stopped"),
     }
     return (
         json.dumps(
@@ -334,6 +433,12 @@ def render_markdown(
         f"Best trial: {_cell(best.name)} with {_cell(metric)} = "
         f"{best.metrics[metric]!r} (model: {_cell(best.model)})."
     )
+    stopped = sum(1 for t in ranked if t.status == "stopped")
+    if stopped:
+        summary += (
+            f" Early stopping stopped {stopped} of {len(ranked)} trials "
+            "(ranked after those that reached the last rung)."
+        )
     if failed:
         summary += f" {len(failed)} of {len(ranked)} trials failed (ranked last)."
     lines = [

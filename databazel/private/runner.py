@@ -64,6 +64,12 @@ the record's JSON as the model file; evaluate writes the record's canonical
 JSON as the metrics file (``{"status": "failed", ...}``), and does so without
 running its script when the model it gets is a failed training's record.
 Without ``--allow-failure``, evaluating such a model is an error.
+
+``--decision FILE`` (both subcommands; early stopping, ``rung.py``): a rung's
+decision for this trial.  ``{"status": "promoted"}``: the step runs as usual.
+A stop record (``records.StopRecord``): the script does not run; train writes
+STOPPED_MODEL_HEADER followed by the record as the checkpoint, evaluate writes
+the record as the metrics file (and an empty DIR).
 """
 
 from __future__ import annotations
@@ -99,15 +105,28 @@ from outputs import (  # noqa: E402
 )
 from records import (  # noqa: E402
     FAILED_MODEL_HEADER,
+    STOPPED_MODEL_HEADER,
     failure_record,
     format_failure,
+    format_record,
+    read_decision,
     read_failed_model,
+    read_stopped_model,
     signal_name,
 )
 from supervise import data_path, guarded_main, run_script  # noqa: E402
 
 
 def train(args: argparse.Namespace) -> None:
+    stop = read_decision(args.decision) if args.decision else None
+    if stop is not None:
+        remove_path(args.model_output_path)
+        os.makedirs(os.path.dirname(args.model_output_path) or ".", exist_ok=True)
+        write_atomic(
+            args.model_output_path,
+            STOPPED_MODEL_HEADER.decode("ascii") + format_record(stop),
+        )
+        return
     try:
         with open(args.hyperparams_file, encoding="utf-8") as f:
             text = f.read()
@@ -140,6 +159,11 @@ def train(args: argparse.Namespace) -> None:
     if args.init_model_path is not None:
         if not os.path.isfile(args.init_model_path):
             raise RunnerError(f"checkpoint {args.init_model_path} does not exist")
+        if read_stopped_model(args.init_model_path) is not None:
+            raise RunnerError(
+                f"the checkpoint {args.init_model_path} is of a trial that early "
+                "stopping stopped, but this epoch's decision lets it train on"
+            )
         failed = read_failed_model(args.init_model_path)
         if failed is not None:
             raise FailedModel(
@@ -167,6 +191,10 @@ def evaluate(args: argparse.Namespace) -> None:
     script: str = args.script
     remove_path(output)
     os.makedirs(out_dir, exist_ok=True)
+    stop = read_decision(args.decision) if args.decision else None
+    if stop is not None:
+        write_atomic(output, format_record(stop))
+        return
     metrics_file = os.path.join(out_dir, "metrics.json")
     remove_path(metrics_file)
     failed = (
@@ -291,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
 
         cmd.add_argument("--timeout", type=_positive_seconds, default=None)
         cmd.add_argument("--allow-failure", action="store_true")
+        cmd.add_argument("--decision", default=None)
     return parser
 
 

@@ -4,9 +4,11 @@ load("@bazel_skylib//lib:paths.bzl", "paths")
 load("@bazel_skylib//lib:shell.bzl", "shell")
 load(":card.bzl", "CARD_ATTRS", "best_card")
 load(":common.bzl", "DEFAULT_ENV", "PY_TOOLCHAIN_TYPE", "python_runtime")
+load(":early_stopping.bzl", "check_early_stopping", "default_num_trials")
 load(":epochs.bzl", "trial_checkpoint", "trial_evaluation")
 load(":evaluate.bzl", _evaluate = "evaluate")
 load(":grid.bzl", "DEFAULT_MAX_TRIALS", "expand_grid", "trial_name")
+load(":halving.bzl", "early_stopping_trials")
 load(":model.bzl", _model = "model")
 load(":plot.bzl", "declare_plots", "run_plot")
 load(":providers.bzl", "MetricsInfo", "SearchReportInfo")
@@ -21,6 +23,11 @@ def _best_model_name(ctx, trials):
     extensions = {t.model.model_file.extension: True for t in trials}
     extension = extensions.keys()[0] if len(extensions) == 1 and extensions.keys()[0] else "model"
     return "{}.best.{}".format(ctx.label.name, extension)
+
+def _early_stopping_json(metrics_info):
+    """The rungs and bracket of a trial of a search with early stopping, or None."""
+    es = getattr(metrics_info, "early_stopping", None)
+    return {"bracket": es.bracket, "rungs": es.rungs} if es else None
 
 def _hyperparams_path(model):
     """The path of the hyperparameters file a trial's script was given, or None (a checkpoint of a chain)."""
@@ -45,6 +52,7 @@ def _search_report_impl(ctx):
                     {"epoch": epoch, "metrics": e.metrics_file.path}
                     for epoch, e in sorted(t.epoch_evaluations.items())
                 ],
+                "early_stopping": _early_stopping_json(t),
                 "round": ctx.attr.trial_rounds[i] if ctx.attr.trial_rounds else None,
             }
             for i, t in enumerate(trials)
@@ -276,6 +284,7 @@ def hyperparam_search(
         plot_deps = [],
         epochs = None,
         learning_curve = False,
+        early_stopping = None,
         deps = [],
         data = [],
         env = {},
@@ -334,7 +343,8 @@ def hyperparam_search(
       plots: draw PNG plots of the metric against the hyperparameters with matplotlib, which `plot_deps` must then provide.
       plot_deps: as in `search_report`: the packages of the plot step, such as `["@<env>//:matplotlib"]`.
       epochs: train every trial in this many epochs (see `model`). To search over the number of epochs instead, make `epochs` a key of `grid` (or `search_space`) with positive integer strings: trials that differ only in it share one chain of epochs (`<trial without epochs>__chain`, evaluated by `...__chain__eval`), so epochs ["5", "10", "20"] train 20 epochs per combination of the other values, not 35. The script never gets `epochs` in `--hyperparams`, only `--epoch K`.
-      learning_curve: evaluate every epoch's checkpoint: the report's JSON gets each trial's `learning_curve` and, with `plots`, a plot of the metric against the epoch. Needs `epochs`.
+      learning_curve: evaluate every epoch's checkpoint: the report's JSON gets each trial's `learning_curve` and, with `plots`, a plot of the metric against the epoch. Needs `epochs` or `early_stopping`.
+      early_stopping: `successive_halving(max_epochs = N, min_epochs = M, eta = E)` or `hyperband(...)`: train the trials in epochs and stop the worse ones early, at rungs (see docs/early-stopping.md). Not with `epochs`. A random search with `hyperband` and no `num_trials` draws the trials Hyperband asks for.
       deps: as in `model` and `evaluate`; used by both scripts.
       data: as in `model` and `evaluate`; given to both scripts.
       env: as in `model` and `evaluate`; given to both scripts.
@@ -348,13 +358,43 @@ def hyperparam_search(
     model_file = renamed(where, "model", model, "model_file", model_file)
     if model_file != None and (type(model_file) != "string" or not model_file):
         fail("{}: `model_file` must be a file name such as \"model.pkl\", got {}".format(where, repr(model_file)))
+    if early_stopping != None:
+        check_early_stopping(where, early_stopping)
+        if strategy == "random" and num_trials == None:
+            num_trials = default_num_trials(early_stopping)
+    if strategy == "tpe" and early_stopping != None:
+        fail("{}: a tpe search can't stop trials early (`early_stopping`): its rounds already spend the trials where the results point".format(where))
     tpe = dict(num_rounds = num_rounds, trials_per_round = trials_per_round, suggest_deps = suggest_deps)
     trials = _expand_trials(where, name, strategy, grid, search_space, num_trials, seed, hyperparams, max_trials, tpe, dict(metric = metric, mode = mode, **kwargs))
     hyperparam_names = (grid if strategy == "grid" else search_space).keys()
     epoch_axis = EPOCHS in hyperparam_names
     if epoch_axis and strategy == "tpe":
         fail("{}: a tpe search can't search over `epochs` (trials share epochs only when their values are known at load time); give every trial `epochs = N`".format(where))
-    _check_epochs(where, hyperparams, epochs, epoch_axis, learning_curve)
+    _check_epochs(where, hyperparams, epochs, epoch_axis, learning_curve, early_stopping)
+    script_attrs = dict(
+        training_data = training_data,
+        train_executable = train_executable,
+        test_data = test_data,
+        eval_executable = eval_executable,
+        timeout = timeout,
+        allow_failure = allow_failed_trials,
+        deps = deps,
+        data = data,
+        env = env,
+        network = network,
+    )
+    if early_stopping != None:
+        _report_and_best(
+            name,
+            early_stopping_trials(where, name, trials, early_stopping, metric, mode, learning_curve, model_file = model_file, **dict(script_attrs, **kwargs)),
+            hyperparam_names,
+            metric,
+            mode,
+            plots,
+            plot_deps,
+            **kwargs
+        )
+        return
 
     # What is trained: each trial, or each chain of epochs its trials share.
     chains = _epoch_chains(where, name, hyperparam_names, trials) if epoch_axis else {}
@@ -365,29 +405,22 @@ def hyperparam_search(
     for run in runs:
         _train_and_evaluate(
             run,
-            training_data = training_data,
-            train_executable = train_executable,
             model_file = model_file,
-            test_data = test_data,
-            eval_executable = eval_executable,
             learning_curve = learning_curve,
-            timeout = timeout,
-            allow_failure = allow_failed_trials,
-            deps = deps,
-            data = data,
-            env = env,
-            network = network,
-            **kwargs
+            **dict(script_attrs, **kwargs)
         )
     if epoch_axis:
         for trial in trials:
             _checkpoint_trial(trial, chains[trial.chain].name, **kwargs)
+    _report_and_best(name, [":" + t.name + "__eval" for t in trials], hyperparam_names, metric, mode, plots, plot_deps, trial_rounds = [t.round for t in trials] if strategy == "tpe" else [], **kwargs)
 
+def _report_and_best(name, evaluations, hyperparam_names, metric, mode, plots, plot_deps, trial_rounds = [], **kwargs):
+    """The search's report target `name`, and `<name>.best`."""
     search_report(
         name = name,
-        trials = [":" + t.name + "__eval" for t in trials],
+        trials = evaluations,
+        trial_rounds = trial_rounds,
         hyperparam_names = hyperparam_names,
-        trial_rounds = [t.round for t in trials] if strategy == "tpe" else [],
         metric = metric,
         mode = mode,
         plots = plots,
@@ -421,16 +454,18 @@ def _check_search(where, metric, training_data, train_executable, test_data, eva
     if type(timeout) != "int" or timeout < 0:
         fail("{}: `timeout` must be a number of seconds (an int, 0 for no limit), got {}".format(where, repr(timeout)))
 
-def _check_epochs(where, hyperparams, epochs, epoch_axis, learning_curve):
-    """Fails naming `where` unless `epochs` (an argument or a searched axis) and `learning_curve` agree."""
+def _check_epochs(where, hyperparams, epochs, epoch_axis, learning_curve, early_stopping):
+    """Fails naming `where` unless `epochs` (an argument or a searched axis), `learning_curve` and `early_stopping` agree."""
     if type(hyperparams) == "dict" and EPOCHS in hyperparams:
         fail("{}: `epochs` is not a hyperparameter: write `epochs = N` (every trial), or make it a grid axis".format(where))
     if epochs != None and (type(epochs) != "int" or epochs < 1):
         fail("{}: `epochs` must be a positive int, got {}".format(where, repr(epochs)))
     if epochs != None and epoch_axis:
         fail("{}: `epochs` is both an argument and a searched hyperparameter; keep one of them".format(where))
-    if learning_curve and epochs == None and not epoch_axis:
-        fail("{}: `learning_curve` evaluates every epoch, so it needs `epochs` (or an `epochs` grid axis)".format(where))
+    if early_stopping != None and (epochs != None or epoch_axis):
+        fail("{}: with `early_stopping` the trials train up to its `max_epochs`; remove `epochs` (argument or searched hyperparameter)".format(where))
+    if learning_curve and epochs == None and not epoch_axis and early_stopping == None:
+        fail("{}: `learning_curve` evaluates every epoch, so it needs `epochs` (or an `epochs` grid axis, or `early_stopping`)".format(where))
 
 def _train_and_evaluate(run, training_data, train_executable, model_file, test_data, eval_executable, learning_curve, **attrs):
     """The `model` target `run.name` and its `evaluate` target `<run.name>__eval`.

@@ -23,7 +23,9 @@ def _digests(root: Path) -> dict[str, str]:
             p.name == "model.pkl"
             or (p.name.startswith("model.epoch-") and p.name.endswith(".pkl"))
             or p.name.endswith((".metrics.json", ".png"))
-            or p.name.startswith(("bzl_search.", "bzl_random_search.", "bzl_epochs."))
+            or p.name.startswith(
+                ("bzl_search.", "bzl_random_search.", "bzl_epochs.", "bzl_halving.")
+            )
         )
     }
 
@@ -34,6 +36,7 @@ SEARCHES = (
     "//mnist:bzl_search",
     "//mnist:bzl_random_search",
     "//mnist:bzl_epochs",
+    "//mnist:bzl_halving",
 )
 
 
@@ -41,11 +44,16 @@ def test_mnist_search_is_complete_cached_and_deterministic(repo: Workspace) -> N
     if not DATA.exists():
         pytest.fail(f"{DATA} is missing: run ./setup.sh first")
     first = repo.build(*SEARCHES, flags=("--jobs=2",))
-    # bzl_training + 12 grid trials + 8 random trials + 2 alphas x 6 epochs
-    assert first.executed("DatabazelTrain") == 21 + 12
-    # ... and bzl_epochs evaluates each of its 12 checkpoints once (learning_curve)
-    assert first.executed("DatabazelEvaluate") == 21 + 12
-    assert first.executed("DatabazelPlot") == 3
+    # bzl_training + 12 grid trials + 8 random trials + 2 alphas x 6 epochs,
+    # and bzl_halving's 9 trials x 9 epochs (21 train, the others are stopped)
+    assert first.executed("DatabazelTrain") == 21 + 12 + 81
+    # ... bzl_epochs evaluates each of its 12 checkpoints once (learning_curve),
+    # bzl_halving each trial at its 3 rungs
+    assert first.executed("DatabazelEvaluate") == 21 + 12 + 27
+    assert first.executed("DatabazelPlot") == 4
+    halving = json.loads(repo.bin("mnist/bzl_halving.json").read_text())
+    assert sorted(t["epochs"] for t in halving["trials"]) == [1] * 6 + [3, 3, 9]
+    assert halving["best"]["epochs"] == 9 and halving["best"]["status"] == "ok"
 
     report = json.loads(repo.bin("mnist/bzl_search.json").read_text())
     assert len(report["trials"]) == 12
@@ -117,8 +125,9 @@ def test_mnist_search_is_complete_cached_and_deterministic(repo: Workspace) -> N
 
     before = _digests(repo.bin("mnist"))
     # models and checkpoints, metrics files, 3 x (7 report files and the
-    # manifest), 2 x 3 + 4 plots
-    assert len(before) == 33 + 33 + 3 * 8 + 2 * 3 + 4
+    # manifest), 2 x 3 + 4 plots; bzl_halving's 81 checkpoints, 27 metrics
+    # files, 8 report files and 2 plots
+    assert len(before) == 33 + 33 + 3 * 8 + 2 * 3 + 4 + 81 + 27 + 8 + 2
     repo.bazel("clean", check=True)
     # Rebuilt warm (persistent workers, docs/warm-workers.md): every model,
     # checkpoint, metrics file, report and plot is byte-identical to the

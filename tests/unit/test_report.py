@@ -168,6 +168,51 @@ def test_learning_curves_are_in_the_json_report(tmp_path: Path) -> None:
     assert code == 1
 
 
+def test_early_stopped_trials_rank_after_those_that_reached_the_last_rung(
+    tmp_path: Path,
+) -> None:
+    # Three trials of successive halving, rungs at 1 and 3 epochs: the first
+    # was stopped at the first rung although its metric there is the best of
+    # all the report sees; the others reached the last rung.
+    manifest = make_search(tmp_path, grid())
+    data = json.loads(manifest.read_text())
+    stop = tmp_path / "stop.json"
+    stop.write_text(
+        json.dumps({"status": "stopped", "epoch": 1, "rung": "//mnist:search__rung-0"})
+    )
+    for index, trial in enumerate(data["trials"]):
+        at_one = tmp_path / f"{index}.epoch-1.json"
+        at_one.write_text(json.dumps({"accuracy": 0.99 if index == 0 else 0.5}))
+        last = trial["metrics"] if index else str(stop)
+        trial["metrics"] = last
+        trial["learning_curve"] = [
+            {"epoch": 1, "metrics": str(at_one)},
+            {"epoch": 3, "metrics": last},
+        ]
+        trial["early_stopping"] = {"rungs": [1, 3], "bracket": None}
+    manifest.write_text(json.dumps(data))
+    code, out = run_report(tmp_path, manifest, "accuracy", "max")
+    assert code == 0
+    result = json.loads(out["json"].read_text())
+    assert [t["hyperparams"]["C"] for t in result["trials"]] == ["1.0", "10", "0.1"]
+    stopped = result["trials"][-1]
+    assert (stopped["status"], stopped["rung"], stopped["epochs"]) == ("stopped", 0, 1)
+    assert stopped["metrics"] == {"accuracy": 0.99}
+    assert stopped["learning_curve"] == [{"epoch": 1, "metrics": {"accuracy": 0.99}}]
+    assert (result["best"]["rung"], result["best"]["epochs"]) == (1, 3)
+    assert result["stopped"] == 1
+    rows = list(csv.reader(io.StringIO(out["csv"].read_text())))
+    assert rows[0][:5] == ["rank", "name", "status", "rung", "epochs"]
+    assert rows[3][2:5] == ["stopped", "0", "1"]
+    assert "Early stopping stopped 1 of 3 trials" in out["md"].read_text()
+
+    # A stop record without early_stopping is an error, not a silent "ok".
+    del data["trials"][0]["early_stopping"]
+    manifest.write_text(json.dumps(data))
+    code, out = run_report(tmp_path, manifest, "accuracy", "max")
+    assert code == 1
+
+
 def test_min_mode_ranks_lowest_first(tmp_path: Path) -> None:
     manifest = make_search(tmp_path, grid())
     code, out = run_report(tmp_path, manifest, "loss", "min")

@@ -162,6 +162,51 @@ def test_train_epoch_after_a_failed_epoch_passes_its_record_on(
     assert records.read_failed_model(str(work / "out/model.bin")) == record
 
 
+# --- early stopping: --decision ----------------------------------------------
+
+
+def test_a_stop_decision_writes_the_record_and_runs_no_script(
+    work: Path, capsys
+) -> None:
+    script = write_sh(work, "train.sh", "touch ran\nexit 1\n")
+    stop = records.stop_record(3, "//pkg:s__rung-1")
+    (work / "decision.json").write_text(records.format_record(stop))
+    (work / "prev.bin").write_text("a checkpoint", encoding="utf-8")
+    argv = train(script.name, "--epoch", "4", "--init-model-path", "prev.bin")
+    code, err = run_main(argv + ["--decision", "decision.json"], capsys)
+    assert (code, err) == (0, "")
+    assert not (work / "ran").exists()
+    assert records.read_stopped_model(str(work / "out/model.bin")) == stop
+    # The next epoch of the stopped trial: its checkpoint is the record.
+    (work / "model.bin").write_bytes((work / "out/model.bin").read_bytes())
+    code, err = run_main(evaluate(script.name, "--decision", "decision.json"), capsys)
+    assert (code, err) == (0, "")
+    assert not (work / "ran").exists()
+    metrics = (work / "out/eval.metrics.json").read_text()
+    assert records.parse_evaluation(metrics)["stop"] == stop
+
+
+def test_a_promoted_epoch_on_a_stopped_checkpoint_is_an_error(
+    work: Path, capsys
+) -> None:
+    script = write_py(work, "train.py", RECORD_ARGV)
+    (work / "decision.json").write_text(records.format_record(records.PROMOTED))
+    stop = records.stop_record(1, "//pkg:s__rung-0")
+    (work / "prev.bin").write_text(
+        records.STOPPED_MODEL_HEADER.decode() + records.format_record(stop)
+    )
+    argv = train(script.name, "--epoch", "2", "--init-model-path", "prev.bin")
+    code, err = run_main(argv + ["--decision", "decision.json"], capsys)
+    assert code == 1
+    assert_error(err, "is of a trial that early stopping stopped")
+    assert not (work / "out/model.bin").exists()
+    # Promoted and a real checkpoint: the script runs as without --decision.
+    (work / "prev.bin").write_text("a checkpoint", encoding="utf-8")
+    code, err = run_main(argv + ["--decision", "decision.json"], capsys)
+    assert (code, err) == (0, "")
+    assert json.loads((work / "out/model.bin").read_text())[-1] == "prev.bin"
+
+
 HOSTILE = {
     "cmd": "a b; $(touch {tmp}/pwned)",
     "tick": "`touch {tmp}/pwned2` && echo hi > {tmp}/pwned3",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import halving
 import remote
 import trials
 
@@ -202,7 +203,7 @@ def render(results: dict[str, Any], png: str | None) -> str:
     for target, measured, met in verdicts(results):
         lines.append(f"| {target} | {measured} | {met} |")
     lines.append("")
-    lines += trials.render(results) + remote.render(results)
+    lines += trials.render(results) + halving.render(results) + remote.render(results)
     if png:
         lines += [f"![benchmarks]({png})", ""]
     if "overhead" in results:

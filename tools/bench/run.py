@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import halving  # noqa: E402
 import remote  # noqa: E402
 import trials  # noqa: E402
 from bare_loop import action_env, mnist_loop  # noqa: E402
@@ -603,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
         "--parts",
         type=lambda text: set(text.split(",")),
         help="run only these parts: overhead, overhead_warm, trials, cold_trivial, scaling, "
-        "add_grid_value (needs scaling), analysis, analysis_profile (needs analysis), mnist, remote",
+        "add_grid_value (needs scaling), analysis, analysis_profile (needs analysis), mnist, remote, "
+        "halving",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -640,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
             "analysis_profile",
             "mnist",
             "remote",
+            "halving",
         )
         dates = kept.get("part_dates") or {n: kept["date"] for n in parts if n in kept}
         for name in set(kept) - set(results) - args.parts:
@@ -675,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not args.no_mnist:
         parts.append(("trials", lambda: trials.measure(ws, args.reps, log)))
+        parts.append(("halving", lambda: halving.measure(ws, args.reps, log)))
         parts.append(("remote", lambda: remote.measure(ws, args.reps, log, work)))
 
     def run_part(name: str, function: Callable[[], Any]) -> None:
