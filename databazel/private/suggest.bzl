@@ -10,7 +10,7 @@ the packages of `suggest_deps`. Nothing in round r's action depends on the
 number of rounds, so raising `num_rounds` runs only the new rounds.
 """
 
-load(":common.bzl", "DEFAULT_ENV", "PY_TOOLCHAIN_TYPE", "dependencies", "python_runtime")
+load(":common.bzl", "PY_TOOLCHAIN_TYPE", "python_runtime", "tool_packages")
 load(":providers.bzl", "MetricsInfo")
 load(":random.bzl", "encode_space", "expand_random")
 
@@ -42,10 +42,7 @@ def _suggest_round_impl(ctx):
     args.add_all(ctx.outputs.outs, before_each = "--output")
 
     # optuna and its dependencies: the only packages of this action.
-    deps = dependencies(ctx, ctx.attr.deps, [])
-    env = dict(DEFAULT_ENV)
-    if deps.import_paths:
-        env["PYTHONPATH"] = ":".join(deps.import_paths)
+    packages = tool_packages(ctx, ctx.attr.deps)
     ctx.actions.run(
         executable = python.executable,
         arguments = [args],
@@ -53,7 +50,7 @@ def _suggest_round_impl(ctx):
             ctx.files._suggest_modules +
             [_hyperparams_file_of(t) for t in trials] +
             [_metrics_file_of(t) for t in trials],
-            transitive = [python.files, deps.inputs],
+            transitive = [python.files, packages.inputs],
         ),
         outputs = ctx.outputs.outs,
         mnemonic = "DatabazelSuggest",
@@ -64,7 +61,7 @@ def _suggest_round_impl(ctx):
             len(trials),
         ),
         use_default_shell_env = False,
-        env = env,
+        env = packages.env,
     )
     return [DefaultInfo(files = depset(ctx.outputs.outs))]
 
