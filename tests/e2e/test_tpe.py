@@ -203,8 +203,12 @@ def test_a_recorded_failure_does_not_stop_the_round(tws: Workspace) -> None:
             "//tpe_err:s: 50 rounds of 30 trials are 1500 trials, more than "
             "max_trials = 1000; raise `max_trials` if you mean it",
         ),
+        (
+            search(rounds=2, space=', "epochs": ["1", "2"]'),
+            "//tpe_err:s: a tpe search can't search over `epochs`",
+        ),
     ],
-    ids=["num_trials", "num_rounds", "suggest_deps", "random", "max_trials"],
+    ids=["num_trials", "num_rounds", "suggest_deps", "random", "max_trials", "epochs"],
 )
 def test_mistakes_fail_at_load_time(tws: Workspace, build: str, message: str) -> None:
     tws.write("tpe_err/data.txt", "data\n")
