@@ -188,3 +188,35 @@ def test_the_halving_part_compares_with_the_full_grid_over_the_same_trials() -> 
         in text
     )
     assert "| full grid, 9 epochs each | warm | 30.0 s | 120 | 81 |" in text
+
+
+def test_the_tpe_part_renders_both_searches_side_by_side() -> None:
+    import tpe
+
+    def search(target: str, best: str, accuracy: float) -> dict:
+        return {
+            "target": target,
+            "time": 30.0,
+            "runs": [30.0],
+            "processes": 21,
+            "trials": 8,
+            "best": best,
+            "best_accuracy": accuracy,
+            "accuracies": [accuracy, 0.9],
+        }
+
+    results = {
+        "tpe": {
+            "bayes": search("//mnist:bzl_bayes", "bzl_bayes__round-1__trial-1", 0.975),
+            "random": search(
+                "//mnist:bzl_random_search", "bzl_random_search__C-1", 0.97
+            ),
+        }
+    }
+    text = "\n".join(tpe.render(results))
+    assert (
+        "| `//mnist:bzl_bayes` (tpe, 4 rounds) | 8 | 30.0 s | 21 | "
+        "`bzl_bayes__round-1__trial-1` | 0.9750 | 0.9750, 0.9000 |" in text
+    )
+    assert "| `//mnist:bzl_random_search` (random) | 8 | 30.0 s |" in text
+    assert tpe.render({}) == []

@@ -185,6 +185,23 @@ def dependencies(ctx, deps = None, data = None):
         import_paths = _import_paths(ctx, depset(transitive = imports).to_list()),
     )
 
+def tool_packages(ctx, deps):
+    """What a databazel tool (plot.py, suggest.py) needs to import the packages `deps`.
+
+    Args:
+      ctx: the rule context.
+      deps: the packages' targets (`plot_deps`, `suggest_deps`).
+
+    Returns:
+      struct(inputs = depset of the packages' files, env = DEFAULT_ENV with
+      PYTHONPATH set to their import roots).
+    """
+    packages = dependencies(ctx, deps, [])
+    env = dict(DEFAULT_ENV)
+    if packages.import_paths:
+        env["PYTHONPATH"] = ":".join(packages.import_paths)
+    return struct(inputs = packages.inputs, env = env)
+
 def describe_hyperparams(hyperparams, limit = 160):
     """Hyperparameters for progress messages.
 

@@ -130,12 +130,18 @@ def train_step(ctx, target, hyperparams, hyperparams_file, training_data, output
     )
     return model_card(ctx, output, hyperparams_file, training_data, epoch, previous)
 
+def _hyperparams_source(ctx):
+    """The file of `hyperparams_file`, or None; fails if `hyperparams` is given too."""
+    if ctx.file.hyperparams_file and ctx.attr.hyperparams:
+        fail("{}: give the hyperparameters either in `hyperparams` or in `hyperparams_file`, not both".format(ctx.label))
+    return ctx.file.hyperparams_file
+
 def _model_impl(ctx):
     if ctx.attr.epochs < 0:
         fail("{}: `epochs` must be a positive number of epochs (or 0: train in one step, without epochs); got {}".format(ctx.label, ctx.attr.epochs))
     model_name = renamed(ctx.label, "model", ctx.attr.model, "model_file", ctx.attr.model_file, unset = "") or ctx.label.name + ".model"
     check_model_name(ctx, model_name)
-    hyperparams_file = write_hyperparams(ctx, ctx.label.name, ctx.attr.hyperparams)
+    hyperparams_file = _hyperparams_source(ctx) or write_hyperparams(ctx, ctx.label.name, ctx.attr.hyperparams)
     training_data = ctx.attr.training_data.files
     if not training_data.to_list():
         fail("{}: `training_data` {} provides no files".format(ctx.label, ctx.attr.training_data.label))
@@ -161,6 +167,7 @@ def _model_impl(ctx):
         ModelInfo(
             model_file = model_file,
             hyperparams = dict(ctx.attr.hyperparams),
+            hyperparams_file = hyperparams_file,
             training_data = training_data,
             label = ctx.label,
             checkpoints = checkpoints if ctx.attr.epochs else [],
@@ -206,6 +213,10 @@ in output group `cards`: `bazel build --output_groups=+cards //pkg:name`.
         ),
         "hyperparams": attr.string_dict(
             doc = "Hyperparameters, given to the script as one JSON object of strings in `--hyperparams`.",
+        ),
+        "hyperparams_file": attr.label(
+            allow_single_file = [".json"],
+            doc = "A file with the hyperparameters instead of `hyperparams` (not both): a JSON object of strings, such as the suggestions of a model-based search's round. The script gets the same `--hyperparams` JSON. It is an input, so a changed file re-trains.",
         ),
         "model": attr.string(
             doc = "Deprecated: the old name of `model_file`, accepted until databazel 0.2.0 with a message.",

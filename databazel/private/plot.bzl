@@ -5,7 +5,7 @@ standard library: only searches with `plots = True` need matplotlib in the
 Python environment.
 """
 
-load(":common.bzl", "DEFAULT_ENV", "dependencies")
+load(":common.bzl", "tool_packages")
 
 def declare_plots(ctx, hyperparam_names, learning_curve = False):
     """Declares the plot files of a report.
@@ -67,17 +67,14 @@ def run_plot(ctx, python, report_json, plots):
         args.add("--" + plot.kind, ",".join(plot.names) + "=" + plot.file.path if plot.names else plot.file.path)
 
     # matplotlib and its dependencies: the only packages of this action.
-    deps = dependencies(ctx, ctx.attr.plot_deps, [])
-    env = dict(DEFAULT_ENV)
-    if deps.import_paths:
-        env["PYTHONPATH"] = ":".join(deps.import_paths)
+    packages = tool_packages(ctx, ctx.attr.plot_deps)
     ctx.actions.run(
         executable = python.executable,
         arguments = [args],
-        inputs = depset([report_json] + ctx.files._plot_modules, transitive = [python.files, deps.inputs]),
+        inputs = depset([report_json] + ctx.files._plot_modules, transitive = [python.files, packages.inputs]),
         outputs = [p.file for p in plots],
         mnemonic = "DatabazelPlot",
         progress_message = "Plotting {} ({} plots)".format(ctx.label, len(plots)),
         use_default_shell_env = False,
-        env = env,
+        env = packages.env,
     )

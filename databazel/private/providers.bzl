@@ -4,7 +4,8 @@ ModelInfo = provider(
     doc = "A trained model: what a `model` target built and what it was built from.",
     fields = {
         "model_file": "File: the model the training script wrote.",
-        "hyperparams": "dict[str, str]: the hyperparameters the script received (as a JSON object in `--hyperparams`).",
+        "hyperparams": "dict[str, str]: the hyperparameters the script received (as a JSON object in `--hyperparams`); empty when they came from `hyperparams_file`.",
+        "hyperparams_file": "File: the JSON file of the hyperparameters the script received (written from `hyperparams`, or `hyperparams_file` itself).",
         "training_data": "depset[File]: the training data the script received through `--data`.",
         "label": "Label: the `model` target that built the model.",
         "checkpoints": "list[File]: with `epochs = N`, the N checkpoints, epoch 1 first (`model_file` is the last); empty for a model trained in one step.",

@@ -453,3 +453,32 @@ def expand_random(where, prefix, space, num_trials, seed, fixed_hyperparams = {}
     if len(trials) < num_trials:
         fail("{}: found only {} distinct trials in {} draws; lower `num_trials` or widen the search space".format(where, len(trials), max_draws))
     return trials
+
+def encode_space(space):
+    """The search space as JSON for the suggestion step of a model-based search (suggest.py).
+
+    Args:
+      space: a search space validated by `validate_search_space`.
+
+    Returns:
+      A JSON string: `{"significant_digits": N, "entries": [...]}`, one entry per
+      hyperparameter in search-space order: `{"name", "kind": "choice", "values"}`
+      for a list, `{"name", "kind": "randint", "low", "high"}` with int bounds,
+      and for `uniform`/`loguniform` the bounds as exact decimal strings.
+    """
+    entries = []
+    for name, entry in space.items():
+        if type(entry) == "list":
+            entries.append({"kind": "choice", "name": name, "values": entry})
+            continue
+        kind = getattr(entry, _DISTRIBUTION)
+        if kind == "randint":
+            entries.append({"high": entry.high, "kind": kind, "low": entry.low, "name": name})
+        else:
+            entries.append({
+                "high": format_decimal(parse_decimal(entry.high)),
+                "kind": kind,
+                "low": format_decimal(parse_decimal(entry.low)),
+                "name": name,
+            })
+    return json.encode({"entries": entries, "significant_digits": SIGNIFICANT_DIGITS})

@@ -18,7 +18,15 @@ MANIFEST.json lists the trials in search order::
                  "model": "short/path/of/model",
                  "model_path": "exec/path/of/model",
                  "learning_curve": [{"epoch": 1, "metrics": "path"}, ...],
-                 "early_stopping": {"rungs": [1, 3, 9], "bracket": null}}, ...]}
+                 "early_stopping": {"rungs": [1, 3, 9], "bracket": null},
+                 "hyperparams_file": "path/or/null", "round": 1}, ...]}
+
+A trial's optional "hyperparams_file" is the hyperparameters file its script
+was given; its values are read and override "hyperparams" (a trial of a
+model-based search's later round has its values only there).  A trial's
+optional "round" (an int; null or absent: none) is its round in a search in
+rounds: the tables get a "round" column after "status", the JSON a "round"
+field.
 
 Each "metrics" file is read and validated like a runner.py metrics file; it
 may also be a failure record (runner.py, ``--allow-failure``), which makes the
@@ -66,7 +74,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _RESOLVED = os.path.dirname(os.path.realpath(__file__))
 sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 
-from contract import RunnerError  # noqa: E402
+from contract import RunnerError, parse_hyperparams  # noqa: E402
 from outputs import copy_atomic, fail_without_outputs, write_atomic  # noqa: E402
 from records import (  # noqa: E402
     Evaluation,
@@ -110,6 +118,7 @@ class Trial:
     failure: FailureRecord | None = None
     learning_curve: tuple[tuple[int, dict[str, float | int]], ...] = ()
     halving: Halving | None = None
+    round: int | None = None
 
     @property
     def status(self) -> str:
@@ -133,6 +142,7 @@ class Trial:
                 {"epoch": epoch, "metrics": metrics}
                 for epoch, metrics in self.learning_curve
             ],
+            **({} if self.round is None else {"round": self.round}),
         }
 
 
@@ -243,17 +253,44 @@ def _trial(
             tuple(early["rungs"]), early.get("bracket"), epochs, final["stop"]
         )
         points = trained
+    hyperparams, round_ = _hyperparams_and_round(path, index, entry)
     return Trial(
         entry["name"],
         entry["label"],
-        entry["hyperparams"],
+        hyperparams,
         metrics,
         entry["model"],
         entry["model_path"],
         failure,
         tuple((epoch, e["metrics"]) for epoch, e in points),
         halving,
+        round_,
     )
+
+
+def _hyperparams_and_round(
+    path: str, index: int, entry: dict[str, Any]
+) -> tuple[dict[str, str], int | None]:
+    """A manifest entry's hyperparameters (with its file's) and its round."""
+    hyperparams_file, round_ = entry.get("hyperparams_file"), entry.get("round")
+    if not (hyperparams_file is None or isinstance(hyperparams_file, str)) or not (
+        round_ is None or (isinstance(round_, int) and not isinstance(round_, bool))
+    ):
+        raise RunnerError(
+            f"manifest {path}: trial #{index} needs a string or null hyperparams_file "
+            "and an int or null round"
+        )
+    if hyperparams_file is None:
+        return entry["hyperparams"], round_
+    try:
+        with open(hyperparams_file, encoding="utf-8") as f:
+            from_file = parse_hyperparams(f.read())
+    except (OSError, UnicodeDecodeError, RunnerError) as e:
+        raise RunnerError(
+            f"cannot read the hyperparameters of trial {entry['name']} from "
+            f"{hyperparams_file}: {e}"
+        ) from None
+    return {**entry["hyperparams"], **from_file}, round_
 
 
 def _read_metrics(trial: str, path: str) -> Evaluation:
@@ -323,10 +360,14 @@ def table(
     ranked: list[Trial], hp_columns: list[str], metric_columns: list[str]
 ) -> list[list[str]]:
     """Header row plus one row per trial, best first, as strings."""
-    extra = halving_columns(ranked)
+    rounds = ["round"] if any(t.round is not None for t in ranked) else []
+    extra = rounds + halving_columns(ranked)
     rows = [["rank", "name", "status"] + extra + hp_columns + metric_columns]
     for position, trial in enumerate(ranked, start=1):
-        fields = trial.halving.to_json() if trial.halving else {}
+        fields = {
+            **(trial.halving.to_json() if trial.halving else {}),
+            "round": trial.round,
+        }
         rows.append(
             [str(position), trial.name, trial.status]
             + ["" if fields.get(k) is None else str(fields[k]) for k in extra]

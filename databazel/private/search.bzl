@@ -14,6 +14,7 @@ load(":plot.bzl", "declare_plots", "run_plot")
 load(":providers.bzl", "MetricsInfo", "SearchReportInfo")
 load(":random.bzl", "expand_random")
 load(":renamed.bzl", "renamed")
+load(":suggest.bzl", "TPE_ARGS", "expand_tpe")
 
 MODES = ("max", "min")
 
@@ -28,6 +29,11 @@ def _early_stopping_json(metrics_info):
     es = getattr(metrics_info, "early_stopping", None)
     return {"bracket": es.bracket, "rungs": es.rungs} if es else None
 
+def _hyperparams_path(model):
+    """The path of the hyperparameters file a trial's script was given, or None (a checkpoint of a chain)."""
+    hyperparams_file = getattr(model, "hyperparams_file", None)
+    return hyperparams_file.path if hyperparams_file else None
+
 def _search_report_impl(ctx):
     trials = [t[MetricsInfo] for t in ctx.attr.trials]
     manifest = ctx.actions.declare_file(ctx.label.name + ".manifest.json")
@@ -36,6 +42,7 @@ def _search_report_impl(ctx):
         "trials": [
             {
                 "hyperparams": t.model.hyperparams,
+                "hyperparams_file": _hyperparams_path(t.model),
                 "label": str(t.model.label),
                 "metrics": t.metrics_file.path,
                 "model": t.model.model_file.short_path,
@@ -46,10 +53,13 @@ def _search_report_impl(ctx):
                     for epoch, e in sorted(t.epoch_evaluations.items())
                 ],
                 "early_stopping": _early_stopping_json(t),
+                "round": ctx.attr.trial_rounds[i] if ctx.attr.trial_rounds else None,
             }
-            for t in trials
+            for i, t in enumerate(trials)
         ],
     }))
+    if ctx.attr.trial_rounds and len(ctx.attr.trial_rounds) != len(trials):
+        fail("{}: `trial_rounds` has {} entries for {} trials".format(ctx.label, len(ctx.attr.trial_rounds), len(trials)))
     outputs = struct(
         json = ctx.actions.declare_file(ctx.label.name + ".json"),
         csv = ctx.actions.declare_file(ctx.label.name + ".csv"),
@@ -84,7 +94,7 @@ def _search_report_impl(ctx):
         arguments = [args],
         inputs = depset(
             [manifest] + ctx.files._report_modules + [t.metrics_file for t in trials] + [t.model.model_file for t in trials],
-            transitive = [python.files, depset(curves)],
+            transitive = [python.files, depset(curves), depset([f for f in [getattr(t.model, "hyperparams_file", None) for t in trials] if f])],
         ),
         outputs = report_outputs,
         mnemonic = "DatabazelReport",
@@ -167,6 +177,9 @@ Output group `cards` has the lineage card of the best model, `<name>.best.card.j
             providers = [MetricsInfo],
             doc = "The `evaluate` targets to rank.",
         ),
+        "trial_rounds": attr.int_list(
+            doc = "The round of each of `trials` (same order) in a search in rounds (`strategy = \"tpe\"`): the report gets a `round` column. Empty: no rounds.",
+        ),
         "_plot": attr.label(
             default = Label("//databazel/private:plot.py"),
             allow_single_file = True,
@@ -217,12 +230,16 @@ changes and everything depending on it rebuilds; its name does not.""",
     },
 )
 
-STRATEGIES = ("grid", "random")
+STRATEGIES = ("grid", "random", "tpe")
 
-def _expand_trials(where, name, strategy, grid, search_space, num_trials, seed, hyperparams, max_trials):
+def _expand_trials(where, name, strategy, grid, search_space, num_trials, seed, hyperparams, max_trials, tpe, tpe_targets):
     """The trials of a search, by strategy; fails naming `where` on arguments of the other strategy."""
     if strategy not in STRATEGIES:
-        fail("{}: `strategy` must be \"grid\" or \"random\", got {}".format(where, repr(strategy)))
+        fail("{}: `strategy` must be \"grid\", \"random\" or \"tpe\", got {}".format(where, repr(strategy)))
+    if strategy != "tpe":
+        for arg in TPE_ARGS:
+            if tpe[arg] != None:
+                fail("{}: `{}` is for strategy = \"tpe\" (a model-based search in rounds)".format(where, arg))
     if strategy == "grid":
         for arg, value in (("search_space", search_space), ("num_trials", num_trials), ("seed", seed)):
             if value != None:
@@ -231,7 +248,11 @@ def _expand_trials(where, name, strategy, grid, search_space, num_trials, seed, 
             fail("{}: `grid` is required: a dict from hyperparameter name to a list of string values".format(where))
         return expand_grid(where, name, grid, hyperparams, max_trials)
     if grid != None:
-        fail("{}: a random search takes `search_space`, not `grid`".format(where))
+        fail("{}: a {} search takes `search_space`, not `grid`".format(where, strategy))
+    if strategy == "tpe":
+        if num_trials != None:
+            fail("{}: `num_trials` is for strategy = \"random\"; a tpe search runs `num_rounds` rounds of `trials_per_round` trials".format(where))
+        return expand_tpe(where, name, search_space, seed = seed, fixed_hyperparams = hyperparams, max_trials = max_trials, **dict(tpe, **tpe_targets))
     if num_trials == None:
         fail("{}: a random search needs `num_trials`, the number of trials to draw".format(where))
     if type(num_trials) == "int" and num_trials > max_trials:
@@ -250,6 +271,9 @@ def hyperparam_search(
         search_space = None,
         num_trials = None,
         seed = None,
+        num_rounds = None,
+        trials_per_round = None,
+        suggest_deps = None,
         mode = "max",
         hyperparams = {},
         model_file = None,
@@ -282,6 +306,13 @@ def hyperparam_search(
     time, deterministically: the same seed gives the same trials everywhere, and
     growing `num_trials` keeps the earlier trials.
 
+    Model-based search: `strategy = "tpe"`, `num_rounds = R`, `trials_per_round = q`,
+    `seed = S`, `suggest_deps = [requirement("optuna")]` and a `search_space` as for
+    random search. Round 0 is the first q trials random search would draw; each
+    later round is one cached action that feeds every earlier trial's
+    hyperparameters and metric (or failure) to Optuna's TPE sampler and writes one
+    hyperparameters file per trial of the round (docs/searches.md).
+
     Trial names depend only on the trial's own values, so adding grid values or
     random trials adds targets and Bazel re-uses the results of the others.
 
@@ -296,10 +327,13 @@ def hyperparam_search(
       test_data: required. As in `evaluate`.
       eval_executable: required. As in `evaluate`.
       grid: required for the grid strategy: dict from hyperparameter name (an identifier) to a non-empty list of string values.
-      strategy: `grid` (every combination of `grid`) or `random` (`num_trials` draws from `search_space`).
-      search_space: for the random strategy: dict from hyperparameter name to a list of string values (one is drawn) or `uniform(low, high)`, `loguniform(low, high)`, `randint(low, high)`.
+      strategy: `grid` (every combination of `grid`), `random` (`num_trials` draws from `search_space`) or `tpe` (`num_rounds` rounds of `trials_per_round` trials over `search_space`, suggested by Optuna's TPE sampler from the earlier rounds' results).
+      search_space: for the random and tpe strategies: dict from hyperparameter name to a list of string values (one is drawn) or `uniform(low, high)`, `loguniform(low, high)`, `randint(low, high)`.
       num_trials: for the random strategy: how many distinct trials to draw.
-      seed: for the random strategy: an int (default 0); the same seed gives the same trials.
+      seed: for the random and tpe strategies: an int (default 0); the same seed gives the same trials.
+      num_rounds: for the tpe strategy: the number of rounds, a positive int. Round 0 is drawn as random search draws; each later round is suggested from the results of all earlier ones. Raising it runs only the new rounds.
+      trials_per_round: for the tpe strategy: the trials of each round, trained in parallel: `<name>__round-<r>__trial-<i>` for rounds r >= 1.
+      suggest_deps: for the tpe strategy, required: the packages of the suggestion step, `[requirement("optuna")]` (with its dependencies). Only the suggestion actions get them.
       mode: `max` (larger is better) or `min`.
       hyperparams: hyperparameters every trial gets besides its searched values.
       model_file: file name of each trial's model, inside a directory named after the trial, such as `model.pkl`. Default: `<trial>.model`.
@@ -328,9 +362,14 @@ def hyperparam_search(
         check_early_stopping(where, early_stopping)
         if strategy == "random" and num_trials == None:
             num_trials = default_num_trials(early_stopping)
-    trials = _expand_trials(where, name, strategy, grid, search_space, num_trials, seed, hyperparams, max_trials)
+    if strategy == "tpe" and early_stopping != None:
+        fail("{}: a tpe search can't stop trials early (`early_stopping`): its rounds already spend the trials where the results point".format(where))
+    tpe = dict(num_rounds = num_rounds, trials_per_round = trials_per_round, suggest_deps = suggest_deps)
+    trials = _expand_trials(where, name, strategy, grid, search_space, num_trials, seed, hyperparams, max_trials, tpe, dict(metric = metric, mode = mode, **kwargs))
     hyperparam_names = (grid if strategy == "grid" else search_space).keys()
     epoch_axis = EPOCHS in hyperparam_names
+    if epoch_axis and strategy == "tpe":
+        fail("{}: a tpe search can't search over `epochs` (trials share epochs only when their values are known at load time); give every trial `epochs = N`".format(where))
     _check_epochs(where, hyperparams, epochs, epoch_axis, learning_curve, early_stopping)
     script_attrs = dict(
         training_data = training_data,
@@ -362,7 +401,7 @@ def hyperparam_search(
     if epoch_axis:
         runs = [struct(name = c.name, hyperparams = c.hyperparams, epochs = max(c.epochs), evaluated_epochs = sorted(c.epochs)) for c in chains.values()]
     else:
-        runs = [struct(name = t.name, hyperparams = t.hyperparams, epochs = epochs or 0, evaluated_epochs = []) for t in trials]
+        runs = [struct(name = t.name, hyperparams = t.hyperparams, hyperparams_file = getattr(t, "hyperparams_file", None), epochs = epochs or 0, evaluated_epochs = []) for t in trials]
     for run in runs:
         _train_and_evaluate(
             run,
@@ -373,13 +412,14 @@ def hyperparam_search(
     if epoch_axis:
         for trial in trials:
             _checkpoint_trial(trial, chains[trial.chain].name, **kwargs)
-    _report_and_best(name, [":" + t.name + "__eval" for t in trials], hyperparam_names, metric, mode, plots, plot_deps, **kwargs)
+    _report_and_best(name, [":" + t.name + "__eval" for t in trials], hyperparam_names, metric, mode, plots, plot_deps, trial_rounds = [t.round for t in trials] if strategy == "tpe" else [], **kwargs)
 
-def _report_and_best(name, evaluations, hyperparam_names, metric, mode, plots, plot_deps, **kwargs):
+def _report_and_best(name, evaluations, hyperparam_names, metric, mode, plots, plot_deps, trial_rounds = [], **kwargs):
     """The search's report target `name`, and `<name>.best`."""
     search_report(
         name = name,
         trials = evaluations,
+        trial_rounds = trial_rounds,
         hyperparam_names = hyperparam_names,
         metric = metric,
         mode = mode,
@@ -431,7 +471,7 @@ def _train_and_evaluate(run, training_data, train_executable, model_file, test_d
     """The `model` target `run.name` and its `evaluate` target `<run.name>__eval`.
 
     Args:
-      run: struct(name, hyperparams, epochs, evaluated_epochs): a trial, or a chain of epochs.
+      run: struct(name, hyperparams, epochs, evaluated_epochs, optional hyperparams_file): a trial, or a chain of epochs.
       training_data: as in `model`.
       train_executable: as in `model`.
       model_file: the model's file name (inside a directory named after the run), or None.
@@ -445,6 +485,7 @@ def _train_and_evaluate(run, training_data, train_executable, model_file, test_d
         training_data = training_data,
         train_executable = train_executable,
         hyperparams = run.hyperparams,
+        hyperparams_file = getattr(run, "hyperparams_file", None),
         model_file = run.name + "/" + model_file if model_file else None,
         epochs = run.epochs,
         **attrs

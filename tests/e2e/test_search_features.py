@@ -238,7 +238,7 @@ BAD_RANDOM = [
     ),
     (
         'strategy = "bayes", grid = {"x": ["1"]}',
-        '`strategy` must be "grid" or "random"',
+        '`strategy` must be "grid", "random" or "tpe"',
     ),
     ('grid = {"x": ["1"]}, num_trials = 3', '`num_trials` is for strategy = "random"'),
     (

@@ -3,7 +3,7 @@
 load("@bazel_skylib//lib:unittest.bzl", "asserts", "unittest")
 
 # buildifier: disable=bzl-visibility
-load("//databazel/private:random.bzl", "draw", "expand_random", "format_decimal", "ln_fixed", "loguniform", "mix64", "parse_decimal", "randint", "sample", "uniform")
+load("//databazel/private:random.bzl", "draw", "encode_space", "expand_random", "format_decimal", "ln_fixed", "loguniform", "mix64", "parse_decimal", "randint", "sample", "uniform")
 
 _SPACE = {
     "C": loguniform(0.001, 100),
@@ -108,6 +108,23 @@ def _decimal_test_impl(ctx):
 
 decimal_test = unittest.make(_decimal_test_impl)
 
+def _encode_space_test_impl(ctx):
+    env = unittest.begin(ctx)
+
+    # What a tpe search's suggestion step gets: the space in order, bounds as exact decimals.
+    asserts.equals(env, {
+        "entries": [
+            {"high": "100", "kind": "loguniform", "low": "0.001", "name": "C"},
+            {"high": 300, "kind": "randint", "low": 50, "name": "max_iter"},
+            {"kind": "choice", "name": "solver", "values": ["lbfgs", "saga"]},
+            {"high": "0.001", "kind": "uniform", "low": "0", "name": "tol"},
+        ],
+        "significant_digits": 4,
+    }, json.decode(encode_space(_SPACE)))
+    return unittest.end(env)
+
+encode_space_test = unittest.make(_encode_space_test_impl)
+
 def random_test_suite(name):
     unittest.suite(
         name,
@@ -115,4 +132,5 @@ def random_test_suite(name):
         prefix_test,
         ranges_test,
         decimal_test,
+        encode_space_test,
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 import halving
 import remote
+import tpe
 import trials
 
 TARGETS = {
@@ -204,6 +205,7 @@ def render(results: dict[str, Any], png: str | None) -> str:
         lines.append(f"| {target} | {measured} | {met} |")
     lines.append("")
     lines += trials.render(results) + halving.render(results) + remote.render(results)
+    lines += tpe.render(results)
     if png:
         lines += [f"![benchmarks]({png})", ""]
     if "overhead" in results:

@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import halving  # noqa: E402
 import remote  # noqa: E402
+import tpe  # noqa: E402
 import trials  # noqa: E402
 from bare_loop import action_env, mnist_loop  # noqa: E402
 from bazel_harness import Result, Workspace  # noqa: E402
@@ -558,6 +559,17 @@ def mnist(output_base: Path, reps: int, log: Callable[[str], None]) -> dict[str,
         ws.shutdown()
 
 
+def tpe_part(
+    output_base: Path, reps: int, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Part `tpe` (tools/bench/tpe.py), in this checkout, in the output base of part `mnist`."""
+    ws = BenchWorkspace(REPO, output_base, convenience_symlinks=False)
+    try:
+        return tpe.measure(ws, reps, log, median)
+    finally:
+        ws.shutdown()
+
+
 # ---------------------------------------------------------------------------
 
 
@@ -605,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda text: set(text.split(",")),
         help="run only these parts: overhead, overhead_warm, trials, cold_trivial, scaling, "
         "add_grid_value (needs scaling), analysis, analysis_profile (needs analysis), mnist, remote, "
-        "halving",
+        "halving, tpe",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -643,6 +655,7 @@ def main(argv: list[str] | None = None) -> int:
             "mnist",
             "remote",
             "halving",
+            "tpe",
         )
         dates = kept.get("part_dates") or {n: kept["date"] for n in parts if n in kept}
         for name in set(kept) - set(results) - args.parts:
@@ -703,6 +716,7 @@ def main(argv: list[str] | None = None) -> int:
         ws.remove()
     if not args.no_mnist:
         run_part("mnist", lambda: mnist(work / "mnist_output_base", args.reps, log))
+        run_part("tpe", lambda: tpe_part(work / "mnist_output_base", args.reps, log))
     results["load_after"] = loadavg()
     png = "benchmarks.png" if plot(results, args.out / "benchmarks.png") else None
     (args.out / "benchmarks.json").write_text(json.dumps(results, indent=1) + "\n")
