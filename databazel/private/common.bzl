@@ -54,6 +54,10 @@ COMMON_ATTRS = {
     "env": attr.string_dict(
         doc = "Environment variables for the script, on top of databazel's defaults (`PYTHONHASHSEED=0`, one BLAS/OpenMP thread, a fixed `PATH`, ...). Variables of the calling shell never reach the script; declare them here. They are part of the cache key. They are for the script only: databazel's runner starts isolated (`python3 -I -S`), so `PYTHONPATH`, `PYTHONHOME` and the like cannot break it. A NUL byte in a name or value fails at analysis.",
     ),
+    "gpus": attr.int(
+        default = 0,
+        doc = "GPUs the script needs, like Ray Tune's `resources_per_trial={\"gpu\": N}`. Bazel 4.2 schedules no GPUs, so the runner takes N of the machine's GPUs for the script (an exclusive lock on each, shared by every build on the machine; while fewer are free the trial waits, holding its `--jobs` slot), sets `CUDA_VISIBLE_DEVICES` to them and frees them when the script has exited. Which GPU a trial ran on is never part of its cache key. 0: the script gets `CUDA_VISIBLE_DEVICES=\"\"` (no GPU) unless `env` sets it. For remote execution give the target `exec_properties = {\"gpu\": \"N\"}` too (`hyperparam_search(gpus = N)` does it for its trials): Bazel 4.2 takes platform properties from the target only. See docs/deep-learning.md.",
+    ),
     "network": attr.bool(
         default = False,
         doc = "Let the script open network connections (to an experiment tracker such as MLflow, say). By default a trial runs without network access: in Bazel's Linux sandbox it gets its own network namespace with only a loopback interface, so it can reach nothing, not even the host's `localhost` (execution requirement `block-network`; `network = True` gives `requires-network`). A trial's result should depend only on its declared inputs; what it sends out is not part of its cache key, and a cached trial sends nothing. Other spawn strategies (`local`, `processwrapper-sandbox`, workers) do not isolate the network. See docs/reliability.md.",
@@ -300,6 +304,10 @@ def run_runner(ctx, script_attr_name, arguments, inputs, outputs, mnemonic, prog
         head.add("--python-script")
     if ctx.attr.allow_failure:
         head.add("--allow-failure")
+    if ctx.attr.gpus < 0:
+        fail("{}: `gpus` must be a number of GPUs, 0 for none; got {}".format(ctx.label, ctx.attr.gpus))
+    if ctx.attr.gpus:
+        head.add("--gpus", str(ctx.attr.gpus))
 
     # Import roots are computed when the action runs, not by flattening the
     # deps of every trial during analysis.

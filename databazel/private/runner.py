@@ -75,6 +75,7 @@ the record as the metrics file (and an empty DIR).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -115,6 +116,8 @@ from records import (  # noqa: E402
     signal_name,
 )
 from supervise import data_path, guarded_main, run_script  # noqa: E402
+
+import gpus  # noqa: E402
 
 
 def train(args: argparse.Namespace) -> None:
@@ -174,14 +177,7 @@ def train(args: argparse.Namespace) -> None:
         script_args += ["--init-model-path", args.init_model_path]
     with data_path(args.data, "training_data") as data:
         script_args[1] = data
-        run_script(
-            "train",
-            args.script,
-            args.python_script,
-            args.pythonpath,
-            script_args,
-            args.timeout,
-        )
+        _run_on_gpus("train", args, script_args)
     check_output_file("train", args.script, out, "model", "--model-output-path")
 
 
@@ -206,11 +202,9 @@ def evaluate(args: argparse.Namespace) -> None:
             f"whose {failed['stage']} step failed: {failed['error']}"
         )
     with data_path(args.data, "test_data") as data:
-        run_script(
+        _run_on_gpus(
             "evaluate",
-            script,
-            args.python_script,
-            args.pythonpath,
+            args,
             [
                 "--model-path",
                 args.model_path,
@@ -219,7 +213,6 @@ def evaluate(args: argparse.Namespace) -> None:
                 "--output-dir",
                 out_dir,
             ],
-            args.timeout,
         )
     check_output_dir("evaluate", script, out_dir)
     if os.path.lexists(metrics_file):
@@ -247,6 +240,31 @@ def evaluate(args: argparse.Namespace) -> None:
             'Expected a JSON object mapping metric names to finite numbers, e.g. {"accuracy": 0.97}'
         ) from None
     write_atomic(output, format_metrics(metrics))
+
+
+def _run_on_gpus(kind: str, args: argparse.Namespace, script_args: list[str]) -> None:
+    """run_script, holding the target's `gpus` (gpus.py) while the script runs."""
+    held: contextlib.AbstractContextManager[tuple[list[str], list[int]]] = (
+        gpus.allocate(
+            args.gpus,
+            args.target,
+            gpus.lock_dir(),
+            notice=lambda line: print(f"databazel: {line}", file=sys.stderr),
+        )
+        if args.gpus
+        else contextlib.nullcontext(([], []))
+    )
+    with held as (ids, fds):
+        run_script(
+            kind,
+            args.script,
+            args.python_script,
+            args.pythonpath,
+            script_args,
+            args.timeout,
+            extra_env=gpus.script_environment(args.gpus, ids, dict(os.environ)),
+            pass_fds=fds,
+        )
 
 
 def record_failure(args: argparse.Namespace, error: RunnerError) -> None:
@@ -318,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--pythonpath", action="append", default=[])
 
         cmd.add_argument("--timeout", type=_positive_seconds, default=None)
+        # GPUs the script holds while it runs (gpus.py); 0: none, and
+        # CUDA_VISIBLE_DEVICES="" unless `env` sets it.
+        cmd.add_argument("--gpus", type=_positive_int, default=0)
         cmd.add_argument("--allow-failure", action="store_true")
         cmd.add_argument("--decision", default=None)
     return parser

@@ -7,6 +7,7 @@ load(":common.bzl", "DEFAULT_ENV", "PY_TOOLCHAIN_TYPE", "python_runtime")
 load(":early_stopping.bzl", "check_early_stopping", "default_num_trials")
 load(":epochs.bzl", "trial_checkpoint", "trial_evaluation")
 load(":evaluate.bzl", _evaluate = "evaluate")
+load(":gpus.bzl", "check_gpus", "gpu_exec_properties")
 load(":grid.bzl", "DEFAULT_MAX_TRIALS", "expand_grid", "trial_name")
 load(":halving.bzl", "early_stopping_trials")
 load(":model.bzl", _model = "model")
@@ -290,6 +291,7 @@ def hyperparam_search(
         env = {},
         model = None,
         network = False,
+        gpus = 0,
         **kwargs):
     """A hyperparameter search: one `model` and one `evaluate` target per trial, a report, and its best model.
 
@@ -350,6 +352,7 @@ def hyperparam_search(
       env: as in `model` and `evaluate`; given to both scripts.
       model: deprecated: the old name of `model_file`, accepted until databazel 0.2.0 with a message.
       network: as in `model` and `evaluate`: let both scripts open network connections (off by default).
+      gpus: as in `model` and `evaluate`: GPUs each training and evaluation holds while it runs (Ray Tune's `resources_per_trial={"gpu": N}`). Their targets also get `exec_properties` `{"gpu": "N"}` (merged with yours), so that a remote execution engine can send them to GPU workers.
       **kwargs: common attributes (`tags`, `visibility`, `testonly`, `exec_properties`
         for remote execution, ...) given to every target.
     """
@@ -382,11 +385,14 @@ def hyperparam_search(
         data = data,
         env = env,
         network = network,
+        gpus = gpus,
     )
+    check_gpus(where, gpus)
+    trial_kwargs = dict(kwargs, exec_properties = gpu_exec_properties(gpus, kwargs.get("exec_properties"))) if gpus else kwargs
     if early_stopping != None:
         _report_and_best(
             name,
-            early_stopping_trials(where, name, trials, early_stopping, metric, mode, learning_curve, model_file = model_file, **dict(script_attrs, **kwargs)),
+            early_stopping_trials(where, name, trials, early_stopping, metric, mode, learning_curve, model_file = model_file, **dict(script_attrs, **trial_kwargs)),
             hyperparam_names,
             metric,
             mode,
@@ -407,7 +413,7 @@ def hyperparam_search(
             run,
             model_file = model_file,
             learning_curve = learning_curve,
-            **dict(script_attrs, **kwargs)
+            **dict(script_attrs, **trial_kwargs)
         )
     if epoch_axis:
         for trial in trials:
@@ -478,7 +484,7 @@ def _train_and_evaluate(run, training_data, train_executable, model_file, test_d
       test_data: as in `evaluate`.
       eval_executable: as in `evaluate`.
       learning_curve: as in `evaluate`.
-      **attrs: what both targets get: `timeout`, `allow_failure`, `deps`, `data`, `env`, `network` and the common attributes.
+      **attrs: what both targets get: `timeout`, `allow_failure`, `deps`, `data`, `env`, `network`, `gpus` and the common attributes.
     """
     _model(
         name = run.name,

@@ -283,11 +283,15 @@ def run_script(
     pythonpath: Sequence[str],
     script_args: list[str],
     timeout: float | None = None,
+    extra_env: dict[str, str] | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> None:
     """Run the user script (no shell); raise RunnerError unless it exits 0.
 
     With `timeout` (seconds), a script still running after it is killed with
-    everything it started, and the error says so.
+    everything it started, and the error says so. `extra_env` is added to the
+    script's environment; `pass_fds` are descriptors the script inherits (the
+    locks of its GPUs, gpus.py).
     """
     if not os.path.isfile(script):
         raise RunnerError(f"{kind} script {script} does not exist or is not a file")
@@ -304,6 +308,7 @@ def run_script(
         # import. Import from the script's directory as the action sees it.
         pythonpath = [os.path.dirname(os.path.abspath(script)), *pythonpath]
     env = script_env(pythonpath)
+    env.update(extra_env or {})
     if python_script:
         env["PYTHONSAFEPATH"] = "1"
     log_dir = tempfile.mkdtemp(prefix="databazel-logs-")
@@ -324,6 +329,7 @@ def run_script(
                         stdout=out,
                         stderr=err,
                         env=env,
+                        pass_fds=tuple(pass_fds),
                         start_new_session=True,
                         # The script tells the guard its pid itself, before it
                         # runs: it may kill the runner before the runner could.

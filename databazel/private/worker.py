@@ -14,7 +14,11 @@ imported the target's packages once, and the child runs the script with
 ``runpy``.  The parent never runs user code, so nothing a trial's script does
 (module state, monkeypatching, globals) reaches the next trial.  The parent
 learns which package modules the scripts import and imports them itself
-between requests, so later trials find them loaded.
+between requests, so later trials find them loaded.  With databazel's one
+OpenMP/BLAS thread (``OMP_NUM_THREADS=1``), importing numpy, scikit-learn or
+torch starts no thread; a package that does start one makes the parent stop
+forking (a fork copies no thread, only the locks threads hold): its later
+scripts run as new interpreters, still without a runner start-up or a sandbox.
 
 Isolation kept: only the distributions the target declares (the
 site-packages entries the runner's ``--site-package`` arguments name) are
@@ -118,6 +122,10 @@ class WarmParent:
         self.site_dir: str | None = None
         self.stamps: list[tuple[str, int, int, int]] = []
         self.preloaded: set[str] = set()
+        # False once the parent has a thread besides its own: forking it would
+        # copy locks that thread may hold (an OpenMP or a CUDA runtime's), so
+        # scripts then run as new processes, the cold way.
+        self.forkable = True
         self.learned_file = os.path.join(
             tempfile.mkdtemp(prefix="databazel-worker-"), "modules.json"
         )
@@ -172,6 +180,8 @@ class WarmParent:
             self.preloaded.add(name)
             with contextlib.suppress(BaseException):
                 importlib.import_module(name)
+        if thread_count() > 1:
+            self.forkable = False
 
     def launch(
         self,
@@ -271,6 +281,16 @@ class WarmParent:
                 json.dump(names, f)
 
 
+def thread_count() -> int:
+    """The threads of this process (Linux: every thread, not only Python's)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        import threading
+
+        return threading.active_count()
+
+
 def serve(
     runner: Any, site_packages: Sequence[str], stdin: BinaryIO, stdout: BinaryIO
 ) -> int:
@@ -288,7 +308,9 @@ def serve(
         stale = parent.stale()
         # A stale worker answers this request the cold way, then exits, and
         # Bazel starts a new one for the next.
-        supervise.SCRIPT_LAUNCHER = None if stale else parent.launch
+        supervise.SCRIPT_LAUNCHER = (
+            parent.launch if parent.forkable and not stale else None
+        )
         output = io.StringIO()
         with contextlib.redirect_stderr(output):
             try:

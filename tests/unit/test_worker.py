@@ -255,3 +255,30 @@ def test_the_runners_modules_never_shadow_a_scripts_own(tmp_path: Path) -> None:
         assert json.loads((root / f"out/m{n}").read_text()) == [
             f"the script's {name}" for name in names
         ]
+
+
+def test_a_package_that_starts_a_thread_stops_the_forking(tmp_path: Path) -> None:
+    """Forking a process with a second thread copies the locks that thread
+    holds: once the parent has one, later scripts run as new processes."""
+    root = _execroot(tmp_path)
+    (root / "out").mkdir()
+    init = root / SITE / "declared/__init__.py"
+    init.write_text(
+        init.read_text()
+        + "import threading, time\n"
+        + "threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n"
+    )
+    # The package's import root, as Bazel gives it: for scripts run as new processes.
+    requests = b"".join(
+        _request(_train(n, "--pythonpath", SITE), INPUTS, request_id=n)
+        for n in range(1, 5)
+    )
+    proc, log = _serve(root, requests)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert [r["exit_code"] for r in _responses(proc.stdout)] == [0, 0, 0, 0]
+    # The first child imported it, then the parent (which learned it, and
+    # got a thread), then each later trial in a process of its own.
+    pids = [int(line.split()[1]) for line in log.read_text().splitlines()]
+    assert len(pids) == 5 and len(set(pids)) == 5, log.read_text()
+    for n in range(1, 5):
+        assert json.loads((root / f"out/m{n}").read_text())["state"] == 1
