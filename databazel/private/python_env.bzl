@@ -191,7 +191,12 @@ def _python_env_impl(rctx):
     # Paths are recorded relative to the repository, so no file of the
     # environment holds the output base's path and cache keys are the same in
     # every checkout.
-    _run(rctx, [python, "-m", "compileall", "-f", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash", "venv/lib"], "compiling bytecode")
+    # A module that this Python cannot compile (PyTorch ships test helpers in
+    # a newer Python's syntax) is left without bytecode: it cannot be
+    # imported either way. compileall exits 1 for those; anything else fails.
+    compiled = rctx.execute([python, "-m", "compileall", "-f", "-qq", "-j", "0", "--invalidation-mode", "unchecked-hash", "venv/lib"], quiet = True)
+    if compiled.return_code not in (0, 1):
+        _fail(rctx, "compiling bytecode failed (exit {}):\n{}".format(compiled.return_code, compiled.stderr[-4000:]))
 
     # Files whose names Bazel cannot turn into labels would break the targets;
     # packages' own test suites are never imported by scripts.
