@@ -1,0 +1,141 @@
+"""GPU trials with real Bazel, on a stand-in for a machine with two GPUs.
+
+The lock directory's `devices` file lists two GPUs in place of nvidia-smi.
+Four trials declare `gpus = 1` and a fifth none; with --jobs=5 Bazel starts
+them all at once. Each GPU trial logs when it starts and ends and the
+CUDA_VISIBLE_DEVICES it saw, and holds on until the CPU trial has seen two
+GPU trials running at once (so the test needs no timing).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bazel_harness import Workspace
+
+LOAD = 'load("@databazel//databazel:defs.bzl", "hyperparam_search", "model")\n'
+
+TRAIN = """\
+import argparse, json, os, sys, time
+
+p = argparse.ArgumentParser()
+p.add_argument("--data"); p.add_argument("--model-output-path"); p.add_argument("--hyperparams")
+a = p.parse_args()
+name = json.loads(a.hyperparams)["name"]
+log, release = os.environ["GPU_LOG"], os.environ["RELEASE_FILE"]
+
+def record(event):
+    with open(log, "a") as f:
+        f.write(json.dumps([event, name, os.environ.get("CUDA_VISIBLE_DEVICES")]) + "\\n")
+
+def lines():
+    with open(log) as f:
+        return [json.loads(line) for line in f]
+
+deadline = time.monotonic() + 120
+record("start")
+if name == "cpu":
+    # Runs beside the GPU trials: wait until two of them run at once.
+    while True:
+        events = lines()
+        running = {n for e, n, _ in events if e == "start" and n != "cpu"} - {
+            n for e, n, _ in events if e == "end"
+        }
+        if len(running) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    record("saw %d" % len(running))
+    open(release, "w").close()
+else:
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.05)
+record("end")
+with open(a.model_output_path, "w") as f:
+    f.write(name + "\\n")
+"""
+
+
+def _model(name: str, gpus: int, env: dict[str, str]) -> str:
+    return f"""
+model(
+    name = "{name}",
+    env = {json.dumps(env)},
+    gpus = {gpus},
+    hyperparams = {{"name": "{name}"}},
+    train_executable = "train.py",
+    training_data = "data.txt",
+)
+"""
+
+
+def test_two_gpus_four_gpu_trials(ws: Workspace, tmp_path: Path) -> None:
+    locks = tmp_path / "gpus"
+    locks.mkdir()
+    (locks / "devices").write_text("0\n1\n")
+    log = tmp_path / "log.jsonl"
+    env = {
+        "DATABAZEL_GPU_LOCK_DIR": str(locks),
+        "GPU_LOG": str(log),
+        "RELEASE_FILE": str(tmp_path / "release"),
+    }
+    names = [f"g{i}" for i in range(4)]
+    ws.write("gpu/train.py", TRAIN)
+    ws.write("gpu/data.txt", "x\n")
+    ws.write(
+        "gpu/BUILD",
+        LOAD
+        + "".join(_model(n, 1, env) for n in names)
+        + _model("cpu", 0, env)
+        + """
+hyperparam_search(
+    name = "s",
+    eval_executable = "//scripts:evaluate.py",
+    gpus = 1,
+    exec_properties = {"Pool": "gpu-pool"},
+    grid = {"name": ["a"]},
+    metric = "accuracy",
+    test_data = "data.txt",
+    train_executable = "train.py",
+    training_data = "data.txt",
+)
+""",
+    )
+    targets = [f"//gpu:{n}" for n in names + ["cpu"]]
+    result = ws.build(*targets, flags=("--jobs=5",))
+    assert result.executed("DatabazelTrain") == 5
+
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert ["saw 2", "cpu", ""] in events  # a CPU trial ran beside two GPU trials, seeing no GPU
+    running: dict[str, str] = {}
+    most = 0
+    for event, name, visible in events:
+        if name == "cpu":
+            continue
+        if event == "start":
+            # One GPU each, of the two, never one that another running trial holds.
+            assert visible in ("0", "1"), events
+            assert visible not in running.values(), events
+            running[name] = visible
+            most = max(most, len(running))
+        elif event == "end":
+            del running[name]
+    assert most == 2, events
+    assert sorted(n for e, n, _ in events if e == "end" and n != "cpu") == names
+
+    # Which GPUs the machine has is not part of any cache key.
+    (locks / "devices").write_text("0\n1\n2\n")
+    assert ws.build(*targets, flags=("--jobs=5",)).executed() == 0
+
+    # For remote execution, the search's trials carry the platform property
+    # (with the target's own exec_properties), its report does not.
+    query = ws.bazel("query", "--output=build", "//gpu:all", check=True).stdout
+    rules = {
+        block.split('name = "')[1].split('"')[0]: block
+        for block in query.split("\n\n")
+        if 'name = "' in block
+    }
+    for trial in ("s__name-a", "s__name-a__eval"):
+        assert 'exec_properties = {"Pool": "gpu-pool", "gpu": "1"}' in rules[trial], rules[trial]
+        assert "gpus = 1" in rules[trial]
+    assert '"gpu"' not in rules["s"]
