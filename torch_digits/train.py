@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
     images, labels = net.load_split(args.data, "train")
     order = torch.randperm(
-        len(labels), generator=torch.Generator().manual_seed(net.SEED * 1000 + args.epoch)
+        len(labels),
+        generator=torch.Generator().manual_seed(net.SEED * 1000 + args.epoch),
     )
     batch = int(hp["batch_size"])
     model.train()

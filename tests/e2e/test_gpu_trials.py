@@ -1,8 +1,8 @@
 """GPU trials with real Bazel, on a stand-in for a machine with two GPUs.
 
 The lock directory's `devices` file lists two GPUs in place of nvidia-smi.
-Four trials declare `gpus = 1` and a fifth none; with --jobs=5 Bazel starts
-them all at once. Each GPU trial logs when it starts and ends and the
+Four trials declare `gpus = 1` and a fifth none; Bazel starts them all at
+once (JOBS). Each GPU trial logs when it starts and ends and the
 CUDA_VISIBLE_DEVICES it saw, and holds on until the CPU trial has seen two
 GPU trials running at once (so the test needs no timing).
 """
@@ -13,6 +13,9 @@ import json
 from pathlib import Path
 
 from bazel_harness import Workspace
+
+# Bazel runs as many local actions at once as it has CPUs (2 here): give it 5.
+JOBS = ("--jobs=5", "--local_cpu_resources=5")
 
 LOAD = 'load("@databazel//databazel:defs.bzl", "hyperparam_search", "model")\n'
 
@@ -33,7 +36,7 @@ def lines():
     with open(log) as f:
         return [json.loads(line) for line in f]
 
-deadline = time.monotonic() + 120
+deadline = time.monotonic() + 60
 record("start")
 if name == "cpu":
     # Runs beside the GPU trials: wait until two of them run at once.
@@ -102,11 +105,15 @@ hyperparam_search(
 """,
     )
     targets = [f"//gpu:{n}" for n in names + ["cpu"]]
-    result = ws.build(*targets, flags=("--jobs=5",))
+    result = ws.build(*targets, flags=JOBS)
     assert result.executed("DatabazelTrain") == 5
 
     events = [json.loads(line) for line in log.read_text().splitlines()]
-    assert ["saw 2", "cpu", ""] in events  # a CPU trial ran beside two GPU trials, seeing no GPU
+    assert [
+        "saw 2",
+        "cpu",
+        "",
+    ] in events  # a CPU trial ran beside two GPU trials, seeing no GPU
     running: dict[str, str] = {}
     most = 0
     for event, name, visible in events:
@@ -125,7 +132,7 @@ hyperparam_search(
 
     # Which GPUs the machine has is not part of any cache key.
     (locks / "devices").write_text("0\n1\n2\n")
-    assert ws.build(*targets, flags=("--jobs=5",)).executed() == 0
+    assert ws.build(*targets, flags=JOBS).executed() == 0
 
     # For remote execution, the search's trials carry the platform property
     # (with the target's own exec_properties), its report does not.
@@ -136,6 +143,8 @@ hyperparam_search(
         if 'name = "' in block
     }
     for trial in ("s__name-a", "s__name-a__eval"):
-        assert 'exec_properties = {"Pool": "gpu-pool", "gpu": "1"}' in rules[trial], rules[trial]
+        assert 'exec_properties = {"gpu": "1", "Pool": "gpu-pool"}' in rules[trial], (
+            rules[trial]
+        )
         assert "gpus = 1" in rules[trial]
     assert '"gpu"' not in rules["s"]

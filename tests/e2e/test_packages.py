@@ -298,3 +298,62 @@ def test_warm_trial_past_its_timeout_is_killed_and_named(
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert not ws.bin("slow/m.model").exists()
+
+
+def _action_keys(ws: Workspace, targets: str) -> list[tuple[str, list[str]]]:
+    """(action key, command line) of each training and evaluation of `targets`."""
+    out = ws.bazel(
+        "aquery",
+        "--output=jsonproto",
+        f"mnemonic('Databazel(Train|Evaluate)', {targets})",
+        check=True,
+    ).stdout
+    actions = json.loads(out).get("actions", [])
+    return sorted((a["actionKey"], a["arguments"]) for a in actions)
+
+
+def test_a_second_environment_changes_no_other_trial(pkgs: Packages) -> None:
+    """A packages-only environment added beside the toolchain's (as
+    @databazel_torch is beside @databazel_python) changes no action key of the
+    trials that do not declare its packages, and re-runs none of them; its
+    packages reach the trials that declare them, on the same interpreter."""
+    ws = pkgs.ws
+    ws.write("k/train.py", TRAIN)
+    ws.write("k/evaluate.py", EVALUATE)
+    ws.write("k/data.txt", "data\n")
+    trials = LOAD + _model("a", ["alpha"]) + _model("n", [])
+    ws.write("k/BUILD", trials)
+    before = _action_keys(ws, "//k:all")
+    assert len(before) == 2 and all(key for key, _ in before)
+    assert ws.build("//k:a", "//k:n").executed("DatabazelTrain") == 2
+
+    extra = pkgs.wheels / "extra"
+    extra.mkdir()
+    wheel = _wheel(extra, "epsilon", "1.0", [])
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    ws.write(
+        "extra_lock.txt",
+        f"--no-index\n--find-links {extra}\nepsilon==1.0 --hash=sha256:{digest}\n",
+    )
+    ws.write("BUILD", 'exports_files(["lock.txt", "extra_lock.txt"])\n')
+    with ws.workspace_addition(
+        """
+        python_env(
+            name = "extra_python",
+            requirements_lock = "//:extra_lock.txt",
+        )
+        """
+    ):
+        ws.write(
+            "k/BUILD",
+            trials
+            + _model("e", ["alpha", "epsilon"], deps=[]).replace(
+                "deps = []", 'deps = [requirement("alpha"), "@extra_python//:epsilon"]'
+            ),
+        )
+        assert _action_keys(ws, "//k:a + //k:n") == before
+        again = ws.build("//k:a", "//k:n", "//k:e")
+        assert again.executed("DatabazelTrain") == 1  # only the new trial
+        used = json.loads(ws.bin("k/e.model").read_text())["used"]
+        assert used == {"alpha": [pkgs.versions["alpha"], 1], "epsilon": ["1.0", 1]}
+    ws.write("k/BUILD", trials)  # the WORKSPACE is back without @extra_python
