@@ -5,7 +5,7 @@ Bazel calls this file with paths relative to the action's working directory
 
     python3 runner.py train --target //pkg:name --hyperparams-file HP.json \\
         --model-output-path OUT --data PATH [--data PATH ...] --script SCRIPT \\
-        [--python-script] [--pythonpath DIR ...] [--timeout SECONDS] \\
+        [--python-script] [--pythonpath DIR ...] [--timeout SECONDS] [--gpus N] \\
         [--epoch K [--init-model-path CHECKPOINT]]
 
     python3 runner.py evaluate --target //pkg:name --model-path MODEL \\
@@ -47,6 +47,11 @@ The user script is invoked without a shell, with stdin from /dev/null::
   still running after SECONDS, it and every process it started get SIGTERM,
   then SIGKILL 5 s later, and the runner fails saying so.  SIGTERM, SIGINT or
   SIGHUP sent to the runner stop the script the same way.
+* ``--gpus N``: before the script starts, the runner takes N of the
+  machine's GPUs (``gpus.py``: an exclusive lock on each, waiting while fewer
+  are free), runs the script with ``CUDA_VISIBLE_DEVICES`` naming them and
+  the locks inherited, and frees them when both have exited.  Without it the
+  script gets ``CUDA_VISIBLE_DEVICES=""`` unless the environment sets it.
 * evaluate: DIR is created if needed.  After the script exits 0 the runner
   reads ``DIR/metrics.json`` (format: ``contract.METRICS_FORMAT``) and writes its
   canonical form to METRICS.json.
