@@ -58,6 +58,14 @@ def _results() -> dict:
             "jobs2": 12.0,
             "serial_loop": 22.0,
         },
+        "torch": {
+            "actions": 26,
+            "install": 60.0,
+            "env_mib": 900.0,
+            "env_files": 21000,
+            "sandboxed": 50.0,
+            "warm": 30.0,
+        },
         "scaling": [
             {
                 "trials": n,
@@ -102,6 +110,7 @@ def test_the_report_lists_every_target_and_figure(tmp_path: Path) -> None:
     assert "![benchmarks](b.png)" in text
     assert "Total run time" in text
     assert "| 5,000 |" in text
+    assert "| warm (`--@databazel//databazel:warm`) | 30.0 s |" in text
     assert "through Bazel 0.200 s" in text
     # The bench counts processes, not the actions of each mnemonic, and says so.
     assert "| after adding one value | 3.0 s | 21 |" in text

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Re-resolves requirements.in into the hash-pinned requirements_lock.txt that
-# @databazel_python installs. Run after editing requirements.in; commit both.
+# Re-resolves requirements.in and requirements_torch.in into the hash-pinned
+# requirements_lock.txt and requirements_torch_lock.txt that @databazel_python
+# and @databazel_torch install. Run after editing either; commit all four.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 venv=$(mktemp -d)
@@ -10,3 +11,8 @@ python3 -m venv "$venv"
 "$venv/bin/pip-compile" -q --generate-hashes --allow-unsafe --strip-extras \
     --no-emit-index-url --no-emit-find-links \
     --output-file requirements_lock.txt requirements.in
+# PyTorch for torch_digits/ (@databazel_torch): its own lock, so that nothing of
+# it enters the other trials. The CPU build's wheel comes from pip's find-links.
+"$venv/bin/pip-compile" -q --generate-hashes --allow-unsafe --strip-extras \
+    --no-emit-index-url --no-emit-find-links \
+    --output-file requirements_torch_lock.txt requirements_torch.in

@@ -14,6 +14,7 @@ from typing import Any
 import halving
 import remote
 import tpe
+import torch_search
 import trials
 
 TARGETS = {
@@ -281,6 +282,8 @@ def render(results: dict[str, Any], png: str | None) -> str:
             "scripts the loop costs milliseconds, so that row is databazel's and Bazel's own cost alone.",
             "",
         ]
+    if "torch" in results:
+        lines += torch_search.render(results["torch"])
     if "scaling" in results:
         lines += [
             "## Cold build and no-op rebuild by number of trials",

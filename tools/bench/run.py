@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import halving  # noqa: E402
 import remote  # noqa: E402
 import tpe  # noqa: E402
+import torch_search  # noqa: E402
 import trials  # noqa: E402
 from bare_loop import action_env, mnist_loop  # noqa: E402
 from bazel_harness import Result, Workspace  # noqa: E402
@@ -617,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda text: set(text.split(",")),
         help="run only these parts: overhead, overhead_warm, trials, cold_trivial, scaling, "
         "add_grid_value (needs scaling), analysis, analysis_profile (needs analysis), mnist, remote, "
-        "halving, tpe",
+        "halving, tpe, torch",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -656,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
             "remote",
             "halving",
             "tpe",
+            "torch",
         )
         dates = kept.get("part_dates") or {n: kept["date"] for n in parts if n in kept}
         for name in set(kept) - set(results) - args.parts:
@@ -717,6 +719,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_mnist:
         run_part("mnist", lambda: mnist(work / "mnist_output_base", args.reps, log))
         run_part("tpe", lambda: tpe_part(work / "mnist_output_base", args.reps, log))
+        run_part(
+            "torch",
+            lambda: torch_search.measure(
+                BenchWorkspace, work / "torch_output_base", args.reps, log
+            ),
+        )
     results["load_after"] = loadavg()
     png = "benchmarks.png" if plot(results, args.out / "benchmarks.png") else None
     (args.out / "benchmarks.json").write_text(json.dumps(results, indent=1) + "\n")
