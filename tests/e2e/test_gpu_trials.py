@@ -17,7 +17,7 @@ from bazel_harness import Workspace
 # Bazel runs as many local actions at once as it has CPUs (2 here): give it 5.
 JOBS = ("--jobs=5", "--local_cpu_resources=5")
 
-LOAD = 'load("@databazel//databazel:defs.bzl", "hyperparam_search", "model")\n'
+LOAD = 'load("@databazel//databazel:defs.bzl", "hyperparam_search", "model", "successive_halving")\n'
 
 TRAIN = """\
 import argparse, json, os, sys, time
@@ -102,6 +102,18 @@ hyperparam_search(
     train_executable = "train.py",
     training_data = "data.txt",
 )
+
+hyperparam_search(
+    name = "h",
+    early_stopping = successive_halving(min_epochs = 1, max_epochs = 2, eta = 2),
+    eval_executable = "//scripts:evaluate.py",
+    gpus = 1,
+    grid = {"name": ["a", "b"]},
+    metric = "accuracy",
+    test_data = "data.txt",
+    train_executable = "train.py",
+    training_data = "data.txt",
+)
 """,
     )
     targets = [f"//gpu:{n}" for n in names + ["cpu"]]
@@ -148,3 +160,8 @@ hyperparam_search(
         )
         assert "gpus = 1" in rules[trial]
     assert '"gpu"' not in rules["s"]
+    # With early stopping, the trials' segments too (and they analyse).
+    ws.build("//gpu:h", flags=("--nobuild",))
+    for segment in ("h__name-a", "h__name-a__rung-0"):
+        assert 'exec_properties = {"gpu": "1"}' in rules[segment], rules[segment]
+        assert "gpus = 1" in rules[segment]
