@@ -65,6 +65,7 @@ def _results() -> dict:
             "env_files": 21000,
             "sandboxed": 50.0,
             "warm": 30.0,
+            "warm_processes": "39 processes: 12 internal, 3 linux-sandbox, 24 worker.",
         },
         "scaling": [
             {
@@ -110,7 +111,10 @@ def test_the_report_lists_every_target_and_figure(tmp_path: Path) -> None:
     assert "![benchmarks](b.png)" in text
     assert "Total run time" in text
     assert "| 5,000 |" in text
-    assert "| warm (`--@databazel//databazel:warm`) | 30.0 s |" in text
+    assert (
+        "| warm (`--config=warm`; 39 processes: 12 internal, 3 linux-sandbox, 24 worker.) | 30.0 s |"
+        in text
+    )
     assert "through Bazel 0.200 s" in text
     # The bench counts processes, not the actions of each mnemonic, and says so.
     assert "| after adding one value | 3.0 s | 21 |" in text
