@@ -232,7 +232,7 @@ halving_rung = rule(
     toolchains = [PY_TOOLCHAIN_TYPE],
 )
 
-def early_stopping_trials(where, name, trials, early_stopping, metric, mode, learning_curve, model_file, **attrs):
+def early_stopping_trials(where, name, trials, early_stopping, metric, mode, learning_curve, model_file, common, **attrs):
     """Declares the segments, rungs and evaluations of a search with early stopping.
 
     Args:
@@ -244,14 +244,15 @@ def early_stopping_trials(where, name, trials, early_stopping, metric, mode, lea
       mode: `max` or `min`.
       learning_curve: evaluate every epoch, not only the rungs'.
       model_file: as in `hyperparam_search`: the model's file name inside a directory named after the trial, or None.
+      common: the common attributes (`tags`, `visibility`, `exec_properties`,
+        ...) the rungs and the trials' metrics targets get: a rung needs no
+        GPU, so without the GPU property the segments' `exec_properties` have.
       **attrs: what every segment gets (scripts, data,
-        `timeout`, `allow_failure`, `deps`, ...; common attributes such as
-        `tags` and `visibility` go to the rungs too).
+        `timeout`, `allow_failure`, `deps`, ... and the common attributes).
 
     Returns:
       The labels of the trials' `<trial>__eval` targets, in search order.
     """
-    common = {k: v for k, v in attrs.items() if k in ("tags", "visibility", "testonly", "features", "exec_properties", "compatible_with", "target_compatible_with", "exec_compatible_with", "restricted_to")}
     hyperband = kind(early_stopping) == "hyperband"
     evaluations = []
     for bracket in brackets(where, early_stopping, len(trials)):

@@ -392,7 +392,7 @@ def hyperparam_search(
     if early_stopping != None:
         _report_and_best(
             name,
-            early_stopping_trials(where, name, trials, early_stopping, metric, mode, learning_curve, model_file = model_file, **dict(script_attrs, **trial_kwargs)),
+            early_stopping_trials(where, name, trials, early_stopping, metric, mode, learning_curve, model_file = model_file, common = kwargs, **dict(script_attrs, **trial_kwargs)),
             hyperparam_names,
             metric,
             mode,

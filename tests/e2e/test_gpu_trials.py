@@ -165,3 +165,5 @@ hyperparam_search(
     for segment in ("h__name-a", "h__name-a__rung-0"):
         assert 'exec_properties = {"gpu": "1"}' in rules[segment], rules[segment]
         assert "gpus = 1" in rules[segment]
+    # ... but not the rungs, which only rank metrics files.
+    assert '"gpu"' not in rules["h__rung-0"]
