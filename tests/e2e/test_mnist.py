@@ -239,9 +239,13 @@ MODELS_OF_SCRIPT = 'kind("^model rule$", rdeps(//mnist/..., //mnist:train_epochs
 def test_query_lists_what_a_change_touches(repo: Workspace) -> None:
     touched = repo.bazel("query", TOUCHED_BY_DATA, check=True).stdout.split()
     assert sorted(touched) == [
+        "//mnist:bzl_bayes",
+        "//mnist:bzl_bayes.best",
         "//mnist:bzl_epochs",
         "//mnist:bzl_epochs.best",
         "//mnist:bzl_eval_gate",
+        "//mnist:bzl_halving",
+        "//mnist:bzl_halving.best",
         "//mnist:bzl_random_search",
         "//mnist:bzl_random_search.best",
         "//mnist:bzl_search",
