@@ -10,6 +10,7 @@ registers an action, so a grid over epochs [5, 10, 20] trains 20 epochs per
 combination, not 35.
 """
 
+load(":evaluate.bzl", "evaluation_providers")
 load(":providers.bzl", "MetricsInfo", "ModelInfo")
 
 def _check_epoch(ctx, checkpoints, chain_label):
@@ -52,19 +53,8 @@ def _trial_evaluation_impl(ctx):
     if ctx.attr.epoch not in chain.epoch_evaluations:
         fail("{}: {} does not evaluate epoch {}".format(ctx.label, chain.label, ctx.attr.epoch))
     evaluation = chain.epoch_evaluations[ctx.attr.epoch]
-    return [
-        DefaultInfo(files = depset([evaluation.metrics_file])),
-        OutputGroupInfo(outputs_dir = depset([evaluation.output_dir]), cards = depset([evaluation.card])),
-        MetricsInfo(
-            metrics_file = evaluation.metrics_file,
-            output_dir = evaluation.output_dir,
-            model = model,
-            test_data = chain.test_data,
-            label = ctx.label,
-            epoch_evaluations = {k: e for k, e in chain.epoch_evaluations.items() if k <= ctx.attr.epoch},
-            card = evaluation.card,
-        ),
-    ]
+    evaluations = {k: e for k, e in chain.epoch_evaluations.items() if k <= ctx.attr.epoch}
+    return evaluation_providers(ctx, evaluation, model, chain.test_data, evaluations)
 
 trial_evaluation = rule(
     implementation = _trial_evaluation_impl,

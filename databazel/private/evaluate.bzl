@@ -84,6 +84,22 @@ def _evaluate_impl(ctx):
                 epoch,
             )
         evaluation = epoch_evaluations[len(checkpoints)]
+    return evaluation_providers(ctx, evaluation, model_info, test_data, epoch_evaluations)
+
+def evaluation_providers(ctx, evaluation, model_info, test_data, epoch_evaluations, early_stopping = None):
+    """What a target whose result is an evaluation returns: its metrics file, output groups and MetricsInfo.
+
+    Args:
+      ctx: the target's rule context.
+      evaluation: struct(metrics_file, output_dir, card): the evaluation that is the result.
+      model_info: the ModelInfo of the evaluated model.
+      test_data: depset of the evaluation data.
+      epoch_evaluations: dict from epoch to the evaluation of that epoch's checkpoint (may be empty).
+      early_stopping: for a trial of a search with early stopping, struct(rungs, bracket).
+
+    Returns:
+      [DefaultInfo, OutputGroupInfo, MetricsInfo].
+    """
     return [
         DefaultInfo(files = depset([evaluation.metrics_file])),
         OutputGroupInfo(
@@ -99,6 +115,7 @@ def _evaluate_impl(ctx):
             label = ctx.label,
             epoch_evaluations = epoch_evaluations,
             card = evaluation.card,
+            early_stopping = early_stopping,
         ),
     ]
 

@@ -21,7 +21,7 @@ named after the trial, not the segment (`--target //pkg:<trial>`, files
 load(":card.bzl", "CARD_ATTRS")
 load(":common.bzl", "COMMON_ATTRS", "DEFAULT_ENV", "PY_TOOLCHAIN_TYPE", "python_runtime", "script_attr")
 load(":early_stopping.bzl", "brackets", "kind")
-load(":evaluate.bzl", "evaluate_step")
+load(":evaluate.bzl", "evaluate_step", "evaluation_providers")
 load(":model.bzl", "check_model_name", "checkpoint_name", "train_step", "write_hyperparams")
 load(":providers.bzl", "MetricsInfo", "ModelInfo")
 
@@ -144,24 +144,7 @@ def _trial_metrics_impl(ctx):
     model = ctx.attr.trial[ModelInfo]
     last = len(segment.checkpoints)
     evaluation = segment.epoch_evaluations[last]
-    return [
-        DefaultInfo(files = depset([evaluation.metrics_file])),
-        OutputGroupInfo(
-            outputs_dir = depset([evaluation.output_dir]),
-            epoch_metrics = depset([e.metrics_file for e in segment.epoch_evaluations.values()]),
-            cards = depset([evaluation.card]),
-        ),
-        MetricsInfo(
-            metrics_file = evaluation.metrics_file,
-            output_dir = evaluation.output_dir,
-            model = model,
-            test_data = segment.test_data,
-            label = ctx.label,
-            epoch_evaluations = segment.epoch_evaluations,
-            card = evaluation.card,
-            early_stopping = segment.early_stopping,
-        ),
-    ]
+    return evaluation_providers(ctx, evaluation, model, segment.test_data, segment.epoch_evaluations, segment.early_stopping)
 
 halving_trial_metrics = rule(
     implementation = _trial_metrics_impl,
