@@ -207,11 +207,15 @@ def load_manifest(path: str) -> tuple[list[str], list[Trial]]:
                 f"manifest {path}: trial #{index} has a learning_curve that is not "
                 "a list of {epoch: int, metrics: path}"
             )
-        final = _read_metrics(entry["name"], entry["metrics"])
-        points = [
-            (p["epoch"], _read_metrics(entry["name"], p["metrics"])) for p in curve
-        ]
-        trials.append(_trial(path, index, entry, final, points))
+        # The last point of a curve is the trial's metrics file: read each file once.
+        read = {
+            file: _read_metrics(entry["name"], file)
+            for file in dict.fromkeys(
+                [entry["metrics"], *(p["metrics"] for p in curve)]
+            )
+        }
+        points = [(p["epoch"], read[p["metrics"]]) for p in curve]
+        trials.append(_trial(path, index, entry, read[entry["metrics"]], points))
     return names, trials
 
 
