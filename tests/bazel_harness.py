@@ -50,6 +50,13 @@ def starlark_string(value: str) -> str:
     return f'"{escaped}"'
 
 
+# The one flag that turns warm workers off: each trial a new process in
+# Bazel's sandbox (docs/warm-workers.md). In this checkout itself the flag's
+# label has no repository name (`REPO_SANDBOXED`).
+SANDBOXED = ("--@databazel//databazel:warm=false",)
+REPO_SANDBOXED = ("--//databazel:warm=false",)
+
+
 def remote_flags(port: int) -> tuple[str, ...]:
     """The flags of `--config=remote` in this checkout's .bazelrc, for a BuildGrid on PORT.
 

@@ -1,6 +1,6 @@
 """What `model` and `evaluate` share: attributes, the interpreter, the user's script, the runner action."""
 
-load(":settings.bzl", "WarmInfo")
+load(":settings.bzl", "IsolateInfo", "WarmInfo")
 
 PY_TOOLCHAIN_TYPE = "@bazel_tools//tools/python:toolchain_type"
 
@@ -69,6 +69,10 @@ COMMON_ATTRS = {
     "_runner": attr.label(
         default = Label("//databazel/private:runner.py"),
         allow_single_file = True,
+    ),
+    "_isolate": attr.label(
+        default = Label("//databazel:isolate"),
+        providers = [IsolateInfo],
     ),
     "_warm": attr.label(
         default = Label("//databazel:warm"),
@@ -146,6 +150,10 @@ def _site_package_entry(f):
         return None
     end = i + len(_SITE_PACKAGES)
     return f.path[:end] + f.path[end:].split("/")[0]
+
+def _script_input(f):
+    """A file of `deps` or `data` outside site-packages (the script's view lists it)."""
+    return None if _SITE_PACKAGES in f.path else f.path
 
 def _import_paths(ctx, imports):
     """Exec paths for the `imports` of py_library targets (`workspace/path` strings)."""
@@ -314,12 +322,22 @@ def run_runner(ctx, script_attr_name, arguments, inputs, outputs, mnemonic, prog
     head.add_all(deps.sources, map_each = _import_root, uniquify = True, before_each = "--pythonpath")
     head.add_all(deps.import_paths, before_each = "--pythonpath")
 
+    # Where Bazel does not sandbox the action (a warm worker, the local
+    # strategy), the runner isolates the script itself: these files, with the
+    # packages' entries above, are what it sees (isolation.py).
+    head.add_all(deps.inputs, map_each = _script_input, uniquify = True, before_each = "--input")
+    if ctx.attr.network:
+        head.add("--network")
+    if not ctx.attr._isolate[IsolateInfo].enabled:
+        head.add("--unisolated")
+
     check_env(ctx)
     env = dict(DEFAULT_ENV)
     env.update(ctx.attr.env)
 
-    # With --@databazel//databazel:warm, Bazel's default strategy runs the
-    # action in a persistent worker.
+    # Warm by default: Bazel's default strategy runs the action in a
+    # persistent worker (`--@databazel//databazel:warm=false`: a new process
+    # in Bazel's sandbox).
     warm = ctx.attr._warm[WarmInfo].enabled
     ctx.actions.run(
         executable = python.executable,

@@ -123,6 +123,35 @@ from records import (  # noqa: E402
 from supervise import data_path, guarded_main, run_script  # noqa: E402
 
 import gpus  # noqa: E402
+import isolation  # noqa: E402
+
+
+def script_view(
+    args: argparse.Namespace,
+    outputs: list[str],
+    output_dirs: list[str],
+    inputs: list[str],
+) -> isolation.View | None:
+    """What the script may see and write where databazel isolates it (supervise.sandbox_for).
+
+    Every file the action has for the script: the script (with its runfiles),
+    `inputs` (its data, model, ...), the files of `deps` and `data`
+    (`--input`), the declared distributions (`--site-package`) and the
+    interpreter. None for a target built with `--unisolated`.
+    """
+    if args.unisolated:
+        return None
+    cwd = os.getcwd()
+    seen = [args.script, *inputs, *args.input, *args.site_package]
+    if not args.python_script:
+        seen += isolation.runfiles_inputs(os.path.abspath(args.script), cwd)
+    interpreter = os.path.relpath(sys.executable, cwd)
+    if not interpreter.startswith(".."):
+        venv = os.path.dirname(os.path.dirname(interpreter))
+        seen += [interpreter, os.path.join(venv, "pyvenv.cfg")]
+    return isolation.View(
+        inputs=seen, outputs=outputs, output_dirs=output_dirs, network=args.network
+    )
 
 
 def train(args: argparse.Namespace) -> None:
@@ -180,9 +209,12 @@ def train(args: argparse.Namespace) -> None:
                 f"{failed['error']}"
             )
         script_args += ["--init-model-path", args.init_model_path]
-    with data_path(args.data, "training_data") as data:
+    with data_path(args.data, "training_data", out + DATA_DIRECTORY) as data:
         script_args[1] = data
-        _run_on_gpus("train", args, script_args)
+        inputs = [args.hyperparams_file, *args.data, data]
+        if args.init_model_path:
+            inputs.append(args.init_model_path)
+        _run_on_gpus("train", args, script_args, script_view(args, [out], [], inputs))
     check_output_file("train", args.script, out, "model", "--model-output-path")
 
 
@@ -206,7 +238,7 @@ def evaluate(args: argparse.Namespace) -> None:
             f"the model {args.model_path} is the failure record of {failed['target']}, "
             f"whose {failed['stage']} step failed: {failed['error']}"
         )
-    with data_path(args.data, "test_data") as data:
+    with data_path(args.data, "test_data", out_dir + DATA_DIRECTORY) as data:
         _run_on_gpus(
             "evaluate",
             args,
@@ -218,6 +250,7 @@ def evaluate(args: argparse.Namespace) -> None:
                 "--output-dir",
                 out_dir,
             ],
+            script_view(args, [], [out_dir], [args.model_path, *args.data, data]),
         )
     check_output_dir("evaluate", script, out_dir)
     if os.path.lexists(metrics_file):
@@ -247,7 +280,17 @@ def evaluate(args: argparse.Namespace) -> None:
     write_atomic(output, format_metrics(metrics))
 
 
-def _run_on_gpus(kind: str, args: argparse.Namespace, script_args: list[str]) -> None:
+# Beside the output: the directory of links a script gets as its data when
+# there are several data files (supervise.data_path).
+DATA_DIRECTORY = ".databazel-data"
+
+
+def _run_on_gpus(
+    kind: str,
+    args: argparse.Namespace,
+    script_args: list[str],
+    view: isolation.View | None,
+) -> None:
     """run_script, holding the target's `gpus` (gpus.py) while the script runs."""
     held: contextlib.AbstractContextManager[tuple[list[str], list[int]]] = (
         gpus.allocate(
@@ -269,6 +312,7 @@ def _run_on_gpus(kind: str, args: argparse.Namespace, script_args: list[str]) ->
             args.timeout,
             extra_env=gpus.script_environment(args.gpus, ids, dict(os.environ)),
             pass_fds=fds,
+            view=view,
         )
 
 
@@ -346,6 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--gpus", type=_positive_int, default=0)
         cmd.add_argument("--allow-failure", action="store_true")
         cmd.add_argument("--decision", default=None)
+        # A file of `deps` or `data` the script may read (isolation.py: exactly
+        # these, the script, its data and its packages are in its view).
+        cmd.add_argument("--input", action="append", default=[])
+        # network = True: the script keeps the machine's network.
+        cmd.add_argument("--network", action="store_true")
+        # --@databazel//databazel:isolate=false: databazel does not isolate
+        # the script (a different command line: a different cache key).
+        cmd.add_argument("--unisolated", action="store_true")
     return parser
 
 
@@ -361,34 +413,31 @@ def expand_argv(argv: list[str]) -> list[str]:
     return argv
 
 
-# Variables of `env` that change where Python finds modules: the worker's own
-# process starts without them (its scripts get them back, see worker.py).
-_WORKER_UNSAFE_ENV = (
-    "PYTHONPATH",
-    "PYTHONHOME",
-    "PYTHONSTARTUP",
-    "PYTHONUSERBASE",
-    "PYTHONEXECUTABLE",
-    "PYTHONPLATLIBDIR",
-    "PYTHONSAFEPATH",
-    "PYTHONINSPECT",
-)
 WORKER_SAVED_ENV = "DATABAZEL_WORKER_SAVED_ENV"
 
 
 def _reexec_worker(argv: list[str]) -> None:
-    """Start the worker again without -I, so that its scripts get `env`'s PYTHON*.
+    """Start the worker again without -I, honouring only PYTHONHASHSEED of `env`.
 
-    A sandboxed script is a new interpreter that honours PYTHONHASHSEED,
-    PYTHONUTF8, PYTHONWARNINGS, ...; a forked one inherits the worker's, so
-    the worker must honour them too. Those that would change the runner's own
-    imports are set aside and given back to the scripts.
+    A sandboxed runner (`python3 -I`) sees none of `env`'s PYTHON* variables,
+    and a sandboxed script, a new interpreter, honours all of them. A forked
+    script inherits the worker's start-up, so the worker honours the one
+    that only a start can set (the hash seed, which the runner's behaviour
+    does not depend on) and sets the others aside for the scripts: they apply
+    those that act at run time (worker.RUNTIME_ENV), and scripts whose `env`
+    has any other run as new interpreters (worker.forkable_env).
     """
-    env = dict(os.environ)
-    saved = {k: env.pop(k) for k in _WORKER_UNSAFE_ENV if k in env}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PYTHON") or k == "PYTHONHASHSEED"
+    }
+    saved = {k: v for k, v in os.environ.items() if k not in env}
     env[WORKER_SAVED_ENV] = json.dumps(saved)
     os.execve(
-        sys.executable, [sys.executable, "-S", os.path.abspath(__file__), *argv], env
+        sys.executable,
+        [sys.executable, "-S", "-X", "utf8", os.path.abspath(__file__), *argv],
+        env,
     )
 
 

@@ -10,13 +10,13 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
+import isolation
+import process
 from contract import ContractError, RunnerError, ScriptFailed, error_line
 from outputs import remove_path, remove_special_entries
 from records import signal_name
@@ -77,11 +77,16 @@ def check_not_source_directory(path: str, attribute: str) -> None:
 
 
 @contextlib.contextmanager
-def data_path(paths: Sequence[str], attribute: str = "data") -> Iterator[str]:
-    """Yield the single data path, or a temporary directory of symlinks.
+def data_path(
+    paths: Sequence[str], attribute: str = "data", directory: str = ""
+) -> Iterator[str]:
+    """Yield the single data path, or `directory`, made a tree of links to the paths.
 
     `attribute` names where the paths come from (`training_data`, `test_data`)
-    in errors.
+    in errors. `directory` is a path relative to the working directory that
+    names the action (beside its output), so that a script gets the same
+    arguments on every run and machine; its links are relative too. It is
+    removed when the script has finished.
     """
     for path in paths:
         if not os.path.lexists(path):
@@ -100,15 +105,17 @@ def data_path(paths: Sequence[str], attribute: str = "data") -> Iterator[str]:
             if parent in taken:
                 raise RunnerError(f"data paths overlap: {root}/{parent} contains {rel}")
             parent = os.path.dirname(parent)
-    directory = tempfile.mkdtemp(prefix="databazel-data-")
+    remove_path(directory)
     try:
         for target, rel in zip(absolute, relative):
             link = os.path.join(directory, rel)
             os.makedirs(os.path.dirname(link), exist_ok=True)
-            os.symlink(target, link)
+            os.symlink(
+                os.path.relpath(target, os.path.dirname(os.path.abspath(link))), link
+            )
         yield directory
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        remove_path(directory)
 
 
 def script_env(pythonpath: Sequence[str]) -> dict[str, str]:
@@ -173,76 +180,6 @@ def _exit_description(returncode: int) -> str:
     return f"exited with code {returncode}"
 
 
-class Process(Protocol):
-    """A running script: a subprocess.Popen, or a warm worker's forked child."""
-
-    pid: int
-    returncode: int | None
-
-    def wait(self, timeout: float | None = None) -> int: ...
-
-
-# How a warm worker (worker.py) starts a plain .py script: a child forked
-# from its parent, with (script, args, env, stdout fd, stderr fd).
-SCRIPT_LAUNCHER: (
-    Callable[[str, list[str], dict[str, str], int, int], Process] | None
-) = None
-
-# Seconds between SIGTERM and SIGKILL when a script is stopped.
-KILL_GRACE_SECONDS = 5.0
-
-
-def _stop(process: Process) -> None:
-    """Stop the script and every process it started (its own session)."""
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, None)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-# How often the runner checks for a timeout or a termination signal.
-_POLL_SECONDS = 0.1
-
-
-def _wait(process: Process, timeout: float | None) -> str | None:
-    """Wait for the script; stop it on timeout or when the runner is told to stop.
-
-    The script runs in a session of its own (so that a timeout can kill
-    everything it started), which also takes it out of the runner's process
-    group: SIGTERM, SIGINT and SIGHUP sent to the runner are passed on here.
-
-    Returns None when the script ended by itself, "timeout" when it was killed
-    for the timeout; raises SystemExit(128 + signal) when the runner was told
-    to stop.
-    """
-    received: list[int] = []
-
-    def handler(signum: int, frame: object) -> None:
-        received.append(signum)
-
-    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, handler) for sig in signals}
-    deadline = None if timeout is None else time.monotonic() + timeout
-    try:
-        while not received:
-            try:
-                process.wait(_POLL_SECONDS)
-                return None
-            except subprocess.TimeoutExpired:
-                if deadline is not None and time.monotonic() >= deadline:
-                    _stop(process)
-                    return "timeout"
-        _stop(process)
-        raise SystemExit(128 + received[0])
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 # Linux's limit on the length of one argument (MAX_ARG_STRLEN: 32 pages).
 MAX_ARGUMENT_BYTES = 128 * 1024
 
@@ -276,6 +213,41 @@ def too_long_message(
     )
 
 
+# Whether this runner is a warm worker's (worker.py sets it): Bazel runs a
+# worker's requests unsandboxed, so databazel isolates the scripts itself.
+IN_WORKER = False
+
+
+def sandbox_for(view: isolation.View | None) -> isolation.Sandbox | None:
+    """The isolation databazel gives a script, where Bazel gives none; None elsewhere.
+
+    In a warm worker, or an action Bazel runs unsandboxed on this machine
+    (the `local` strategy), the script runs in namespaces of its own
+    (isolation.py). In Bazel's Linux sandbox or on a remote executor, Bazel's
+    or the executor's isolation stands. `view` None: the target is built
+    unisolated (`--@databazel//databazel:isolate=false`).
+    """
+    if view is None:
+        return None
+    cwd = os.getcwd()
+    if not IN_WORKER and not isolation.unsandboxed_execroot(cwd):
+        return None
+    return isolation.Sandbox.create(view, cwd)
+
+
+def isolation_message(kind: str, detail: str) -> str:
+    return (
+        f"cannot isolate the {kind} script: {detail}. Where Bazel does not sandbox a "
+        "trial (a warm worker, the default, or the local strategy), databazel runs it "
+        "in Linux namespaces of its own, as Bazel's sandbox does, and this machine "
+        "refused them (are user namespaces disabled? see `sysctl "
+        "user.max_user_namespaces` and kernel.unprivileged_userns_clone). Build with "
+        "--@databazel//databazel:warm=false to use Bazel's own sandbox, or with "
+        "--@databazel//databazel:isolate=false to run trials without isolation "
+        "(cached under other keys than isolated ones)"
+    )
+
+
 def run_script(
     kind: str,
     script: str,
@@ -285,13 +257,15 @@ def run_script(
     timeout: float | None = None,
     extra_env: dict[str, str] | None = None,
     pass_fds: Sequence[int] = (),
+    view: isolation.View | None = None,
 ) -> None:
     """Run the user script (no shell); raise RunnerError unless it exits 0.
 
     With `timeout` (seconds), a script still running after it is killed with
     everything it started, and the error says so. `extra_env` is added to the
     script's environment; `pass_fds` are descriptors the script inherits (the
-    locks of its GPUs, gpus.py).
+    locks of its GPUs, gpus.py). `view` is what the script may see and write
+    where databazel isolates it (`sandbox_for`).
     """
     if not os.path.isfile(script):
         raise RunnerError(f"{kind} script {script} does not exist or is not a file")
@@ -312,31 +286,27 @@ def run_script(
     if python_script:
         env["PYTHONSAFEPATH"] = "1"
     log_dir = tempfile.mkdtemp(prefix="databazel-logs-")
+    sandbox = None
     try:
+        try:
+            sandbox = sandbox_for(view)
+        except OSError as e:
+            raise RunnerError(
+                f"cannot isolate the {kind} script: cannot make its private execroot: {e}"
+            ) from None
         stdout_log = os.path.join(log_dir, "stdout")
         stderr_log = os.path.join(log_dir, "stderr")
         with open(stdout_log, "wb") as out, open(stderr_log, "wb") as err:
             try:
-                process: Process
-                if SCRIPT_LAUNCHER is not None and python_script:
-                    process = SCRIPT_LAUNCHER(
-                        command[1], command[2:], env, out.fileno(), err.fileno()
-                    )
-                else:
-                    process = subprocess.Popen(
-                        command,
-                        stdin=subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=err,
-                        env=env,
-                        pass_fds=tuple(pass_fds),
-                        start_new_session=True,
-                        # The script tells the guard its pid itself, before it
-                        # runs: it may kill the runner before the runner could.
-                        preexec_fn=_tell_guard_from_child
-                        if _guard_pipe is not None
-                        else None,
-                    )
+                child = process.start(
+                    command,
+                    env,
+                    out.fileno(),
+                    err.fileno(),
+                    pass_fds,
+                    sandbox,
+                    python_script,
+                )
             except OSError as e:
                 if e.errno == errno.E2BIG:
                     raise RunnerError(
@@ -345,9 +315,15 @@ def run_script(
                 raise RunnerError(f"cannot run {kind} script {script}: {e}") from None
             except ValueError as e:  # a NUL byte in an argument or variable
                 raise RunnerError(f"cannot run {kind} script {script}: {e}") from None
-            _tell_guard(process.pid)
-            timed_out = _wait(process, timeout) == "timeout"
-            returncode = process.wait()
+            _tell_guard(child.pid)
+            timed_out = process.wait(child, timeout) == "timeout"
+            returncode = child.wait()
+        if sandbox is not None and returncode == isolation.ISOLATION_FAILED:
+            first = tail(stderr_log).partition("\n")[0]
+            if first.startswith(isolation.FAILURE_PREFIX):
+                raise RunnerError(
+                    isolation_message(kind, first[len(isolation.FAILURE_PREFIX) :])
+                )
         if timed_out:
             message = (
                 f"{kind} script {script} was still running after the timeout of "
@@ -357,6 +333,8 @@ def run_script(
         elif returncode != 0:
             message = f"{kind} script {script} {_exit_description(returncode)}\n"
         else:
+            if sandbox is not None:
+                sandbox.collect()
             return
         stderr_tail = tail(stderr_log)
         hint = missing_module_hint(stderr_tail)
@@ -371,6 +349,8 @@ def run_script(
                 message += "\nLast lines of its stdout:\n" + _indent(stdout_tail)
         raise ScriptFailed(message, returncode, stderr_tail)
     finally:
+        if sandbox is not None:
+            sandbox.remove()
         shutil.rmtree(log_dir, ignore_errors=True)
 
 
@@ -379,14 +359,13 @@ def run_script(
 _guard_pipe: int | None = None
 
 
-def _tell_guard_from_child() -> None:
-    _tell_guard(os.getpid())
-
-
 def _tell_guard(pid: int) -> None:
     if _guard_pipe is not None:
         with contextlib.suppress(OSError):
             os.write(_guard_pipe, f"{pid}\n".encode())
+
+
+process.ON_START = _tell_guard
 
 
 def guarded_main(main: Callable[[], int], argv: list[str]) -> int:

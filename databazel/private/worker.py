@@ -1,30 +1,31 @@
-"""Warm trials: the runner as a Bazel persistent worker.
+"""Warm trials: the runner as a Bazel persistent worker (the default).
 
 Bazel starts ``python3 -S runner.py --persistent_worker`` once per worker key
 (the runner, the interpreter, the environment variables and the Python
-packages of the target: its ``deps`` are the action's tools) and sends it one
-``WorkRequest`` per training or evaluation (singleplex, protocol buffers on
-stdin/stdout, the protocol Bazel 4.2 speaks without flags).
+packages of the target: their site-packages entries are the worker's startup
+arguments) and sends it one ``WorkRequest`` per training or evaluation
+(singleplex, protocol buffers on stdin/stdout, the protocol Bazel 4.2 speaks
+without flags).
 
-Each request runs exactly as the runner runs in a sandbox (same argv,
+Each request runs exactly as the runner runs in Bazel's sandbox (same argv,
 environment, working directory, stdin from /dev/null, timeout, messages and
-failure records), except that a plain ``.py`` script is not started as a new
-interpreter: the worker forks a child from its pristine parent, which has
-imported the target's packages once, and the child runs the script with
-``runpy``.  The parent never runs user code, so nothing a trial's script does
-(module state, monkeypatching, globals) reaches the next trial.  The parent
-learns which package modules the scripts import and imports them itself
-between requests, so later trials find them loaded.  With databazel's one
-OpenMP/BLAS thread (``OMP_NUM_THREADS=1``), importing numpy, scikit-learn or
-torch starts no thread; a package that does start one makes the parent stop
-forking (a fork copies no thread, only the locks threads hold): its later
-scripts run as new interpreters, still without a runner start-up or a sandbox.
+failure records), and the script is isolated as in that sandbox
+(isolation.py: a private execroot of the action's inputs, read-only file
+systems, no network, a PID namespace).  What a worker saves is the start-up:
+a plain ``.py`` script is not started as a new interpreter, but forked from
+the worker's pristine parent, which has imported the target's packages once,
+and run with ``runpy``.  The parent never runs user code, so nothing a
+trial's script does (module state, monkeypatching, globals, files) reaches
+the next trial.  The parent learns which package modules the scripts import
+and imports them itself between requests, so later trials find them loaded.
 
-Isolation kept: only the distributions the target declares (the
-site-packages entries the runner's ``--site-package`` arguments name) are
-importable.  Isolation
-traded away without ``--worker_sandboxing``: files outside the inputs are
-visible, as with any unsandboxed action.
+With databazel's one OpenMP/BLAS thread (``OMP_NUM_THREADS=1``), importing
+numpy, scikit-learn or torch starts no thread; a package that does start one
+makes the parent stop forking (a fork copies no thread, only the locks
+threads hold): its later scripts run as new interpreters, still without a
+runner start-up or a sandbox.  So do scripts whose ``env`` sets a ``PYTHON*``
+variable that only a new interpreter honours (``PYTHONOPTIMIZE``,
+``PYTHONDEVMODE``, ...).
 """
 
 from __future__ import annotations
@@ -32,25 +33,24 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib
+import importlib.util
 import io
 import json
 import os
 import runpy
-import signal
+import shutil
 import site
-import subprocess
 import sys
 import tempfile
-import time
 import traceback
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, BinaryIO
 
+import isolation
+import process
 import supervise
 from wire import fields, read_message, varint
-
-SITE_PACKAGES = "/site-packages/"
-
 
 # ---------------------------------------------------------------------------
 # The worker protocol: length-delimited WorkRequest / WorkResponse messages
@@ -59,8 +59,8 @@ SITE_PACKAGES = "/site-packages/"
 
 
 class WorkRequest:
-    """The arguments and id of a request (its inputs are not used: Bazel 4.2
-    leaves the tools out of them, so the packages come as startup arguments)."""
+    """The arguments and id of a request (its inputs are not used: the runner's
+    arguments name every file the script may see)."""
 
     def __init__(self, data: bytes) -> None:
         self.arguments: list[str] = []
@@ -85,33 +85,93 @@ def encode_response(exit_code: int, output: str, request_id: int) -> bytes:
 
 
 # ---------------------------------------------------------------------------
+# The environment of a forked script
+
+# PYTHON* variables a forked script gets as a new interpreter would: they act
+# at run time, and the child applies them (`_apply_runtime_env`).
+RUNTIME_ENV = frozenset(
+    {
+        "PYTHONASYNCIODEBUG",
+        "PYTHONBREAKPOINT",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONFAULTHANDLER",
+        "PYTHONINTMAXSTRDIGITS",
+        "PYTHONIOENCODING",
+        "PYTHONPATH",
+        "PYTHONPYCACHEPREFIX",
+        "PYTHONSAFEPATH",
+        "PYTHONUNBUFFERED",
+        "PYTHONWARNINGS",
+    }
+)
+# Honoured by the worker's own interpreter when it starts (runner.py keeps
+# them in its environment), so its children have them as a new interpreter would.
+STARTUP_ENV = frozenset({"PYTHONHASHSEED"})
+
+
+def forkable_env(env: dict[str, str]) -> bool:
+    """Whether a script forked from the worker would see `env` as a new interpreter does.
+
+    Every other PYTHON* variable acts only when an interpreter starts
+    (-O, dev mode, a memory allocator, ...): such a script runs as a new
+    interpreter. The worker runs in UTF-8 mode (-X utf8), and never adds the
+    user's site directory.
+    """
+    for key, value in env.items():
+        if not key.startswith("PYTHON") or key in RUNTIME_ENV or key in STARTUP_ENV:
+            continue
+        if key == "PYTHONUTF8" and value == "1":
+            continue
+        if key == "PYTHONNOUSERSITE" and value:
+            continue
+        return False
+    return env.get("PYTHONUTF8") == "1" and bool(env.get("PYTHONNOUSERSITE"))
+
+
+def _apply_runtime_env(env: dict[str, str]) -> None:
+    """What a new interpreter does with RUNTIME_ENV (PYTHONPATH aside)."""
+    sys.dont_write_bytecode = bool(env.get("PYTHONDONTWRITEBYTECODE"))
+    sys.pycache_prefix = env.get("PYTHONPYCACHEPREFIX") or None
+    digits = env.get("PYTHONINTMAXSTRDIGITS")
+    if digits and digits.isdigit():
+        with contextlib.suppress(ValueError):
+            sys.set_int_max_str_digits(int(digits))
+    if env.get("PYTHONFAULTHANDLER"):
+        import faulthandler
+
+        faulthandler.enable()
+    options = [o for o in env.get("PYTHONWARNINGS", "").split(",") if o]
+    sys.warnoptions[:] = options
+    warnings.resetwarnings()
+    warnings.filters[:] = DEFAULT_WARNING_FILTERS
+    warnings._processoptions(options)  # type: ignore[attr-defined]
+    encoding, _, errors = env.get("PYTHONIOENCODING", "").partition(":")
+    unbuffered = bool(env.get("PYTHONUNBUFFERED"))
+
+    def stream(fd: int, mode: str, **kwargs: Any) -> io.TextIOWrapper:
+        raw = open(
+            fd, mode, closefd=False, buffering=0 if unbuffered and "w" in mode else -1
+        )
+        return io.TextIOWrapper(
+            raw,  # type: ignore[arg-type]
+            encoding=encoding or None,
+            write_through=unbuffered,
+            **kwargs,
+        )
+
+    sys.stdin = stream(0, "rb", errors=errors or None)
+    sys.stdout = stream(1, "wb", errors=errors or None)
+    sys.stderr = stream(
+        2, "wb", errors=errors or "backslashreplace", line_buffering=True
+    )
+
+
+# The warning filters of a new interpreter (before -W and PYTHONWARNINGS).
+DEFAULT_WARNING_FILTERS = list(warnings.filters)
+
+
+# ---------------------------------------------------------------------------
 # The warm parent and its forked children
-
-
-class ForkedScript:
-    """A script running in a child forked from the warm parent (a Popen look-alike)."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.returncode: int | None = None
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.001
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0)
-            time.sleep(delay)
-            delay = min(delay * 2, 0.02)
-        assert self.returncode is not None
-        return self.returncode
 
 
 class WarmParent:
@@ -119,16 +179,16 @@ class WarmParent:
 
     def __init__(self) -> None:
         self.base_path = [p for p in sys.path if p != os.path.dirname(__file__)]
-        self.site_dir: str | None = None
+        self.directory = tempfile.mkdtemp(prefix="databazel-worker-")
+        atexit.register(shutil.rmtree, self.directory, True)
+        self.site_dir = os.path.join(self.directory, "site-packages")
         self.stamps: list[tuple[str, int, int, int]] = []
         self.preloaded: set[str] = set()
+        self.learned: set[str] = set()
         # False once the parent has a thread besides its own: forking it would
         # copy locks that thread may hold (an OpenMP or a CUDA runtime's), so
         # scripts then run as new processes, the cold way.
         self.forkable = True
-        self.learned_file = os.path.join(
-            tempfile.mkdtemp(prefix="databazel-worker-"), "modules.json"
-        )
 
     def prepare(self, site_packages: Sequence[str]) -> None:
         """A site directory of the declared distributions only, and `site`'s builtins.
@@ -136,11 +196,8 @@ class WarmParent:
         One link per top-level entry of site-packages named by the worker's
         `--site-package` startup arguments (part of the worker key).
         """
-        entries = {os.path.basename(p): os.path.abspath(p) for p in site_packages}
+        entries = {os.path.basename(p): os.path.realpath(p) for p in site_packages}
         self.stamps = self._stamps(entries.values())
-        self.site_dir = os.path.join(
-            os.path.dirname(self.learned_file), "site-packages"
-        )
         os.makedirs(self.site_dir)
         for top, target in sorted(entries.items()):
             os.symlink(target, os.path.join(self.site_dir, top))
@@ -169,61 +226,67 @@ class WarmParent:
         return self._stamps(s[0] for s in self.stamps) != self.stamps
 
     def learn(self) -> None:
-        """Import the package modules the last script imported (never user code)."""
-        try:
-            with open(self.learned_file, encoding="utf-8") as f:
-                names = json.load(f)
-            os.unlink(self.learned_file)
-        except (OSError, ValueError):
-            return
-        for name in sorted(set(names) - self.preloaded):
+        """Import the package modules the scripts imported (never user code).
+
+        A name counts only if it imports from the declared distributions:
+        what a script reports cannot make the parent import anything else.
+        """
+        for name in sorted(self.learned - self.preloaded):
             self.preloaded.add(name)
+            if not self._declared(name):
+                continue
             with contextlib.suppress(BaseException):
                 importlib.import_module(name)
-        if thread_count() > 1:
+        self.learned.clear()
+        if process.thread_count() > 1:
             self.forkable = False
+
+    def _declared(self, name: str) -> bool:
+        top = name.partition(".")[0]
+        if top in sys.modules:
+            origin = getattr(sys.modules[top], "__file__", None) or ""
+        else:
+            try:
+                spec = importlib.util.find_spec(top)
+            except (ImportError, ValueError):
+                return False
+            origin = (spec.origin or "") if spec else ""
+        return origin.startswith(self.site_dir + os.sep)
 
     def launch(
         self,
-        script: str,
-        script_args: list[str],
+        command: list[str],
         env: dict[str, str],
         stdout: int,
         stderr: int,
-    ) -> ForkedScript:
-        """Fork a child that runs `script` as `python script ARGS` would."""
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid:
-            return ForkedScript(pid)
-        code = 1
-        try:
-            code = self._child(script, script_args, env, stdout, stderr)
-        finally:
-            os._exit(code)
+        sandbox: isolation.Sandbox | None,
+        pass_fds: Sequence[int],
+    ) -> process.Child | None:
+        """Fork a child that runs `python SCRIPT ARGS` (`command`) from this parent.
 
-    def _child(
-        self,
-        script: str,
-        args: list[str],
-        env: dict[str, str],
-        stdout: int,
-        stderr: int,
-    ) -> int:
-        os.setsid()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.dup2(stdout, 1)
-        os.dup2(stderr, 2)
-        sys.stdin = io.TextIOWrapper(open(0, "rb", closefd=False))
-        sys.stdout = io.TextIOWrapper(open(1, "wb", closefd=False))
-        sys.stderr = io.TextIOWrapper(
-            open(2, "wb", closefd=False), errors="backslashreplace", line_buffering=True
+        None when the script must run as a new interpreter instead (this
+        parent has threads, or `env` asks what only a new interpreter does).
+        """
+        if not self.forkable or not forkable_env(env):
+            return None
+        report = os.path.join(
+            sandbox.report if sandbox else self.directory, "modules.json"
         )
+        with contextlib.suppress(OSError):
+            os.unlink(report)
+        child = process.fork(
+            stdout,
+            stderr,
+            sandbox,
+            lambda: self._script(command[1], command[2:], env, report),
+        )
+        child.on_exit = lambda: self._read_report(report)
+        return child
+
+    def _script(
+        self, script: str, args: list[str], env: dict[str, str], report: str
+    ) -> int:
+        """In the script's process: run `script` as `python script ARGS` would."""
         # A package's import root (py_library `imports`) is the environment's
         # whole site-packages directory; outside a sandbox it would make every
         # installed distribution importable. The declared ones are in site_dir.
@@ -232,10 +295,10 @@ class WarmParent:
             for p in env.get("PYTHONPATH", "").split(os.pathsep)
             if p and not p.rstrip("/").endswith("/site-packages")
         ]
-        env = dict(env, PYTHONPATH=os.pathsep.join(pythonpath))
         os.environ.clear()
         os.environ.update(env)
-        sys.path[:] = pythonpath + self.base_path + [self.site_dir or ""]
+        _apply_runtime_env(env)
+        sys.path[:] = pythonpath + self.base_path + [self.site_dir]
         # The runner's own modules (contract, records, ...) are not the
         # script's: a module of the same name beside the script must import.
         own = os.path.dirname(os.path.abspath(__file__))
@@ -261,44 +324,44 @@ class WarmParent:
             code = 1
         with contextlib.suppress(BaseException):
             atexit._run_exitfuncs()
-        self._report_modules()
+        self._report_modules(report)
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(BaseException):
                 stream.flush()
-        return code & 0xFF
+        return code
 
-    def _report_modules(self) -> None:
+    def _report_modules(self, report: str) -> None:
         """Tell the parent which package modules this script imported."""
-        if not self.site_dir:
-            return
         names = []
         for name, module in list(sys.modules.items()):
             path = getattr(module, "__file__", None) or ""
             if path.startswith(self.site_dir + os.sep) and name not in self.preloaded:
                 names.append(name)
         with contextlib.suppress(OSError):
-            with open(self.learned_file, "w", encoding="utf-8") as f:
+            with open(report, "w", encoding="utf-8") as f:
                 json.dump(names, f)
 
-
-def thread_count() -> int:
-    """The threads of this process (Linux: every thread, not only Python's)."""
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        import threading
-
-        return threading.active_count()
+    def _read_report(self, report: str) -> None:
+        try:
+            with open(report, encoding="utf-8") as f:
+                names = json.load(f)
+        except (OSError, ValueError):
+            return
+        if isinstance(names, list):
+            self.learned.update(n for n in names if isinstance(n, str))
 
 
 def serve(
     runner: Any, site_packages: Sequence[str], stdin: BinaryIO, stdout: BinaryIO
 ) -> int:
     """Answer WorkRequests until Bazel closes stdin; `runner.main(argv)` runs one."""
-    # What runner.py set aside to import its own modules safely.
+    # What runner.py set aside to start without it (see runner._reexec_worker).
     os.environ.update(json.loads(os.environ.pop(runner.WORKER_SAVED_ENV, "{}")))
+    isolation.remove_stale(os.getcwd())
     parent = WarmParent()
     parent.prepare(site_packages)
+    supervise.IN_WORKER = True
+    startup = [a for p in site_packages for a in ("--site-package", p)]
     main = runner.main
     while True:
         data = read_message(stdin)
@@ -308,13 +371,11 @@ def serve(
         stale = parent.stale()
         # A stale worker answers this request the cold way, then exits, and
         # Bazel starts a new one for the next.
-        supervise.SCRIPT_LAUNCHER = (
-            parent.launch if parent.forkable and not stale else None
-        )
+        process.FORK_LAUNCHER = None if stale else parent.launch
         output = io.StringIO()
         with contextlib.redirect_stderr(output):
             try:
-                code = main(request.arguments)
+                code = main(startup + request.arguments)
             except SystemExit as e:  # the runner was told to stop
                 stdout.write(encode_response(1, output.getvalue(), request.request_id))
                 stdout.flush()

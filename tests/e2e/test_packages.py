@@ -9,15 +9,17 @@ versions in the lock file and count the trainings Bazel runs.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import hashlib
 import json
 import os
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bazel_harness import Workspace
+from bazel_harness import SANDBOXED, Workspace
 
 LOAD = """\
 load("@databazel//databazel:defs.bzl", "evaluate", "model")
@@ -49,8 +51,10 @@ for name in params.get("packages", "").split():
 leaked = getattr(sys, "databazel_test_leak", None)
 sys.databazel_test_leak = params.get("trial")
 if params.get("sleep"):
-    with open(params["pid_file"], "w") as f:
-        f.write(str(os.getpid()))
+    import ctypes
+    # PR_SET_NAME: the test finds the process by its name (an isolated trial
+    # can write no file the test could read).
+    ctypes.CDLL(None).prctl(15, params["process_name"].encode(), 0, 0, 0)
     time.sleep(float(params["sleep"]))
 with open(args.model_output_path, "w") as f:
     json.dump({"used": used, "leaked": leaked, "data": open(args.data).read()}, f, sort_keys=True)
@@ -205,7 +209,7 @@ def test_undeclared_package_fails_naming_the_deps_entry(pkgs: Packages) -> None:
         # declared: its import root is the environment's site-packages.
         + _model("m2", ["alpha", "gamma"], deps=["alpha"]),
     )
-    for flags in ((), ("--@databazel//databazel:warm",)):
+    for flags in ((), SANDBOXED):
         for target, module in (("m", "alpha"), ("m2", "gamma")):
             result = ws.build(f"//u:{target}", check=False, flags=flags)
             assert result.returncode != 0
@@ -216,7 +220,8 @@ def test_undeclared_package_fails_naming_the_deps_entry(pkgs: Packages) -> None:
             ) in result.stderr, (flags, result.stderr[-3000:])
 
 
-WARM = ("--@databazel//databazel:warm", "--worker_max_instances=1", "--jobs=1")
+# Warm workers are the default; one of them, for the four trials in a row.
+WARM = ("--worker_max_instances=1", "--jobs=1")
 
 
 def test_warm_worker_keeps_no_state_between_trials(pkgs: Packages) -> None:
@@ -259,7 +264,7 @@ def test_warm_worker_keeps_no_state_between_trials(pkgs: Packages) -> None:
         )
 
     # The same trials sandboxed: byte-identical models and metrics.
-    sandboxed = ws.build(*targets, flags=("--jobs=1",))
+    sandboxed = ws.build(*targets, flags=("--jobs=1", *SANDBOXED))
     assert sandboxed.executed("DatabazelTrain") == 4
     assert all(
         s.get("runner") == "linux-sandbox"
@@ -273,30 +278,47 @@ def test_warm_worker_keeps_no_state_between_trials(pkgs: Packages) -> None:
         )
 
 
-def test_warm_trial_past_its_timeout_is_killed_and_named(
-    pkgs: Packages, tmp_path: Path
-) -> None:
+def processes_named(name: str) -> list[int]:
+    """The pids of this machine's processes whose name (/proc/PID/comm) is `name`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if Path(f"/proc/{entry}/comm").read_text().strip() == name:
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def test_warm_trial_past_its_timeout_is_killed_and_named(pkgs: Packages) -> None:
     ws = pkgs.ws
-    pid_file = tmp_path / "pid"
+    name = f"dbz-slow-{os.getpid() % 100000}"
     ws.write("slow/train.py", TRAIN)
     ws.write("slow/data.txt", "data\n")
     ws.write(
         "slow/BUILD",
         LOAD
-        + _model("m", ["alpha"], sleep="600", pid_file=str(pid_file)).replace(
+        + _model("m", ["alpha"], sleep="600", process_name=name).replace(
             "    deps", "    timeout = 2,\n    deps"
         ),
     )
-    result = ws.build("//slow:m", check=False, flags=WARM)
+    seen: list[list[int]] = []
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        build = pool.submit(ws.build, "//slow:m", check=False, flags=WARM)
+        while not build.done():
+            if pids := processes_named(name):
+                seen.append(pids)
+            time.sleep(0.05)
+        result = build.result()
+    assert seen, "the trial never ran"
     assert result.returncode != 0
     assert [s.get("runner") for s in result.spawns if s.get("mnemonic")] == ["worker"]
     assert (
         "databazel: error: //slow:m: train script slow/train.py was still running "
         "after the timeout of 2 s and was killed"
     ) in result.stderr, result.stderr[-3000:]
-    pid = int(pid_file.read_text())
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+    assert processes_named(name) == []
     assert not ws.bin("slow/m.model").exists()
 
 

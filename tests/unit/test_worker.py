@@ -44,7 +44,7 @@ def _responses(data: bytes) -> list[dict[str, object]]:
 
 
 def _execroot(tmp_path: Path) -> Path:
-    """An execroot with two packages in site-packages; imports are logged."""
+    """An execroot with two packages in site-packages, which record who imported them."""
     root = tmp_path / "execroot"
     site = root / "external/env/venv/lib/python3/site-packages"
     record = site / "declared-1.0.dist-info/RECORD"
@@ -53,10 +53,12 @@ def _execroot(tmp_path: Path) -> Path:
     for name in ("declared", "undeclared"):
         (site / name).mkdir(parents=True)
         (site / name / "__init__.py").write_text(
-            textwrap.dedent(f"""
-            import os
-            with open(os.environ["IMPORT_LOG"], "a") as f:
-                f.write("{name} %d\\n" % os.getpid())
+            textwrap.dedent("""
+            import os, sys
+            # Who imported this module: its pid (2 for a trial: the second
+            # process of its PID namespace) and 1 if that process runs without
+            # `site` (the worker and its forks), 0 for a new interpreter.
+            IMPORTED_BY = [os.getpid(), sys.flags.no_site]
             STATE = []
             """)
         )
@@ -75,6 +77,7 @@ def _execroot(tmp_path: Path) -> Path:
         declared.STATE.append(1)
         with open(a.model_output_path, "w") as f:
             json.dump({"state": len(declared.STATE), "stdin": sys.stdin.read(),
+                       "imported_by": declared.IMPORTED_BY,
                        "argv0": sys.argv[0], "cwd": os.getcwd(), "quit": callable(exit)}, f)
         if os.environ.get("MODE") == "sleep":
             time.sleep(600)
@@ -117,33 +120,50 @@ STARTUP = [
 ]
 
 
+def _env(mode: str = "") -> dict[str, str]:
+    """The environment Bazel gives a worker: databazel's defaults (common.bzl)."""
+    return {
+        "PATH": os.environ["PATH"],
+        "MODE": mode,
+        "PYTHONUTF8": "1",
+        "PYTHONNOUSERSITE": "1",
+        "PYTHONHASHSEED": "0",
+    }
+
+
 def _serve(
     root: Path, requests: bytes, mode: str = ""
-) -> tuple[subprocess.CompletedProcess[bytes], Path]:
-    log = root / "imports.log"
-    env = {"PATH": os.environ["PATH"], "IMPORT_LOG": str(log), "MODE": mode}
-    proc = subprocess.run(
+) -> subprocess.CompletedProcess[bytes]:
+    env = _env(mode)
+    worker = subprocess.Popen(
         [sys.executable, "-S", str(RUNNER), *STARTUP, "--persistent_worker"],
-        input=requests,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         cwd=root,
         env=env,
-        capture_output=True,
-        timeout=120,
     )
-    return proc, log
+    out, err = worker.communicate(requests, timeout=120)
+    proc = subprocess.CompletedProcess(worker.args, worker.returncode, out, err)
+    proc.pid = worker.pid  # type: ignore[attr-defined]
+    return proc
+
+
+def _imported_by(root: Path, n: int) -> tuple[int, int]:
+    """Who imported the package trial n used (its IMPORTED_BY)."""
+    return tuple(json.loads((root / f"out/m{n}").read_text())["imported_by"])  # type: ignore[return-value]
 
 
 def test_requests_run_in_forked_children_of_a_warm_parent(tmp_path: Path) -> None:
     root = _execroot(tmp_path)
     (root / "out").mkdir()
     requests = b"".join(_request(_train(n), INPUTS, request_id=n) for n in range(1, 5))
-    proc, log = _serve(root, requests)
+    proc = _serve(root, requests)
     assert proc.returncode == 0, proc.stderr.decode()
     responses = _responses(proc.stdout)
     assert [(r["exit_code"], r["output"], r["request_id"]) for r in responses] == [
         (0, "", n) for n in range(1, 5)
     ]
-    worker_pid = {int(line.split()[1]) for line in log.read_text().splitlines()}
     for n in range(1, 5):
         model = json.loads((root / f"out/m{n}").read_text())
         # Each trial saw the package's state fresh, as a new process would.
@@ -152,16 +172,18 @@ def test_requests_run_in_forked_children_of_a_warm_parent(tmp_path: Path) -> Non
         assert model["argv0"] == str(root / "pkg/train.py")
         assert model["cwd"] == str(root)
         assert model["quit"] is True
-    # The package was imported twice: by the first trial's child, then by
-    # the parent, which learned it; the three later children inherited it.
-    assert log.read_text().count("declared") == 2, log.read_text()
-    assert len(worker_pid) == 2
+    # The first trial's child imported the package itself (forked: the
+    # second process of its PID namespace, without `site`); the parent
+    # learned it and imported it; the three later children inherited it.
+    assert [_imported_by(root, n) for n in range(1, 5)] == [(2, 1)] + [
+        (proc.pid, 1)
+    ] * 3
 
 
 def test_undeclared_package_is_not_importable(tmp_path: Path) -> None:
     root = _execroot(tmp_path)
     (root / "out").mkdir()
-    proc, _ = _serve(root, _request(_train(1), INPUTS), mode="undeclared")
+    proc = _serve(root, _request(_train(1), INPUTS), mode="undeclared")
     [response] = _responses(proc.stdout)
     assert response["exit_code"] == 1
     assert "ModuleNotFoundError: No module named 'undeclared'" in str(
@@ -174,7 +196,7 @@ def test_timeout_kills_the_child_and_the_worker_goes_on(tmp_path: Path) -> None:
     root = _execroot(tmp_path)
     (root / "out").mkdir()
     requests = _request(_train(1, "--timeout", "1"), INPUTS, 1)
-    proc, _ = _serve(root, requests, mode="sleep")
+    proc = _serve(root, requests, mode="sleep")
     [response] = _responses(proc.stdout)
     assert response["exit_code"] == 1
     assert (
@@ -189,9 +211,8 @@ def test_a_recreated_environment_makes_the_worker_answer_cold_and_exit(
 ) -> None:
     root = _execroot(tmp_path)
     (root / "out").mkdir()
-    log = root / "imports.log"
     # PYTHONPATH: what the environment's interpreter sees in a process of its own.
-    env = {"PATH": os.environ["PATH"], "IMPORT_LOG": str(log), "MODE": ""}
+    env = _env()
     env["PYTHONPATH"] = str(root / SITE)
     proc = subprocess.Popen(
         [sys.executable, "-S", str(RUNNER), *STARTUP, "--persistent_worker"],
@@ -221,8 +242,7 @@ def test_a_recreated_environment_makes_the_worker_answer_cold_and_exit(
     assert json.loads((root / "out/m2").read_text())["state"] == 1
     # The second trial ran as a new process (not a child of the stale parent,
     # which would have found the package imported), importing it itself.
-    pids = [int(line.split()[1]) for line in log.read_text().splitlines()]
-    assert pids[-1] not in (proc.pid, pids[0]), log.read_text()
+    assert _imported_by(root, 2) == (2, 0)
 
 
 def _frame(message: bytes) -> bytes:
@@ -247,8 +267,11 @@ def test_the_runners_modules_never_shadow_a_scripts_own(tmp_path: Path) -> None:
         """)
     )
     inputs = INPUTS + [f"pkg/{name}.py" for name in names]
-    requests = b"".join(_request(_train(n), inputs, request_id=n) for n in (1, 2))
-    proc, _ = _serve(root, requests)
+    siblings = [a for name in names for a in ("--input", f"pkg/{name}.py")]
+    requests = b"".join(
+        _request(_train(n, *siblings), inputs, request_id=n) for n in (1, 2)
+    )
+    proc = _serve(root, requests)
     assert proc.returncode == 0, proc.stderr.decode()
     assert [r["exit_code"] for r in _responses(proc.stdout)] == [0, 0]
     for n in (1, 2):
@@ -273,12 +296,11 @@ def test_a_package_that_starts_a_thread_stops_the_forking(tmp_path: Path) -> Non
         _request(_train(n, "--pythonpath", SITE), INPUTS, request_id=n)
         for n in range(1, 5)
     )
-    proc, log = _serve(root, requests)
+    proc = _serve(root, requests)
     assert proc.returncode == 0, proc.stderr.decode()
     assert [r["exit_code"] for r in _responses(proc.stdout)] == [0, 0, 0, 0]
     # The first child imported it, then the parent (which learned it, and
     # got a thread), then each later trial in a process of its own.
-    pids = [int(line.split()[1]) for line in log.read_text().splitlines()]
-    assert len(pids) == 5 and len(set(pids)) == 5, log.read_text()
+    assert [_imported_by(root, n) for n in range(1, 5)] == [(2, 1)] + [(2, 0)] * 3
     for n in range(1, 5):
         assert json.loads((root / f"out/m{n}").read_text())["state"] == 1
