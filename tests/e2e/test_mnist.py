@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from bazel_harness import REPO, Workspace
+from bazel_harness import REPO, REPO_SANDBOXED, Workspace
 from pngcheck import png_size
 
 DATA = REPO / "mnist" / "data" / "mnist.npz"
@@ -128,17 +128,26 @@ def test_mnist_search_is_complete_cached_and_deterministic(repo: Workspace) -> N
     # manifest), 2 x 3 + 4 plots; bzl_halving's 81 checkpoints, 27 metrics
     # files, 8 report files and 2 plots
     assert len(before) == 33 + 33 + 3 * 8 + 2 * 3 + 4 + 81 + 27 + 8 + 2
-    repo.bazel("clean", check=True)
-    # Rebuilt warm (persistent workers, docs/warm-workers.md): every model,
-    # checkpoint, metrics file, report and plot is byte-identical to the
-    # sandboxed build.
-    warm = repo.build(*SEARCHES, flags=("--jobs=2", "--config=warm"))
     runners = {
         (s.get("mnemonic"), s.get("runner"))
-        for s in warm.spawns
+        for s in first.spawns
         if s.get("mnemonic") in ("DatabazelTrain", "DatabazelEvaluate")
     }
     assert runners == {("DatabazelTrain", "worker"), ("DatabazelEvaluate", "worker")}
+    repo.bazel("clean", check=True)
+    # Rebuilt sandboxed (a new process per trial in Bazel's sandbox instead of
+    # the default warm workers, docs/warm-workers.md): every model,
+    # checkpoint, metrics file, report and plot is byte-identical.
+    sandboxed = repo.build(*SEARCHES, flags=("--jobs=2", *REPO_SANDBOXED))
+    runners = {
+        (s.get("mnemonic"), s.get("runner"))
+        for s in sandboxed.spawns
+        if s.get("mnemonic") in ("DatabazelTrain", "DatabazelEvaluate")
+    }
+    assert runners == {
+        ("DatabazelTrain", "linux-sandbox"),
+        ("DatabazelEvaluate", "linux-sandbox"),
+    }
     assert _digests(repo.bin("mnist")) == before
 
 
