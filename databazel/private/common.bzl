@@ -60,7 +60,7 @@ COMMON_ATTRS = {
     ),
     "network": attr.bool(
         default = False,
-        doc = "Let the script open network connections (to an experiment tracker such as MLflow, say). By default a trial runs without network access: in Bazel's Linux sandbox it gets its own network namespace with only a loopback interface, so it can reach nothing, not even the host's `localhost` (execution requirement `block-network`; `network = True` gives `requires-network`). A trial's result should depend only on its declared inputs; what it sends out is not part of its cache key, and a cached trial sends nothing. Other spawn strategies (`local`, `processwrapper-sandbox`, workers) do not isolate the network. See docs/reliability.md.",
+        doc = "Let the script open network connections (to an experiment tracker such as MLflow, say). By default a trial runs without network access: in Bazel's Linux sandbox it gets its own network namespace with only a loopback interface, so it can reach nothing, not even the host's `localhost` (execution requirement `block-network`; `network = True` gives `requires-network`). A trial's result should depend only on its declared inputs; what it sends out is not part of its cache key, and a cached trial sends nothing. In a warm worker (the default) and with the strategies that do not isolate (`local`, `processwrapper-sandbox`), databazel gives the script the same network namespace itself. See docs/reliability.md.",
     ),
     "timeout": attr.int(
         default = 0,

@@ -6,12 +6,12 @@ Bazel calls this file with paths relative to the action's working directory
     python3 runner.py train --target //pkg:name --hyperparams-file HP.json \\
         --model-output-path OUT --data PATH [--data PATH ...] --script SCRIPT \\
         [--python-script] [--pythonpath DIR ...] [--timeout SECONDS] [--gpus N] \\
-        [--epoch K [--init-model-path CHECKPOINT]]
+        [--epoch K [--init-model-path CHECKPOINT]] [--input FILE ...] [--network]
 
     python3 runner.py evaluate --target //pkg:name --model-path MODEL \\
         --data PATH [--data PATH ...] --metrics-output METRICS.json \\
         --output-dir DIR --script SCRIPT [--python-script] [--pythonpath DIR ...] \\
-        [--timeout SECONDS]
+        [--timeout SECONDS] [--input FILE ...] [--network]
 
 The user script is invoked without a shell, with stdin from /dev/null::
 
@@ -37,12 +37,15 @@ The user script is invoked without a shell, with stdin from /dev/null::
   strings with sorted keys, e.g. ``{"C":"0.1","max_iter":"100"}``.  It reaches
   the script as a single argv element, byte for byte.
 * DATA: with exactly one ``--data`` path the script gets that path unchanged.
-  With several, the runner creates a temporary directory holding one symlink
-  per path (to its absolute path), laid out by each path's location relative
-  to the deepest directory containing all of them (``os.path.commonpath`` of
-  their parent directories), and passes that directory.  For example
-  ``--data d/train/x.csv --data d/test/y.csv`` gives ``TMP/train/x.csv`` and
-  ``TMP/test/y.csv``.  The directory is removed when the script has finished.
+  With several, the runner makes a directory beside the output
+  (``OUT.databazel-data``, ``DIR.databazel-data`` for evaluate), holding one
+  relative symlink per path, laid out by each path's location relative to
+  the deepest directory containing all of them (``os.path.commonpath`` of
+  their parent directories), and passes that directory: the same argument on
+  every run and machine.  For example ``--data d/train/x.csv --data
+  d/test/y.csv`` gives ``OUT.databazel-data/train/x.csv`` and
+  ``OUT.databazel-data/test/y.csv``.  The directory is removed when the
+  script has finished.
 * ``--timeout SECONDS``: the script runs in a session of its own; when it is
   still running after SECONDS, it and every process it started get SIGTERM,
   then SIGKILL 5 s later, and the runner fails saying so.  SIGTERM, SIGINT or
@@ -69,6 +72,13 @@ the record's JSON as the model file; evaluate writes the record's canonical
 JSON as the metrics file (``{"status": "failed", ...}``), and does so without
 running its script when the model it gets is a failed training's record.
 Without ``--allow-failure``, evaluating such a model is an error.
+
+Isolation (``isolation.py``): where Bazel does not sandbox the action (a
+warm worker, the local strategy), the script runs in Linux namespaces of its
+own, seeing only the files its arguments name (the script, ``--data``, the
+model, ``--input``: the files of ``deps`` and ``data``, ``--site-package``:
+the declared distributions), without network unless ``--network``.
+``--unisolated`` (``--@databazel//databazel:isolate=false``) turns that off.
 
 ``--decision FILE`` (both subcommands; early stopping, ``rung.py``): a rung's
 decision for this trial.  ``{"status": "promoted"}``: the step runs as usual.
