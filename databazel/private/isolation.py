@@ -45,6 +45,7 @@ import signal
 import socket
 import struct
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from typing import NoReturn
 
@@ -294,8 +295,6 @@ class Sandbox:
         execroot = execroot or os.getcwd()
         base = state_root(execroot)
         os.makedirs(base, mode=0o700, exist_ok=True)
-        import tempfile
-
         directory = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=base)
         box = cls(view, execroot, directory)
         try:
@@ -318,16 +317,19 @@ class Sandbox:
                 made.add(parent)
             return parent
 
-        for rel in sorted(set(self.view.inputs)):
-            rel = os.path.normpath(rel)
+        linked: set[str] = set()
+        for rel in sorted({os.path.normpath(p) for p in self.view.inputs}):
             if rel.startswith("..") or os.path.isabs(rel) or rel == ".":
                 continue
-            link = os.path.join(self.root, rel)
+            # Inside an entry linked already (a distribution's directory): seen.
+            parent = os.path.dirname(rel)
+            while parent and parent not in linked:
+                parent = os.path.dirname(parent)
+            if parent:
+                continue
             parent_of(rel)
-            with contextlib.suppress(
-                FileExistsError
-            ):  # an entry's parent linked already
-                os.symlink(os.path.join(self.real, rel), link)
+            os.symlink(os.path.join(self.real, rel), os.path.join(self.root, rel))
+            linked.add(rel)
         for rel in self.view.outputs:
             parent_of(os.path.normpath(rel))
         for rel in self.view.output_dirs:

@@ -91,6 +91,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -370,7 +371,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
+@functools.lru_cache(maxsize=None)
 def build_parser() -> argparse.ArgumentParser:
+    """The runner's argument parser (one per process: a warm worker reuses it)."""
     parser = argparse.ArgumentParser(
         prog="runner.py", description="databazel action runner"
     )

@@ -12,6 +12,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
@@ -213,6 +214,10 @@ def too_long_message(
     )
 
 
+# When run_script reached each step (time.monotonic()): a warm worker logs
+# where a request's time went (worker.py).
+TIMES: dict[str, float] = {}
+
 # Whether this runner is a warm worker's (worker.py sets it): Bazel runs a
 # worker's requests unsandboxed, so databazel isolates the scripts itself.
 IN_WORKER = False
@@ -287,6 +292,8 @@ def run_script(
         env["PYTHONSAFEPATH"] = "1"
     log_dir = tempfile.mkdtemp(prefix="databazel-logs-")
     sandbox = None
+    TIMES.clear()
+    TIMES["begin"] = time.monotonic()
     try:
         try:
             sandbox = sandbox_for(view)
@@ -298,6 +305,7 @@ def run_script(
         stderr_log = os.path.join(log_dir, "stderr")
         with open(stdout_log, "wb") as out, open(stderr_log, "wb") as err:
             try:
+                TIMES["start"] = time.monotonic()
                 child = process.start(
                     command,
                     env,
@@ -316,7 +324,9 @@ def run_script(
             except ValueError as e:  # a NUL byte in an argument or variable
                 raise RunnerError(f"cannot run {kind} script {script}: {e}") from None
             _tell_guard(child.pid)
+            TIMES["started"] = time.monotonic()
             timed_out = process.wait(child, timeout) == "timeout"
+            TIMES["exited"] = time.monotonic()
             returncode = child.wait()
         if sandbox is not None and returncode == isolation.ISOLATION_FAILED:
             first = tail(stderr_log).partition("\n")[0]
@@ -335,6 +345,7 @@ def run_script(
         else:
             if sandbox is not None:
                 sandbox.collect()
+                TIMES["collected"] = time.monotonic()
             return
         stderr_tail = tail(stderr_log)
         hint = missing_module_hint(stderr_tail)
@@ -352,6 +363,7 @@ def run_script(
         if sandbox is not None:
             sandbox.remove()
         shutil.rmtree(log_dir, ignore_errors=True)
+        TIMES["end"] = time.monotonic()
 
 
 # The write end of a pipe to the guard (see guarded_main), which the runner

@@ -42,6 +42,7 @@ import shutil
 import site
 import sys
 import tempfile
+import time
 import traceback
 import warnings
 from collections.abc import Iterable, Sequence
@@ -50,7 +51,7 @@ from typing import Any, BinaryIO
 import isolation
 import process
 import supervise
-from wire import fields, read_message, varint
+from wire import read_message, read_varint, varint
 
 # ---------------------------------------------------------------------------
 # The worker protocol: length-delimited WorkRequest / WorkResponse messages
@@ -59,17 +60,37 @@ from wire import fields, read_message, varint
 
 
 class WorkRequest:
-    """The arguments and id of a request (its inputs are not used: the runner's
-    arguments name every file the script may see)."""
+    """The arguments and id of a request.
+
+    Its inputs (field 2: a path and a digest for each of the action's
+    thousands of files, about 600 KB for a scikit-learn trial) are skipped
+    unread: the runner's arguments name every file the script may see.
+    """
 
     def __init__(self, data: bytes) -> None:
         self.arguments: list[str] = []
         self.request_id = 0
-        for field, value in fields(data):
-            if field == 1 and isinstance(value, bytes):
-                self.arguments.append(value.decode("utf-8"))
-            elif field == 3 and isinstance(value, int):
-                self.request_id = value
+        pos, end = 0, len(data)
+        while pos < end:
+            if data[pos] == 0x12 and data[pos + 1] < 0x80:  # an input, under 128 bytes
+                pos += 2 + data[pos + 1]
+                continue
+            if data[pos] == 0x12 and data[pos + 2] < 0x80:  # an input, under 16 KiB
+                pos += 3 + ((data[pos + 1] & 0x7F) | data[pos + 2] << 7)
+                continue
+            key, pos = read_varint(data, pos)
+            field, wire = key >> 3, key & 7
+            if wire == 2:
+                length, pos = read_varint(data, pos)
+                if field == 1:
+                    self.arguments.append(data[pos : pos + length].decode("utf-8"))
+                pos += length
+            elif wire == 0:
+                value, pos = read_varint(data, pos)
+                if field == 3:
+                    self.request_id = value
+            else:  # fixed-size fields (none in WorkRequest): skip them
+                pos += 8 if wire == 1 else 4
 
 
 def encode_response(exit_code: int, output: str, request_id: int) -> bytes:
@@ -173,6 +194,10 @@ DEFAULT_WARNING_FILTERS = list(warnings.filters)
 # ---------------------------------------------------------------------------
 # The warm parent and its forked children
 
+# The most of a script's report (its modules) the parent reads: a script
+# cannot make the worker read a file of any size.
+REPORT_LIMIT = 4 * 1024 * 1024
+
 
 class WarmParent:
     """The worker's pristine state: the declared packages, imported once."""
@@ -185,6 +210,8 @@ class WarmParent:
         self.stamps: list[tuple[str, int, int, int]] = []
         self.preloaded: set[str] = set()
         self.learned: set[str] = set()
+        # When the last forked script started and ended (time.monotonic()).
+        self.times: dict[str, float] = {}
         # False once the parent has a thread besides its own: forking it would
         # copy locks that thread may hold (an OpenMP or a CUDA runtime's), so
         # scripts then run as new processes, the cold way.
@@ -307,6 +334,7 @@ class WarmParent:
                 del sys.modules[name]
         sys.argv[:] = [script, *args]
         code = 0
+        self.times["script"] = time.monotonic()
         try:
             runpy.run_path(script, run_name="__main__")
         except SystemExit as e:
@@ -324,6 +352,7 @@ class WarmParent:
             code = 1
         with contextlib.suppress(BaseException):
             atexit._run_exitfuncs()
+        self.times["script_end"] = time.monotonic()
         self._report_modules(report)
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(BaseException):
@@ -339,16 +368,19 @@ class WarmParent:
                 names.append(name)
         with contextlib.suppress(OSError):
             with open(report, "w", encoding="utf-8") as f:
-                json.dump(names, f)
+                json.dump({"modules": names, "times": self.times}, f)
 
     def _read_report(self, report: str) -> None:
         try:
             with open(report, encoding="utf-8") as f:
-                names = json.load(f)
-        except (OSError, ValueError):
+                data = json.loads(f.read(REPORT_LIMIT))
+            names, times = data["modules"], data["times"]
+        except (OSError, ValueError, KeyError, TypeError):
             return
         if isinstance(names, list):
             self.learned.update(n for n in names if isinstance(n, str))
+        if isinstance(times, dict):
+            self.times.update((k, v) for k, v in times.items() if isinstance(v, float))
 
 
 def serve(
@@ -367,7 +399,10 @@ def serve(
         data = read_message(stdin)
         if data is None:
             return 0
+        received = time.monotonic()
         request = WorkRequest(data)
+        parent.times.clear()
+        supervise.TIMES.clear()
         stale = parent.stale()
         # A stale worker answers this request the cold way, then exits, and
         # Bazel starts a new one for the next.
@@ -385,6 +420,46 @@ def serve(
                 code = 1
         stdout.write(encode_response(code, output.getvalue(), request.request_id))
         stdout.flush()
+        answered = time.monotonic()
         if stale:
             return 0
         parent.learn()
+        log_times(request.arguments, received, answered, parent.times)
+
+
+def log_times(
+    arguments: list[str], received: float, answered: float, script: dict[str, float]
+) -> None:
+    """One line in the worker's log (its stderr): where the request's time went.
+
+    From receiving the request to answering it: the runner until it started
+    the script, the script's process until the script ran (the fork and the
+    namespaces), the script, its process's exit, the runner afterwards
+    (outputs, metrics); then the parent's imports of what it learned.
+    """
+    t = dict(supervise.TIMES)
+    t.update(script)
+    target = (
+        arguments[arguments.index("--target") + 1] if "--target" in arguments else "?"
+    )
+    # (the interval, when it ended); an interval without its end is skipped.
+    ends = [
+        ("runner", t.get("start")),
+        ("fork+isolate", t.get("script")),
+        ("script", t.get("script_end")),
+        ("exit", t.get("exited")),
+        ("runner", answered),
+    ]
+    parts, last = [], received
+    for name, at in ends:
+        if at is not None:
+            parts.append(f"{name} {at - last:.4f}")
+            last = at
+    print(
+        f"databazel worker: {target} {arguments[0] if arguments else '?'} "
+        f"{answered - received:.4f} s: "
+        + ", ".join(parts)
+        + f"; learn {time.monotonic() - answered:.4f}",
+        file=sys.__stderr__,
+        flush=True,
+    )
