@@ -71,6 +71,63 @@ def remote_flags(port: int) -> tuple[str, ...]:
     return tuple(f.replace("127.0.0.1:50051", f"127.0.0.1:{port}") for f in flags)
 
 
+class Probe:
+    """How the tests see into a trial: a loopback TCP server its script reports to.
+
+    An isolated trial (the default, docs/warm-workers.md) can write no file
+    the test could read, and a file the test makes after the trial started
+    may not be visible to it. A fixture script built with `network = True`
+    and `DATABAZEL_PROBE` (`probe.address`) in its `env` sends one request
+    per connection: `append PATH LINE` (the server appends LINE to PATH, on
+    the test's side: the logs tests count) or `exists PATH` (answered `yes`
+    or `no`: the gates tests release). PROBE_CLIENT is the client.
+    """
+
+    def __init__(self) -> None:
+        import socketserver
+        import threading
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                command, path, text = self.rfile.readline().decode().rstrip("\n").split("\t", 2)
+                if command == "append":
+                    with open(path, "a", encoding="utf-8") as f:
+                        f.write(text + "\n")
+                    self.wfile.write(b"ok")
+                elif command == "exists":
+                    self.wfile.write(b"yes" if os.path.exists(path) else b"no")
+
+        socketserver.ThreadingTCPServer.daemon_threads = True
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.address = "127.0.0.1:%d" % self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+# The client of Probe, for the scripts the tests write: `append_line(path,
+# line)` and `exists(path)`.
+PROBE_CLIENT = """\
+def _probe(command, path, text=""):
+    import os, socket
+    host, port = os.environ["DATABAZEL_PROBE"].rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(("%s\\t%s\\t%s\\n" % (command, path, text)).encode())
+        s.shutdown(socket.SHUT_WR)
+        return s.makefile().read()
+
+
+def append_line(path, line):
+    _probe("append", path, line)
+
+
+def exists(path):
+    return _probe("exists", path) == "yes"
+"""
+
+
 def wait_until(condition, seconds: float, what: str) -> None:
     """Polls `condition()` every 0.1 s; fails the test after `seconds`."""
     deadline = time.monotonic() + seconds

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bazel_harness import Workspace
+from bazel_harness import Probe, Workspace
 
 FIXTURE = Path(__file__).parent / "fixture"
 
@@ -20,3 +20,13 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
         yield workspace
     finally:
         workspace.remove()
+
+
+@pytest.fixture(scope="session")
+def probe() -> Iterator[Probe]:
+    """The server isolated fixture scripts report to (bazel_harness.Probe)."""
+    server = Probe()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -1,6 +1,7 @@
 """Early stopping built for real: successive halving and Hyperband over cached epochs (issue 13).
 
-The scripts below log every epoch they train to $TRAIN_LOG, so the tests count
+The scripts below log every epoch they train to $TRAIN_LOG (through the
+test's Probe: an isolated trial writes no file the test can read), so the tests count
 the training actions that ran the user's script (a stopped trial's epochs are
 actions of the runner alone, which write a stop record and log nothing). A
 trial's score is a known function of its `q` and its epoch, so the schedule's
@@ -18,11 +19,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from bazel_harness import Result, Workspace
+from bazel_harness import PROBE_CLIENT, Probe, Result, Workspace
 
 LOAD = 'load("@databazel//databazel:defs.bzl", "hyperband", "hyperparam_search", "successive_halving")\n'
 
-TRAIN = """\
+TRAIN = PROBE_CLIENT + """\
 import argparse, json, os, sys, time
 p = argparse.ArgumentParser()
 p.add_argument("--data"); p.add_argument("--model-output-path")
@@ -34,14 +35,12 @@ seen = []
 if a.init_model_path:
     with open(a.init_model_path) as f:
         seen = json.load(f)["epochs"]
-with open(os.environ["TRAIN_LOG"], "a") as f:
-    f.write(f"{q} {a.epoch}\\n")
+append_line(os.environ["TRAIN_LOG"], f"{q} {a.epoch}")
 if q == os.environ.get("FAIL_Q"):
     sys.exit("this trial diverged")
 if f"{q} {a.epoch}" == os.environ.get("GATE"):
-    with open(os.environ["TRAIN_LOG"], "a") as f:
-        f.write("blocked\\n")
-    while not os.path.exists(os.environ["RELEASE_FILE"]):
+    append_line(os.environ["TRAIN_LOG"], "blocked")
+    while not exists(os.environ["RELEASE_FILE"]):
         time.sleep(0.05)
 with open(a.model_output_path, "w") as f:
     json.dump({"q": q, "epochs": seen + [a.epoch]}, f)
@@ -60,6 +59,16 @@ score = float(m["q"]) / 100 + epoch / (epoch + 1)
 with open(os.path.join(a.output_dir, "metrics.json"), "w") as f:
     json.dump({"score": round(score, 6)}, f)
 """
+
+
+# The address of the session's Probe, which every search's env names.
+PROBE = ""
+
+
+@pytest.fixture(autouse=True)
+def _probe_address(probe: Probe) -> None:
+    global PROBE
+    PROBE = probe.address
 
 
 def write_search(
@@ -83,7 +92,8 @@ def write_search(
 hyperparam_search(
     name = "s",
     early_stopping = {schedule},
-    env = {json.dumps(env)},
+    env = {json.dumps(dict(env, DATABAZEL_PROBE=PROBE))},
+    network = True,
     eval_executable = "evaluate.py",
     metric = "score",
     test_data = "data.txt",
