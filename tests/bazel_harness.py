@@ -79,8 +79,9 @@ class Probe:
     may not be visible to it. A fixture script built with `network = True`
     and `DATABAZEL_PROBE` (`probe.address`) in its `env` sends one request
     per connection: `append PATH LINE` (the server appends LINE to PATH, on
-    the test's side: the logs tests count) or `exists PATH` (answered `yes`
-    or `no`: the gates tests release). PROBE_CLIENT is the client.
+    the test's side: the logs tests count), `exists PATH` (answered `yes`
+    or `no`: the gates tests release) or `read PATH` (answered with its
+    content). PROBE_CLIENT is the client.
     """
 
     def __init__(self) -> None:
@@ -89,13 +90,18 @@ class Probe:
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self) -> None:
-                command, path, text = self.rfile.readline().decode().rstrip("\n").split("\t", 2)
+                command, path, text = (
+                    self.rfile.readline().decode().rstrip("\n").split("\t", 2)
+                )
                 if command == "append":
                     with open(path, "a", encoding="utf-8") as f:
                         f.write(text + "\n")
                     self.wfile.write(b"ok")
                 elif command == "exists":
                     self.wfile.write(b"yes" if os.path.exists(path) else b"no")
+                elif command == "read":
+                    with open(path, "rb") as f:
+                        self.wfile.write(f.read())
 
         socketserver.ThreadingTCPServer.daemon_threads = True
         self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
@@ -107,25 +113,33 @@ class Probe:
         self._server.server_close()
 
 
-# The client of Probe, for the scripts the tests write: `append_line(path,
-# line)` and `exists(path)`.
-PROBE_CLIENT = """\
-def _probe(command, path, text=""):
-    import os, socket
-    host, port = os.environ["DATABAZEL_PROBE"].rsplit(":", 1)
-    with socket.create_connection((host, int(port))) as s:
-        s.sendall(("%s\\t%s\\t%s\\n" % (command, path, text)).encode())
-        s.shutdown(socket.SHUT_WR)
-        return s.makefile().read()
+# The client of Probe (`append_line`, `exists`, `read_text`), for the
+# scripts the tests write: the fixture's lib/probe.py, whose scripts import it.
+PROBE_CLIENT = (Path(__file__).parent / "e2e/fixture/lib/probe.py").read_text()
 
 
-def append_line(path, line):
-    _probe("append", path, line)
+def processes_under(path: Path) -> list[int]:
+    """The pids of processes whose working directory or command line is under `path`.
 
-
-def exists(path):
-    return _probe("exists", path) == "yes"
-"""
+    For an output base: its server, its workers and their trials.
+    """
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+            cmdline = (
+                Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+            )
+            state = (
+                Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[0]
+            )
+        except OSError:
+            continue
+        if state != "Z" and (cwd.startswith(str(path)) or str(path) in cmdline):
+            found.append(int(entry))
+    return found
 
 
 def wait_until(condition, seconds: float, what: str) -> None:

@@ -171,6 +171,11 @@ def _prctl(option: int, arg: int) -> int:
     )
 
 
+def parent_death_signal(sig: int) -> None:
+    """Have the kernel send `sig` to this process when its parent (thread) ends."""
+    _prctl(PR_SET_PDEATHSIG, sig)
+
+
 def die_with_parent(parent: int) -> None:
     """SIGKILL this process when its parent dies (and now, if it already has).
 

@@ -178,6 +178,7 @@ def fork(
     if pid:
         return Child(pid)
     try:
+        signal.signal(signal.SIGUSR2, signal.SIG_DFL)  # the worker's (watch_parent)
         os.setsid()
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
@@ -193,9 +194,17 @@ def fork(
 KILL_GRACE_SECONDS = 5.0
 
 
-def stop(process: Child) -> None:
-    """Stop the script and every process it started (its own session)."""
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, None)):
+def stop(process: Child, grace: float = KILL_GRACE_SECONDS) -> None:
+    """Stop the script and every process it started (its own session).
+
+    SIGTERM, then SIGKILL after `grace` seconds (at once with 0).
+    """
+    steps = (
+        ((signal.SIGTERM, grace), (signal.SIGKILL, None))
+        if grace
+        else ((signal.SIGKILL, None),)
+    )
+    for sig, wait in steps:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
         try:
@@ -205,8 +214,38 @@ def stop(process: Child) -> None:
             continue
 
 
-# How often the runner checks for a timeout or a termination signal.
+# How often the runner checks for a timeout, a termination signal or, in a
+# warm worker, the end of Bazel.
 _POLL_SECONDS = 0.1
+
+# A warm worker's parent (worker.py sets it): Bazel's server. When it dies (even
+# of SIGKILL) the worker is orphaned, and stops its script and itself at once:
+# nothing of a failed build may finish later and write an output.
+PARENT: int | None = None
+
+
+class Orphaned(BaseException):
+    """Raised in a warm worker when Bazel's server has died (`watch_parent`)."""
+
+
+def watch_parent() -> None:
+    """Make this process (a warm worker) learn at once when Bazel's server dies.
+
+    The kernel sends SIGUSR2 when the parent *thread* that started the worker
+    ends (PR_SET_PDEATHSIG); only if that was the server's end (this process
+    is orphaned) does the signal raise Orphaned. The wait loop also checks
+    every _POLL_SECONDS, in case the signal came before it was set.
+    """
+    global PARENT
+    PARENT = os.getppid()
+
+    def handler(signum: int, frame: object) -> None:
+        if os.getppid() != PARENT:
+            signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # once
+            raise Orphaned()
+
+    signal.signal(signal.SIGUSR2, handler)
+    isolation.parent_death_signal(signal.SIGUSR2)
 
 
 def wait(process: Child, timeout: float | None) -> str | None:
@@ -239,11 +278,16 @@ def wait(process: Child, timeout: float | None) -> str | None:
                 process.wait(left)
                 return None
             except subprocess.TimeoutExpired:
+                if PARENT is not None and os.getppid() != PARENT:
+                    raise Orphaned() from None
                 if deadline is not None and time.monotonic() >= deadline:
                     stop(process)
                     return "timeout"
         stop(process)
         raise SystemExit(128 + received[0])
+    except Orphaned:
+        stop(process, grace=0)
+        os._exit(1)
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)

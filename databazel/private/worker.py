@@ -393,10 +393,14 @@ def serve(
     parent = WarmParent()
     parent.prepare(site_packages)
     supervise.IN_WORKER = True
+    process.watch_parent()
     startup = [a for p in site_packages for a in ("--site-package", p)]
     main = runner.main
     while True:
-        data = read_message(stdin)
+        try:
+            data = read_message(stdin)
+        except process.Orphaned:
+            return 0
         if data is None:
             return 0
         received = time.monotonic()
@@ -411,6 +415,8 @@ def serve(
         with contextlib.redirect_stderr(output):
             try:
                 code = main(startup + request.arguments)
+            except process.Orphaned:  # Bazel's server died: nobody to answer
+                os._exit(1)
             except SystemExit as e:  # the runner was told to stop
                 stdout.write(encode_response(1, output.getvalue(), request.request_id))
                 stdout.flush()

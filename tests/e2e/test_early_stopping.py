@@ -23,7 +23,9 @@ from bazel_harness import PROBE_CLIENT, Probe, Result, Workspace
 
 LOAD = 'load("@databazel//databazel:defs.bzl", "hyperband", "hyperparam_search", "successive_halving")\n'
 
-TRAIN = PROBE_CLIENT + """\
+TRAIN = (
+    PROBE_CLIENT
+    + """\
 import argparse, json, os, sys, time
 p = argparse.ArgumentParser()
 p.add_argument("--data"); p.add_argument("--model-output-path")
@@ -45,6 +47,7 @@ if f"{q} {a.epoch}" == os.environ.get("GATE"):
 with open(a.model_output_path, "w") as f:
     json.dump({"q": q, "epochs": seen + [a.epoch]}, f)
 """
+)
 
 EVALUATE = """\
 import argparse, json, os

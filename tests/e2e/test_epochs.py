@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bazel_harness import Workspace
+from bazel_harness import Probe, Workspace
 
 LOAD = (
     'load("@databazel//databazel:defs.bzl", "evaluate", "hyperparam_search", "model")\n'
@@ -27,6 +27,7 @@ model(
     name = "m",
     epochs = {epochs},
     env = {json.dumps(env or {})},
+    network = {bool(env)},  # a gate and a log report to the test's probe
     train_executable = "//scripts:train.py",
     training_data = "train.txt",
     deps = ["//lib:fixturelib"],
@@ -177,11 +178,16 @@ def _wait_until(condition, seconds: float, what: str) -> None:
 
 @pytest.mark.parametrize("how", ["sigkill_server", "ctrl_c"])
 def test_a_build_stopped_during_epoch_4_resumes_at_epoch_4(
-    ws: Workspace, tmp_path: Path, how: str
+    ws: Workspace, tmp_path: Path, how: str, probe: Probe
 ) -> None:
     log = tmp_path / "epochs.log"
     release = tmp_path / "release"
-    env = {"EPOCH_LOG": str(log), "EPOCH_GATE": "4", "RELEASE_FILE": str(release)}
+    env = {
+        "DATABAZEL_PROBE": probe.address,
+        "EPOCH_LOG": str(log),
+        "EPOCH_GATE": "4",
+        "RELEASE_FILE": str(release),
+    }
     write_chain(ws, 5, env)
     # Killed: Bazel 4.2 saves its action cache only when a command ends, so
     # what a killed build finished survives only in a disk cache. Ctrl-C (SIGINT

@@ -12,14 +12,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bazel_harness import Workspace
+from bazel_harness import PROBE_CLIENT, Probe, Workspace
 
 # Bazel runs as many local actions at once as it has CPUs (2 here): give it 5.
 JOBS = ("--jobs=5", "--local_cpu_resources=5")
 
 LOAD = 'load("@databazel//databazel:defs.bzl", "hyperparam_search", "model", "successive_halving")\n'
 
-TRAIN = """\
+# The log and the release file are the test's, reached through its Probe.
+TRAIN = (
+    PROBE_CLIENT
+    + """\
 import argparse, json, os, sys, time
 
 p = argparse.ArgumentParser()
@@ -29,12 +32,10 @@ name = json.loads(a.hyperparams)["name"]
 log, release = os.environ["GPU_LOG"], os.environ["RELEASE_FILE"]
 
 def record(event):
-    with open(log, "a") as f:
-        f.write(json.dumps([event, name, os.environ.get("CUDA_VISIBLE_DEVICES")]) + "\\n")
+    append_line(log, json.dumps([event, name, os.environ.get("CUDA_VISIBLE_DEVICES")]))
 
 def lines():
-    with open(log) as f:
-        return [json.loads(line) for line in f]
+    return [json.loads(line) for line in read_text(log).splitlines()]
 
 deadline = time.monotonic() + 60
 record("start")
@@ -49,14 +50,15 @@ if name == "cpu":
             break
         time.sleep(0.05)
     record("saw %d" % len(running))
-    open(release, "w").close()
+    append_line(release, "")
 else:
-    while not os.path.exists(release) and time.monotonic() < deadline:
+    while not exists(release) and time.monotonic() < deadline:
         time.sleep(0.05)
 record("end")
 with open(a.model_output_path, "w") as f:
     f.write(name + "\\n")
 """
+)
 
 
 def _model(name: str, gpus: int, env: dict[str, str]) -> str:
@@ -65,6 +67,7 @@ model(
     name = "{name}",
     env = {json.dumps(env)},
     gpus = {gpus},
+    network = True,
     hyperparams = {{"name": "{name}"}},
     train_executable = "train.py",
     training_data = "data.txt",
@@ -72,13 +75,14 @@ model(
 """
 
 
-def test_two_gpus_four_gpu_trials(ws: Workspace, tmp_path: Path) -> None:
+def test_two_gpus_four_gpu_trials(ws: Workspace, tmp_path: Path, probe: Probe) -> None:
     locks = tmp_path / "gpus"
     locks.mkdir()
     (locks / "devices").write_text("0\n1\n")
     log = tmp_path / "log.jsonl"
     env = {
         "DATABAZEL_GPU_LOCK_DIR": str(locks),
+        "DATABAZEL_PROBE": probe.address,
         "GPU_LOG": str(log),
         "RELEASE_FILE": str(tmp_path / "release"),
     }

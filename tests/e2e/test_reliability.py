@@ -12,7 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bazel_harness import Workspace, progress_events, starlark_string, wait_until
+from bazel_harness import (
+    Probe,
+    Workspace,
+    processes_under,
+    progress_events,
+    starlark_string,
+    wait_until,
+)
 
 LOAD = (
     'load("@databazel//databazel:defs.bzl", "evaluate", "hyperparam_search", "model")\n'
@@ -176,12 +183,17 @@ def test_a_trial_cannot_write_outside_its_declared_output(
 
 
 def test_sigkill_mid_search_then_rebuild_runs_only_the_unfinished_trials(
-    ws: Workspace, tmp_path: Path
+    ws: Workspace, tmp_path: Path, probe: Probe
 ) -> None:
     log = tmp_path / "progress.log"
     release = tmp_path / "release"
     xs = [str(i) for i in range(6)]
-    env = {"GATE_FROM": "4", "PROGRESS_LOG": str(log), "RELEASE_FILE": str(release)}
+    env = {
+        "DATABAZEL_PROBE": probe.address,
+        "GATE_FROM": "4",
+        "PROGRESS_LOG": str(log),
+        "RELEASE_FILE": str(release),
+    }
     ws.write("killed/train.txt", "x\n")
     ws.write("killed/test.txt", "y\n")
     ws.write(
@@ -195,6 +207,7 @@ hyperparam_search(
     grid = {{"x": {json.dumps(xs)}}},
     hyperparams = {{"behaviour": "gate"}},
     metric = "accuracy",
+    network = True,  # the gate reports to the test's probe
     test_data = "test.txt",
     train_executable = "//scripts:train.py",
     training_data = "train.txt",
@@ -235,7 +248,13 @@ hyperparam_search(
     finished = {x for e, x in events if e == "end"}
     assert finished == {"0", "1", "2", "3"}, events
 
-    # The blocked scripts die with the server's sandboxes: none finishes late.
+    # The blocked scripts die with the server (and its workers): none
+    # finishes late.
+    wait_until(
+        lambda: not processes_under(ws.output_base),
+        30,
+        "the trials to end with the server",
+    )
     release.touch()
     time.sleep(1)
     assert not {x for e, x in progress_events(log) if e == "end"} - finished

@@ -17,7 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bazel_harness import REPO, Workspace, progress_events, remote_flags, wait_until
+from bazel_harness import (
+    REPO,
+    Probe,
+    Workspace,
+    progress_events,
+    remote_flags,
+    wait_until,
+)
 
 LOAD = (
     'load("@databazel//databazel:defs.bzl", "evaluate", "hyperparam_search", "model")\n'
@@ -225,14 +232,23 @@ def test_a_warm_http_cache_serves_a_search_to_an_empty_output_base(
 
 
 def test_stopping_the_cache_server_mid_build_still_ends_in_a_correct_local_build(
-    ws: Workspace, tmp_path: Path
+    ws: Workspace, tmp_path: Path, probe: Probe
 ) -> None:
     server = CacheServer()  # its own: this test stops it
     log = tmp_path / "progress.log"
     release = tmp_path / "release"
-    env = {"GATE_FROM": "2", "PROGRESS_LOG": str(log), "RELEASE_FILE": str(release)}
+    env = {
+        "DATABAZEL_PROBE": probe.address,
+        "GATE_FROM": "2",
+        "PROGRESS_LOG": str(log),
+        "RELEASE_FILE": str(release),
+    }
     write_search(
-        ws, "cachedown", hyperparams='{"behaviour": "gate"}', env=json.dumps(env)
+        ws,
+        "cachedown",
+        hyperparams='{"behaviour": "gate"}',
+        env=json.dumps(env),
+        network="True",  # the gate reports to the test's probe
     )
     stderr = tmp_path / "stderr.txt"
     try:
