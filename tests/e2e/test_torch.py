@@ -17,7 +17,7 @@ import signal
 import time
 from pathlib import Path
 
-from bazel_harness import Workspace
+from bazel_harness import REPO_SANDBOXED, Workspace
 
 TRIAL = "torch_digits/search__lr-0.1__width-8"
 
@@ -56,7 +56,12 @@ def test_pytorch_search_resume_after_kill_and_byte_identical_rebuild(
     repo.bazel("clean", check=True)
     disk_cache = f"--disk_cache={tmp_path / 'disk_cache'}"
     stderr = tmp_path / "stderr"
-    client = repo.start("build", disk_cache, "//torch_digits:cnn_eval", stderr=stderr)
+    # Sandboxed, so that an epoch (a new interpreter importing torch) takes
+    # seconds and the kill lands inside epoch 3; a warm epoch may be over
+    # first. What a killed warm worker leaves: tests/e2e/test_hermetic.py.
+    client = repo.start(
+        "build", disk_cache, *REPO_SANDBOXED, "//torch_digits:cnn_eval", stderr=stderr
+    )
     try:
         deadline = time.monotonic() + 600
         while "//torch_digits:cnn, epoch 3" not in stderr.read_text(errors="replace"):
@@ -72,7 +77,7 @@ def test_pytorch_search_resume_after_kill_and_byte_identical_rebuild(
 
     again = repo.build(
         "//torch_digits:cnn_eval",
-        flags=(disk_cache, "--output_groups=+epoch_metrics"),
+        flags=(disk_cache, "--output_groups=+epoch_metrics", *REPO_SANDBOXED),
     )
     # Epochs 1 and 2 come from the disk cache; only epoch 3 trains again.
     assert again.executed("DatabazelTrain") == 1
