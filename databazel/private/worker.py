@@ -20,9 +20,9 @@ torch starts no thread; a package that does start one makes the parent stop
 forking (a fork copies no thread, only the locks threads hold): its later
 scripts run as new interpreters, still without a runner start-up or a sandbox.
 
-Isolation kept: only the distributions the target declares (the
-site-packages entries the runner's ``--site-package`` arguments name) are
-importable.  Isolation
+Isolation kept: only the distributions the target declares (the entries of
+package directories the runner's ``--site-package`` arguments name:
+python_env's site-packages, rules_python's pip repositories) are importable.  Isolation
 traded away without ``--worker_sandboxing``: files outside the inputs are
 visible, as with any unsandboxed action.
 """
@@ -120,6 +120,7 @@ class WarmParent:
     def __init__(self) -> None:
         self.base_path = [p for p in sys.path if p != os.path.dirname(__file__)]
         self.site_dir: str | None = None
+        self.package_roots: list[str] = []
         self.stamps: list[tuple[str, int, int, int]] = []
         self.preloaded: set[str] = set()
         # False once the parent has a thread besides its own: forking it would
@@ -131,13 +132,31 @@ class WarmParent:
         )
 
     def prepare(self, site_packages: Sequence[str]) -> None:
-        """A site directory of the declared distributions only, and `site`'s builtins.
+        """The declared distributions made importable, and `site`'s builtins.
 
-        One link per top-level entry of site-packages named by the worker's
-        `--site-package` startup arguments (part of the worker key).
+        The worker's `--site-package` startup arguments (part of the worker
+        key) name the top-level entries of the package directories of the
+        target's `deps`. Those of a `site-packages` directory (python_env's)
+        get one link each in a site directory of their own; a directory that
+        holds a distribution's `.dist-info` elsewhere (a rules_python pip
+        repository, one distribution each, whose root is on the script's
+        PYTHONPATH as in a sandbox) is a package root: the parent imports
+        from it too. The other entries are first-party code, never imported
+        ahead.
         """
-        entries = {os.path.basename(p): os.path.abspath(p) for p in site_packages}
-        self.stamps = self._stamps(entries.values())
+        by_root: dict[str, list[str]] = {}
+        for p in site_packages:
+            path = os.path.abspath(p)
+            by_root.setdefault(os.path.dirname(path), []).append(path)
+        entries = {}
+        for root, paths in sorted(by_root.items()):
+            if root.endswith(SITE_PACKAGES.rstrip("/")):
+                entries.update((os.path.basename(p), p) for p in paths)
+            elif any(p.endswith(".dist-info") for p in paths):
+                self.package_roots.append(root)
+        self.stamps = self._stamps(
+            [*entries.values(), *(p for r in self.package_roots for p in by_root[r])]
+        )
         self.site_dir = os.path.join(
             os.path.dirname(self.learned_file), "site-packages"
         )
@@ -145,6 +164,7 @@ class WarmParent:
         for top, target in sorted(entries.items()):
             os.symlink(target, os.path.join(self.site_dir, top))
         site.addsitedir(self.site_dir)
+        sys.path.extend(self.package_roots)
         # What `site` gives every script, which `python -S` skipped.
         for setup in ("setquit", "setcopyright", "sethelper"):
             getattr(site, setup, lambda: None)()
@@ -271,10 +291,11 @@ class WarmParent:
         """Tell the parent which package modules this script imported."""
         if not self.site_dir:
             return
+        roots = tuple(r + os.sep for r in (self.site_dir, *self.package_roots))
         names = []
         for name, module in list(sys.modules.items()):
             path = getattr(module, "__file__", None) or ""
-            if path.startswith(self.site_dir + os.sep) and name not in self.preloaded:
+            if path.startswith(roots) and name not in self.preloaded:
                 names.append(name)
         with contextlib.suppress(OSError):
             with open(self.learned_file, "w", encoding="utf-8") as f:
