@@ -325,7 +325,12 @@ def test_pip_repositories_are_declared_only_and_imported_ahead(
         .replace("import declared\n", "import declared, mylib\n")
         .replace('"stdin"', '"version": declared.__file__, "stdin"')
     )
-    pythonpath = ["--pythonpath", "external/pypi_declared", "--pythonpath", "external/mylib"]
+    pythonpath = [
+        "--pythonpath",
+        "external/pypi_declared",
+        "--pythonpath",
+        "external/mylib",
+    ]
     log = root / "imports.log"
     for mode in ("", "undeclared"):
         requests = b"".join(
@@ -354,7 +359,9 @@ def test_pip_repositories_are_declared_only_and_imported_ahead(
         for n in range(1, 4):
             model = json.loads((root / f"out/m{n}").read_text())
             assert model["state"] == 1
-            assert model["version"] == str(root / "external/pypi_declared/declared/__init__.py")
+            assert model["version"] == str(
+                root / "external/pypi_declared/declared/__init__.py"
+            )
         lines = log.read_text().splitlines()
         # The package: by the first child, then by the parent, never again.
         assert sum(line.startswith("declared ") for line in lines) == 2, lines
