@@ -145,14 +145,38 @@ def workspace_file(interpreter: str) -> str:
     return textwrap.dedent(head) + RULES_PYTHON + tail
 
 
-def create(root: Path, output_base: Path, distdir: Path, host_python: str, pypi_extra: str = "", workspace_class: type = Workspace) -> Workspace:
-    """The workspace, with python_env's toolchain; `pypi_extra` is appended to the pip_parse lock."""
+def create(
+    root: Path,
+    output_base: Path,
+    distdir: Path,
+    host_python: str,
+    workspace_class: type = Workspace,
+) -> Workspace:
+    """The workspace, with python_env's toolchain; the caller writes `pypi_lock.txt`."""
     ws = workspace_class.fixture(root, output_base)
     ws.write("WORKSPACE", workspace_file("python_env"))
     rc = (ws.root / ".bazelrc").read_text()
-    ws.write(".bazelrc", rc + f"build --distdir={distdir}\nfetch --distdir={distdir}\nquery --distdir={distdir}\n")
+    extra = [
+        # rules_python 0.9.0's pip_repository calls struct.to_json(), which
+        # Bazel 8 removed (newer rules_python releases do not).
+        "common --noincompatible_struct_has_no_methods",
+        *(f"{c} --distdir={distdir}" for c in ("build", "fetch", "query", "sync")),
+    ]
+    ws.write(".bazelrc", rc + "\n".join(extra) + "\n")
     ws.write("BUILD", 'exports_files(["pypi_lock.txt", "python_lock.txt"])\n')
-    ws.write("python_lock.txt", lock_blocks({"numpy", "scipy", "scikit-learn", "joblib", "threadpoolctl", "narwhals", "cloudpickle"}))
-    ws.write("pypi_lock.txt", lock_blocks() + pypi_extra)
+    ws.write(
+        "python_lock.txt",
+        lock_blocks(
+            {
+                "numpy",
+                "scipy",
+                "scikit-learn",
+                "joblib",
+                "threadpoolctl",
+                "narwhals",
+                "cloudpickle",
+            }
+        ),
+    )
     ws.write("toolchain/BUILD", TOOLCHAIN_BUILD.format(interpreter=host_python))
     return ws
