@@ -193,7 +193,8 @@ def test_undeclared_package_fails_naming_the_deps_entry(pkgs: Packages) -> None:
             assert (
                 f"databazel: error: //u:{target}: train script u/train.py exited with code 1\n"
                 f"The script imports `{module}`, which no entry of the target's `deps` "
-                f'provides: add "@fixture_python//:{module}" (distribution {module}) to `deps`.'
+                f'provides: add "@fixture_python//:{module}" (distribution {module}, '
+                f'requirement("{module}") in @fixture_python//:requirements.bzl) to `deps`.'
             ) in result.stderr, (flags, result.stderr[-3000:])
 
 

@@ -298,14 +298,19 @@ def _keys(ws: Workspace, targets: str) -> list[str]:
     return sorted(a["actionKey"] for a in json.loads(out).get("actions", []))
 
 
-def test_moving_from_python_env_to_rules_python_and_back(stack: Stack) -> None:
+def test_moving_from_python_env_to_rules_python_and_back(
+    stack: Stack, tmp_path: Path
+) -> None:
     """docs/python-environment.md, "Moving between python_env and rules_python"."""
     ws = stack.ws
     trials = ["move__C-0.1__max_iter-50", "move__C-1__max_iter-50"]
+    # The action cache keeps the last action of each output; a disk cache
+    # (or a remote one) keeps them all.
+    disk_cache = f"--disk_cache={tmp_path / 'disk_cache'}"
 
     def build(load: str) -> tuple[dict[str, bytes], int, list[str]]:
         ws.write("mnist/BUILD", load + DEFS + MNIST_BUILD + MOVE_SEARCH)
-        result = ws.build("//mnist:move")
+        result = ws.build("//mnist:move", flags=(disk_cache,))
         return (
             _outputs(ws, "mnist/", trials),
             result.executed("DatabazelTrain"),
@@ -323,7 +328,8 @@ def test_moving_from_python_env_to_rules_python_and_back(stack: Stack) -> None:
     with stack.rules_python_toolchain():
         host_outputs, ran, _ = build(LOAD_PYPI)
         assert ran == 2 and host_outputs == env_outputs
-    # Back to python_env: the old cache keys, nothing runs.
+    # Back to python_env: the old cache keys; nothing runs (the disk cache
+    # has every result).
     back_outputs, ran, back_keys = build(LOAD_ENV)
     assert ran == 0 and back_keys == env_keys and back_outputs == env_outputs
 
