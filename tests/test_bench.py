@@ -238,7 +238,11 @@ def test_the_tpe_part_renders_both_searches_side_by_side() -> None:
 def test_the_rules_python_part_compares_both_package_sources() -> None:
     import rules_python
 
-    assert '"@pypi//:requirements.bzl"' in rules_python._build_file("@pypi")
+    import trials
+
+    assert 'load("@pypi//:requirements.bzl", "requirement")' in trials.search_build(
+        12, "@pypi"
+    )
     build = {
         "time": 10.0,
         "runs": [10.0],
@@ -246,7 +250,7 @@ def test_the_rules_python_part_compares_both_package_sources() -> None:
     }
     results = {
         "rules_python": {
-            "trials": 8,
+            "trials": 12,
             "first_build": 120.0,
             "builds": {
                 "python_env_sandboxed": {**build, "time": 20.0},

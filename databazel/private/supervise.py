@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Callable, Protocol
 
-import distributions
 from contract import ContractError, RunnerError, ScriptFailed, error_line
 from outputs import remove_path, remove_special_entries
 from records import signal_name
@@ -135,6 +134,8 @@ def missing_module_hint(stderr_tail: str, pythonpath: Sequence[str] = ()) -> str
     if not found:
         return ""
     module = found[-1]
+    import distributions  # only on this error path: it reads the output base
+
     providers, hubs = distributions.providers(module, pythonpath)
     if providers:
         also = "".join(f" (or {p.describe()})" for p in providers[1:])

@@ -2,10 +2,10 @@
 
 One workspace (tests/rules_python_workspace.py): rules_python 0.9.0's
 `pip_parse` over requirements_lock.txt beside databazel's python_env (the
-interpreter, and scikit-learn with its dependencies). Two copies of an
-8-trial MNIST grid (the scripts of //mnist, LogisticRegression on the bundled
-digits) differ only in where `requirement("scikit-learn")` comes from:
-`@databazel_python` or `@pypi`. Each is built sandboxed and warm
+interpreter, and scikit-learn with its dependencies). Two copies of the
+12-trial MNIST grid of part `trials` (tools/bench/trials.py) differ only in
+where `requirement("scikit-learn")` comes from: `@databazel_python` or
+`@pypi`. Each is built sandboxed and warm
 (`--@databazel//databazel:warm`), `--jobs=2`, after `bazel clean` (which also
 stops the workers, so a warm build pays their start-up and first imports).
 
@@ -15,7 +15,6 @@ Markdown rows.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import time
@@ -23,54 +22,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+import trials
+
 WARM = "--@databazel//databazel:warm"
 SOURCES = {"python_env": "@databazel_python", "rules_python": "@pypi"}
-GRID = {"C": ["0.01", "0.1", "1", "10"], "max_iter": ["50", "100"]}
+SIZE = 12  # the trials of //mnist:bzl_search (tools/bench/trials.py)
 TARGET = (
-    "rules_python warm trials <= 1.3x python_env's (8-trial MNIST grid, `--jobs=2`)",
+    "rules_python warm trials <= 1.3x python_env's (12-trial MNIST grid, `--jobs=2`)",
     1.3,
 )
 
 
-def _build_file(hub: str) -> str:
-    return f"""load("{hub}//:requirements.bzl", "requirement")
-load("@databazel//databazel:defs.bzl", "hyperparam_search")
-
-hyperparam_search(
-    name = "s",
-    deps = ["//mnist:lib", requirement("scikit-learn")],
-    eval_executable = "//mnist:evaluate.py",
-    grid = {json.dumps(GRID)},
-    metric = "accuracy",
-    test_data = "//mnist:data/mnist.npz",
-    train_executable = "//mnist:train.py",
-    training_data = "//mnist:data/mnist.npz",
-)
-"""
-
-
 def setup(ws: Any) -> None:
-    (ws.root / "mnist/data").mkdir(parents=True, exist_ok=True)
-    for name in ("train.py", "evaluate.py", "lib.py", "data/mnist.npz"):
-        shutil.copy(REPO / "mnist" / name, ws.root / "mnist" / name)
-    # The scripts' own module needs numpy, which both environments have: the
-    # library takes python_env's, as //mnist:lib does.
-    ws.write(
-        "mnist/BUILD",
-        """
-        exports_files(["train.py", "evaluate.py", "data/mnist.npz"])
-
-        # buildifier: disable=native-py
-        py_library(
-            name = "lib",
-            srcs = ["lib.py"],
-            visibility = ["//visibility:public"],
-        )
-        """,
-    )
+    """The MNIST scripts (their library's numpy from python_env) and one search per package source."""
+    trials.setup(ws, SOURCES["python_env"])
     for source, hub in SOURCES.items():
-        ws.write(f"{source}/BUILD", _build_file(hub))
+        ws.write(f"{source}/BUILD", trials.search_build(SIZE, hub))
 
 
 def measure(
@@ -93,8 +60,7 @@ def measure(
         start = time.monotonic()
         ws.build("//python_env:s", "//rules_python:s")  # fetches both, not timed
         out: dict[str, Any] = {"first_build": time.monotonic() - start, "builds": {}}
-        trials = len(GRID["C"]) * len(GRID["max_iter"])
-        out["trials"] = trials
+        out["trials"] = SIZE
         for mode, flags in (("sandboxed", ()), ("warm", (WARM,))):
             for source in SOURCES:
                 times, processes = [], ""
@@ -144,7 +110,7 @@ def render(results: dict[str, Any]) -> list[str]:
     lines = [
         "## rules_python's packages against python_env's",
         "",
-        f"The same {x['trials']}-trial MNIST grid (`mnist/train.py`, `mnist/evaluate.py`) in one workspace "
+        f"The same {x['trials']}-trial MNIST grid (`mnist/train.py`, `mnist/evaluate.py`; the grid of `//mnist:bzl_search`) in one workspace "
         'whose `requirement("scikit-learn")` comes from rules_python 0.9.0\'s `pip_parse` (`@pypi`) or '
         "from databazel's `python_env` (`@databazel_python`), on python_env's interpreter; `--jobs=2`, "
         "every build after `bazel clean` (the warm builds start their workers). "
