@@ -49,7 +49,7 @@ COMMON_ATTRS = {
     ),
     "deps": attr.label_list(
         allow_files = [".py"],
-        doc = "Python code a plain `.py` script imports: `py_library` targets or `.py` files, including the packages of the Python environment (`@<env>//:numpy`, or `requirement(\"numpy\")` from `@<env>//:requirements.bzl`). Only these, with their dependencies, are inputs of the action: a package the script imports but does not list here fails with an error naming the entry to add. Import roots are put on `PYTHONPATH`. (A `py_binary` script brings its own deps.)",
+        doc = "Python code a plain `.py` script imports: `py_library` targets or `.py` files, including packages: python_env's (`@<env>//:numpy`, or `requirement(\"numpy\")` from `@<env>//:requirements.bzl`) or rules_python's `pip_parse` repositories (`requirement(\"numpy\")` from `@pypi//:requirements.bzl`). Only these, with their dependencies, are inputs of the action: a package the script imports but does not list here fails with an error naming the entry to add. Import roots are put on `PYTHONPATH`. (A `py_binary` script brings its own deps.)",
     ),
     "env": attr.string_dict(
         doc = "Environment variables for the script, on top of databazel's defaults (`PYTHONHASHSEED=0`, one BLAS/OpenMP thread, a fixed `PATH`, ...). Variables of the calling shell never reach the script; declare them here. They are part of the cache key. They are for the script only: databazel's runner starts isolated (`python3 -I -S`), so `PYTHONPATH`, `PYTHONHOME` and the like cannot break it. A NUL byte in a name or value fails at analysis.",
