@@ -2,7 +2,7 @@
 
 Every workspace of this repository imports the file (this checkout's
 .bazelrc, examples/.bazelrc, the fixture workspaces of tests/bazel_harness.py),
-so every Bazel test runs with them; tests/e2e/test_newer_bazel.py checks that
+so every Bazel test runs with them; tests/e2e/test_flipped_flags.py checks that
 Bazel applies them. This file checks the list itself, without Bazel.
 """
 

@@ -372,50 +372,41 @@ hyperparam_search(
 # ... and the other kinds of search with the fixture's standard-library scripts
 # (tests/e2e/fixture: `x` scores best at 1, trained in epochs on request), the
 # suggestions of the tpe search by optuna from @pypi.
-KINDS = """
-FIXTURE = dict(
+FIXTURE_SCRIPTS = """
     eval_executable = "//scripts:evaluate.py",
     metric = "accuracy",
     test_data = "data.txt",
     train_executable = "//scripts:train.py",
     training_data = "data.txt",
-    deps = ["//lib:fixturelib"],
-)
+    deps = ["//lib:fixturelib"],"""
 
+KINDS = "".join(
+    f"""
 hyperparam_search(
-    name = "random",
+    name = "{name}",{arguments}{FIXTURE_SCRIPTS}
+)
+"""
+    for name, arguments in {
+        "random": """
     num_trials = 2,
     search_space = {"x": uniform(0, 2)},
     seed = 1,
-    strategy = "random",
-    **FIXTURE
-)
-
-hyperparam_search(
-    name = "tpe",
+    strategy = "random",""",
+        "tpe": """
     num_rounds = 2,
     search_space = {"x": uniform(0, 2)},
     seed = 1,
     strategy = "tpe",
     suggest_deps = [requirement("optuna")],
-    trials_per_round = 1,
-    **FIXTURE
-)
-
-hyperparam_search(
-    name = "epochs",
+    trials_per_round = 1,""",
+        "epochs": """
     grid = {"x": ["1"], "epochs": ["1", "2"]},
-    learning_curve = True,
-    **FIXTURE
-)
-
-hyperparam_search(
-    name = "halving",
+    learning_curve = True,""",
+        "halving": """
     early_stopping = successive_halving(eta = 3, max_epochs = 3, min_epochs = 1),
-    grid = {"x": ["0.5", "1", "2"]},
-    **FIXTURE
+    grid = {"x": ["0.5", "1", "2"]},""",
+    }.items()
 )
-"""
 
 
 def test_rules_python_toolchain_builds_every_kind_of_search(stack: Stack) -> None:

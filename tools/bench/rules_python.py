@@ -44,7 +44,7 @@ def measure(
     workspace_class: Any, work: Path, reps: int, log: Callable[[str], None]
 ) -> dict[str, Any]:
     import rules_python_workspace as rpw
-    from run import median
+    from run import loadavg, median
 
     host = shutil.which("python3") or "/usr/bin/python3"
     ws = rpw.create(
@@ -60,6 +60,7 @@ def measure(
         start = time.monotonic()
         ws.build("//python_env:s", "//rules_python:s")  # fetches both, not timed
         out: dict[str, Any] = {"first_build": time.monotonic() - start, "builds": {}}
+        out["load"] = [loadavg()]
         out["trials"] = SIZE
         for mode, flags in (("sandboxed", ()), ("warm", (WARM,))):
             for source in SOURCES:
@@ -81,6 +82,7 @@ def measure(
                 log(
                     f"rules_python part: {source} {mode}: {median(times):.1f} s ({processes})"
                 )
+        out["load"].append(loadavg())
         return out
     finally:
         ws.remove()
@@ -122,7 +124,16 @@ def render(results: dict[str, Any]) -> list[str]:
     for source, hub in SOURCES.items():
         s, w = b[f"{source}_sandboxed"], b[f"{source}_warm"]
         lines.append(f"| {source} (`{hub}`) | {s['time']:.1f} s | {w['time']:.1f} s |")
+    if x.get("load"):
+        lines += [
+            "",
+            f"Load average before and after the timed builds: {x['load'][0]}, {x['load'][-1]}.",
+        ]
     lines += [
+        "",
+        "Sandboxed, rules_python's trials pay for its repositories' layout: no precompiled bytecode "
+        "(each trial compiles the modules it imports) and the packages' test suites among the inputs. "
+        "Warm, the worker imports the packages once either way.",
         "",
         "Processes of each build, as Bazel counted them: "
         + "; ".join(f"{k}: {v['processes']}" for k, v in b.items()),
