@@ -21,7 +21,9 @@ def _announced(stderr: str) -> set[str]:
     """The flags Bazel says it took from rc files (--announce_rc)."""
     flags = set()
     for line in stderr.splitlines():
-        if "options:" in line:  # "Inherited 'common' options: ...", "'build' options: ..."
+        if (
+            "options:" in line
+        ):  # "Inherited 'common' options: ...", "'build' options: ..."
             flags.update(f[2:] for f in line.split() if f.startswith("--"))
     return flags
 

@@ -118,12 +118,12 @@ STARTUP = [
 
 
 def _serve(
-    root: Path, requests: bytes, mode: str = ""
+    root: Path, requests: bytes, mode: str = "", startup: list[str] = STARTUP
 ) -> tuple[subprocess.CompletedProcess[bytes], Path]:
     log = root / "imports.log"
     env = {"PATH": os.environ["PATH"], "IMPORT_LOG": str(log), "MODE": mode}
     proc = subprocess.run(
-        [sys.executable, "-S", str(RUNNER), *STARTUP, "--persistent_worker"],
+        [sys.executable, "-S", str(RUNNER), *startup, "--persistent_worker"],
         input=requests,
         cwd=root,
         env=env,
@@ -331,20 +331,11 @@ def test_pip_repositories_are_declared_only_and_imported_ahead(
         "--pythonpath",
         "external/mylib",
     ]
-    log = root / "imports.log"
     for mode in ("", "undeclared"):
         requests = b"".join(
             _request(_train(n, *pythonpath), INPUTS, request_id=n) for n in range(1, 4)
         )
-        env = {"PATH": os.environ["PATH"], "IMPORT_LOG": str(log), "MODE": mode}
-        proc = subprocess.run(
-            [sys.executable, "-S", str(RUNNER), *startup, "--persistent_worker"],
-            input=requests,
-            cwd=root,
-            env=env,
-            capture_output=True,
-            timeout=120,
-        )
+        proc, log = _serve(root, requests, mode, startup)
         assert proc.returncode == 0, proc.stderr.decode()
         codes = [r["exit_code"] for r in _responses(proc.stdout)]
         if mode == "undeclared":
