@@ -290,14 +290,19 @@ def _outputs(ws: Workspace, prefix: str, trials: list[str]) -> dict[str, bytes]:
     return out
 
 
-def _keys(ws: Workspace, targets: str) -> list[str]:
+def _actions(ws: Workspace, target: str) -> list[dict]:
+    """The training actions of `target` and what it depends on (aquery)."""
     out = ws.bazel(
         "aquery",
         "--output=jsonproto",
-        f"mnemonic('DatabazelTrain', {targets})",
+        f"mnemonic('DatabazelTrain', deps({target}))",
         check=True,
     ).stdout
-    return sorted(a["actionKey"] for a in json.loads(out).get("actions", []))
+    return json.loads(out).get("actions", [])
+
+
+def _keys(ws: Workspace, target: str) -> list[str]:
+    return sorted(a["actionKey"] for a in _actions(ws, target))
 
 
 def test_moving_from_python_env_to_rules_python_and_back(
@@ -320,7 +325,7 @@ def test_moving_from_python_env_to_rules_python_and_back(
         )
 
     env_outputs, ran, env_keys = build(LOAD_ENV)
-    assert ran == 2
+    assert ran == 2 and len(env_keys) == 2
     # rules_python's packages: the same package files at other paths, so the
     # trials run again, with byte-identical models and metrics.
     pypi_outputs, ran, pypi_keys = build(LOAD_PYPI)
@@ -438,13 +443,9 @@ def test_rules_python_toolchain_builds_every_kind_of_search(stack: Stack) -> Non
         assert [p.name for p in ws.bin("mnist/grid.plots").iterdir()]
         assert ws.bin("mnist/binary/model.pkl").stat().st_size > 0
         # Every trial ran with the toolchain's interpreter: the host's.
-        out = ws.bazel(
-            "aquery",
-            "--output=jsonproto",
-            "mnemonic('DatabazelTrain', //mnist:grid + //kinds:tpe)",
-            check=True,
-        ).stdout
-        executables = {a["arguments"][0] for a in json.loads(out)["actions"]}
+        actions = _actions(ws, "//mnist:grid + //kinds:tpe")
+        assert len(actions) == 4
+        executables = {a["arguments"][0] for a in actions}
         assert executables == {shutil.which("python3")}
         # Warm trials with this interpreter and these packages: byte-identical.
         trials = ["grid__C-0.1__max_iter-50", "grid__C-1__max_iter-50"]
