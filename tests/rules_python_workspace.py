@@ -16,6 +16,7 @@ bench (tools/bench/rules_python.py).
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -54,6 +55,18 @@ def tool_wheels(directory: Path) -> Path:
             stdin=subprocess.DEVNULL,
         )
     return directory
+
+
+def host_python() -> str:
+    """The interpreter `python3` on PATH runs (not a wrapper such as pyenv's shim)."""
+    found = shutil.which("python3")
+    assert found, "no python3 on PATH"
+    return subprocess.run(
+        [found, "-c", "import sys; print(sys.executable)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 def lock_blocks(names: set[str] | None = None) -> str:

@@ -98,8 +98,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     base = tmp_path_factory.mktemp("rules_python")
     wheels = base / "wheels"
     wheels.mkdir()
-    host = shutil.which("python3")
-    assert host, "no python3 on PATH"
+    host = rpw.host_python()
     ws = rpw.create(
         base / "ws", base / "output_base", rpw.tool_wheels(base / "distdir"), host
     )
@@ -446,7 +445,7 @@ def test_rules_python_toolchain_builds_every_kind_of_search(stack: Stack) -> Non
         actions = _actions(ws, "//mnist:grid + //kinds:tpe")
         assert len(actions) == 4
         executables = {a["arguments"][0] for a in actions}
-        assert executables == {shutil.which("python3")}
+        assert executables == {rpw.host_python()}
         # Warm trials with this interpreter and these packages: byte-identical.
         trials = ["grid__C-0.1__max_iter-50", "grid__C-1__max_iter-50"]
         sandboxed = _outputs(ws, "mnist/", trials)

@@ -16,7 +16,6 @@ Markdown rows.
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,7 +45,7 @@ def measure(
     import rules_python_workspace as rpw
     from run import loadavg, median
 
-    host = shutil.which("python3") or "/usr/bin/python3"
+    host = rpw.host_python()
     ws = rpw.create(
         work / "rules_python_ws",
         work / "rules_python_output_base",
