@@ -129,6 +129,9 @@ py_runtime(
     name = "host_python3",
     interpreter_path = "{interpreter}",
     python_version = "PY3",
+    # A py_binary's launcher starts with this line, then runs the interpreter
+    # above; Debian has no plain `python` (Bazel's default line).
+    stub_shebang = "#!/usr/bin/env python3",
 )
 
 py_runtime_pair(
