@@ -23,6 +23,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The --incompatible_* flags later Bazel releases flipped (tests/test_newer_bazel.py).
+NEWER_BAZEL_RC = REPO / "tools/newer_bazel.bazelrc"
+
 
 def _load_wire() -> types.ModuleType:
     """databazel/private/wire.py, the protocol buffer reader, for execution logs."""
@@ -270,6 +273,8 @@ class Workspace:
             """,
         )
         rc = [
+            # As every workspace of this repository: newer Bazel's semantics.
+            f"import {NEWER_BAZEL_RC}",
             "build --incompatible_strict_action_env",
             "build --nosandbox_debug",
             "build --experimental_sandbox_base=/dev/shm",

@@ -233,3 +233,39 @@ def test_the_tpe_part_renders_both_searches_side_by_side() -> None:
     )
     assert "| `//mnist:bzl_random_search` (random) | 8 | 30.0 s |" in text
     assert tpe.render({}) == []
+
+
+def test_the_rules_python_part_compares_both_package_sources() -> None:
+    import rules_python
+
+    import trials
+
+    assert 'load("@pypi//:requirements.bzl", "requirement")' in trials.search_build(
+        12, "@pypi"
+    )
+    build = {
+        "time": 10.0,
+        "runs": [10.0],
+        "processes": "19 processes: 3 internal, 16 worker.",
+    }
+    results = {
+        "rules_python": {
+            "trials": 12,
+            "first_build": 120.0,
+            "builds": {
+                "python_env_sandboxed": {**build, "time": 20.0},
+                "rules_python_sandboxed": {**build, "time": 21.0},
+                "python_env_warm": {**build, "time": 8.0},
+                "rules_python_warm": {**build, "time": 12.0},
+            },
+        }
+    }
+    text = "\n".join(rules_python.render(results))
+    assert "| rules_python (`@pypi`) | 21.0 s | 12.0 s |" in text
+    assert "| python_env (`@databazel_python`) | 20.0 s | 8.0 s |" in text
+    [(target, measured, met)] = rules_python.verdicts(results)
+    assert measured == "12.0 s vs 8.0 s = 1.50x" and met == "no"
+    assert rules_python.verdicts({}) == [] and rules_python.render({}) == []
+    assert f"| {target} | {measured} | no |" in render.render(
+        {**_results(), **results}, None
+    )

@@ -49,7 +49,7 @@ COMMON_ATTRS = {
     ),
     "deps": attr.label_list(
         allow_files = [".py"],
-        doc = "Python code a plain `.py` script imports: `py_library` targets or `.py` files, including the packages of the Python environment (`@<env>//:numpy`, or `requirement(\"numpy\")` from `@<env>//:requirements.bzl`). Only these, with their dependencies, are inputs of the action: a package the script imports but does not list here fails with an error naming the entry to add. Import roots are put on `PYTHONPATH`. (A `py_binary` script brings its own deps.)",
+        doc = "Python code a plain `.py` script imports: `py_library` targets or `.py` files, including packages: python_env's (`@<env>//:numpy`, or `requirement(\"numpy\")` from `@<env>//:requirements.bzl`) or rules_python's `pip_parse` repositories (`requirement(\"numpy\")` from `@pypi//:requirements.bzl`). Only these, with their dependencies, are inputs of the action: a package the script imports but does not list here fails with an error naming the entry to add. Import roots are put on `PYTHONPATH`. (A `py_binary` script brings its own deps.)",
     ),
     "env": attr.string_dict(
         doc = "Environment variables for the script, on top of databazel's defaults (`PYTHONHASHSEED=0`, one BLAS/OpenMP thread, a fixed `PATH`, ...). Variables of the calling shell never reach the script; declare them here. They are part of the cache key. They are for the script only: databazel's runner starts isolated (`python3 -I -S`), so `PYTHONPATH`, `PYTHONHOME` and the like cannot break it. A NUL byte in a name or value fails at analysis.",
@@ -144,16 +144,32 @@ def _import_root(f):
 _SITE_PACKAGES = "/site-packages/"
 
 def _site_package_entry(f):
-    """`.../site-packages/numpy` for a file of package numpy; None for other files."""
+    """The top-level entry of an installed package's directory that file `f` is in.
+
+    `.../site-packages/numpy` for a file of python_env's numpy. A file of
+    another repository gives the top-level entry of that repository:
+    `external/pypi_numpy/numpy`, or `external/pypi_numpy/numpy-2.4.6.dist-info`,
+    for rules_python's `pip_parse` repository of numpy, whose root is the
+    import root. A warm worker makes the entries of a directory that holds a
+    `.dist-info` importable as a package directory, and ignores the others
+    (a repository of first-party code). None for the main repository's files.
+    """
     i = f.path.find(_SITE_PACKAGES)
-    if i < 0:
+    if i >= 0:
+        end = i + len(_SITE_PACKAGES)
+        return f.path[:end] + f.path[end:].split("/")[0]
+    root = f.owner.workspace_root if f.owner else ""
+    if not root or not f.is_source or not f.path.startswith(root + "/"):
         return None
-    end = i + len(_SITE_PACKAGES)
-    return f.path[:end] + f.path[end:].split("/")[0]
+    return root + "/" + f.path[len(root) + 1:].split("/")[0]
 
 def _script_input(f):
-    """A file of `deps` or `data` outside site-packages (the script's view lists it)."""
-    return None if _SITE_PACKAGES in f.path else f.path
+    """A file of `deps` or `data` outside the package entries (the script's view lists it).
+
+    A file inside an entry of `--site-package` is in the view with its
+    entry, one link for the whole directory.
+    """
+    return None if _site_package_entry(f) else f.path
 
 def _import_paths(ctx, imports):
     """Exec paths for the `imports` of py_library targets (`workspace/path` strings)."""
@@ -173,7 +189,8 @@ def dependencies(ctx, deps = None, data = None):
       data: targets whose files are inputs; default `ctx.attr.data`.
 
     Returns:
-      struct(inputs = depset, sources = depset of Python files whose import
+      struct(inputs = depset, code = depset of the files of `deps` (their
+      sources and runfiles), sources = depset of Python files whose import
       roots go on PYTHONPATH, import_paths = list of further PYTHONPATH entries).
     """
     transitive = []
@@ -190,9 +207,11 @@ def dependencies(ctx, deps = None, data = None):
         else:
             transitive.append(dep.files)
     sources = depset(transitive = transitive)
-    data_files = depset(transitive = [d.files for d in (ctx.attr.data if data == None else data)] + runfiles)
+    code = depset(transitive = [sources] + runfiles)
+    data_files = depset(transitive = [d.files for d in (ctx.attr.data if data == None else data)])
     return struct(
-        inputs = depset(transitive = [sources, data_files]),
+        inputs = depset(transitive = [code, data_files]),
+        code = code,
         sources = sources,
         import_paths = _import_paths(ctx, depset(transitive = imports).to_list()),
     )
@@ -294,12 +313,14 @@ def run_runner(ctx, script_attr_name, arguments, inputs, outputs, mnemonic, prog
     startup.add_all(["-I", "-S", "-X", "utf8"])
     startup.add(ctx.file._runner)
 
-    # The top-level entries of site-packages of the packages in `deps`, their
+    # The top-level entries of the package directories of `deps` (python_env's
+    # site-packages, rules_python's pip repositories), their
     # `<name>-<version>.dist-info` among them: a warm worker makes exactly
-    # these importable. They are startup arguments, part of the worker key,
-    # so a worker that imported one version of a package never serves a
-    # trial that declares another (Bazel 4.2 leaves tools out of the key).
-    startup.add_all(deps.inputs, map_each = _site_package_entry, uniquify = True, before_each = "--site-package")
+    # these importable and imports them ahead. They are startup arguments,
+    # part of the worker key, so a worker that imported one version of a
+    # package never serves a trial that declares another (Bazel 4.2 leaves
+    # tools out of the key).
+    startup.add_all(deps.code, map_each = _site_package_entry, uniquify = True, before_each = "--site-package")
 
     head = arguments
     head.add("--target", str(target or ctx.label))

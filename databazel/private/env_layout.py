@@ -68,7 +68,7 @@ def _required_names(requires: list[str]) -> list[str]:
     return sorted(names)
 
 
-def _record_paths(dist_info: str) -> list[str]:
+def record_paths(dist_info: str) -> list[str]:
     """Paths the distribution's RECORD lists, relative to site-packages."""
     path = os.path.join(dist_info, "RECORD")
     if not os.path.exists(path):
@@ -77,7 +77,7 @@ def _record_paths(dist_info: str) -> list[str]:
         return [row[0] for row in csv.reader(f) if row and not row[0].startswith("..")]
 
 
-def _module_names(paths: list[str]) -> list[str]:
+def module_names(paths: list[str]) -> list[str]:
     """Top-level import names among site-packages-relative paths."""
     names = set()
     for path in paths:
@@ -112,11 +112,11 @@ def layout(venv: str, excluded: set[str]) -> dict[str, object]:
         key = normalize(name)
         if key in excluded:
             continue
-        paths = _record_paths(os.path.join(site, entry))
+        paths = record_paths(os.path.join(site, entry))
         dists[key] = {
             "version": version,
             "requires": _required_names(requires),
-            "modules": _module_names(paths),
+            "modules": module_names(paths),
         }
         for path in paths:
             owner[path] = key

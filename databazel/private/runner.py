@@ -377,8 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="runner.py", description="databazel action runner"
     )
-    # A top-level entry of site-packages the script may import (of the
-    # packages in `deps`): a warm worker (worker.py) links exactly these.
+    # A top-level entry of a package directory the script may import (of the
+    # packages in `deps`: python_env's site-packages, a rules_python pip
+    # repository): a warm worker (worker.py) makes exactly these importable.
     parser.add_argument("--site-package", action="append", default=[])
     commands = parser.add_subparsers(dest="command", required=True)
     train_cmd = commands.add_parser("train")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import re
 import shutil
@@ -14,7 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, Callable
+from typing import Callable
 
 import isolation
 import process
@@ -133,45 +132,30 @@ def script_env(pythonpath: Sequence[str]) -> dict[str, str]:
 _MISSING_MODULE = re.compile(r"ModuleNotFoundError: No module named '([^'.]+)")
 
 
-def _environment_modules() -> dict[str, Any] | None:
-    """The python_env repository's modules.json: which distribution provides which module.
+def missing_module_hint(stderr_tail: str, pythonpath: Sequence[str] = ()) -> str:
+    """What to add to `deps` when the script failed importing a module, else "".
 
-    The file is not an input of the action (a new package would otherwise
-    re-run every trial); it is found through the interpreter's pyvenv.cfg,
-    which links to the repository. Only error messages use it, so when it
-    cannot be found (a remote worker, another toolchain) the message is
-    less specific, never wrong.
+    `pythonpath`: the script's import roots, which name the package
+    repositories the target already uses (distributions.py).
     """
-    venv = os.path.dirname(os.path.dirname(sys.executable))
-    cfg = os.path.realpath(os.path.join(venv, "pyvenv.cfg"))
-    path = os.path.join(os.path.dirname(os.path.dirname(cfg)), "modules.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def missing_module_hint(stderr_tail: str) -> str:
-    """What to add to `deps` when the script failed importing a module, else ""."""
     found = _MISSING_MODULE.findall(stderr_tail)
     if not found:
         return ""
     module = found[-1]
-    index = _environment_modules()
-    modules = index.get("modules", {}) if index else {}
-    if isinstance(modules, dict) and module in modules:
+    import distributions  # only on this error path: it reads the output base
+
+    providers, hubs = distributions.providers(module, pythonpath)
+    if providers:
+        also = "".join(f" (or {p.describe()})" for p in providers[1:])
         return (
             f"The script imports `{module}`, which no entry of the target's `deps` "
-            f'provides: add "@{index["repository"]}//:{modules[module]}" '  # type: ignore[index]
-            "(distribution " + str(modules[module]) + ") to `deps`."
+            f"provides: add {providers[0].describe()}{also} to `deps`."
         )
-    where = f" of @{index['repository']}" if index else ""
+    where = " of " + " or ".join(f"@{h}" for h in hubs) if hubs else ""
     return (
         f"The script imports `{module}`, which is in none of its `deps`: add the "
         f"py_library that provides it to the target's `deps` (no distribution{where} "
-        "provides it: a package must also be in the environment's requirements lock)."
+        "provides it: a package must also be in the requirements lock of its repository)."
     )
 
 
@@ -348,7 +332,7 @@ def run_script(
                 TIMES["collected"] = time.monotonic()
             return
         stderr_tail = tail(stderr_log)
-        hint = missing_module_hint(stderr_tail)
+        hint = missing_module_hint(stderr_tail, pythonpath)
         if hint:
             message += hint + "\n"
         if stderr_tail:

@@ -26,6 +26,9 @@ threads hold): its later scripts run as new interpreters, still without a
 runner start-up or a sandbox.  So do scripts whose ``env`` sets a ``PYTHON*``
 variable that only a new interpreter honours (``PYTHONOPTIMIZE``,
 ``PYTHONDEVMODE``, ...).
+Only the distributions the target declares (the entries of package
+directories the runner's ``--site-package`` arguments name: python_env's
+site-packages, rules_python's pip repositories) are importable.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ import isolation
 import process
 import supervise
 from wire import read_message, read_varint, varint
+
+SITE_PACKAGES = "/site-packages/"
 
 # ---------------------------------------------------------------------------
 # The worker protocol: length-delimited WorkRequest / WorkResponse messages
@@ -207,6 +212,8 @@ class WarmParent:
         self.directory = tempfile.mkdtemp(prefix="databazel-worker-")
         atexit.register(shutil.rmtree, self.directory, True)
         self.site_dir = os.path.join(self.directory, "site-packages")
+        # rules_python's pip repositories the parent imports from (prepare).
+        self.package_roots: list[str] = []
         self.stamps: list[tuple[str, int, int, int]] = []
         self.preloaded: set[str] = set()
         self.learned: set[str] = set()
@@ -218,17 +225,38 @@ class WarmParent:
         self.forkable = True
 
     def prepare(self, site_packages: Sequence[str]) -> None:
-        """A site directory of the declared distributions only, and `site`'s builtins.
+        """The declared distributions made importable, and `site`'s builtins.
 
-        One link per top-level entry of site-packages named by the worker's
-        `--site-package` startup arguments (part of the worker key).
+        The worker's `--site-package` startup arguments (part of the worker
+        key) name the top-level entries of the package directories of the
+        target's `deps`. Those of a `site-packages` directory (python_env's)
+        get one link each in a site directory of their own; a directory that
+        holds a distribution's `.dist-info` elsewhere (a rules_python pip
+        repository, one distribution each, whose root is on the script's
+        PYTHONPATH as in a sandbox) is a package root: the parent imports
+        from it too. The other entries are first-party code, never imported
+        ahead.
         """
-        entries = {os.path.basename(p): os.path.realpath(p) for p in site_packages}
-        self.stamps = self._stamps(entries.values())
+        by_root: dict[str, list[str]] = {}
+        for p in site_packages:
+            path = os.path.abspath(p)
+            by_root.setdefault(os.path.dirname(path), []).append(path)
+        entries = {}
+        for root, paths in sorted(by_root.items()):
+            if root.endswith(SITE_PACKAGES.rstrip("/")):
+                entries.update(
+                    (os.path.basename(p), os.path.realpath(p)) for p in paths
+                )
+            elif any(p.endswith(".dist-info") for p in paths):
+                self.package_roots.append(root)
+        self.stamps = self._stamps(
+            [*entries.values(), *(p for r in self.package_roots for p in by_root[r])]
+        )
         os.makedirs(self.site_dir)
         for top, target in sorted(entries.items()):
             os.symlink(target, os.path.join(self.site_dir, top))
         site.addsitedir(self.site_dir)
+        sys.path.extend(self.package_roots)
         # What `site` gives every script, which `python -S` skipped.
         for setup in ("setquit", "setcopyright", "sethelper"):
             getattr(site, setup, lambda: None)()
@@ -278,7 +306,9 @@ class WarmParent:
             except (ImportError, ValueError):
                 return False
             origin = (spec.origin or "") if spec else ""
-        return origin.startswith(self.site_dir + os.sep)
+        return origin.startswith(
+            tuple(r + os.sep for r in (self.site_dir, *self.package_roots))
+        )
 
     def launch(
         self,
@@ -361,10 +391,11 @@ class WarmParent:
 
     def _report_modules(self, report: str) -> None:
         """Tell the parent which package modules this script imported."""
+        roots = tuple(r + os.sep for r in (self.site_dir, *self.package_roots))
         names = []
         for name, module in list(sys.modules.items()):
             path = getattr(module, "__file__", None) or ""
-            if path.startswith(self.site_dir + os.sep) and name not in self.preloaded:
+            if path.startswith(roots) and name not in self.preloaded:
                 names.append(name)
         with contextlib.suppress(OSError):
             with open(report, "w", encoding="utf-8") as f:

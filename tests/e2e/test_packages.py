@@ -8,18 +8,17 @@ versions in the lock file and count the trainings Bazel runs.
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import hashlib
 import json
 import os
 import time
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from bazel_harness import SANDBOXED, Workspace
+from wheels import make_wheel
 
 LOAD = """\
 load("@databazel//databazel:defs.bzl", "evaluate", "model")
@@ -74,30 +73,6 @@ with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
 """
 
 
-def _wheel(directory: Path, name: str, version: str, requires: list[str]) -> Path:
-    """A minimal pure-Python wheel with one module, `name`."""
-    dist = f"{name}-{version}.dist-info"
-    files = {
-        f"{name}/__init__.py": PACKAGE.format(version=version),
-        f"{dist}/METADATA": "Metadata-Version: 2.1\n"
-        f"Name: {name}\nVersion: {version}\n"
-        + "".join(f"Requires-Dist: {r}\n" for r in requires)
-        # A requirement of an extra is not a dependency of the target.
-        + "Requires-Dist: gamma ; extra == 'fancy'\n",
-        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = []
-    for path, text in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest())
-        record.append(f"{path},sha256={digest.rstrip(b'=').decode()},{len(text)}")
-    files[f"{dist}/RECORD"] = "\n".join(record + [f"{dist}/RECORD,,"]) + "\n"
-    path = directory / f"{name}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as z:
-        for name_, text in files.items():
-            z.writestr(zipfile.ZipInfo(name_, (2020, 1, 1, 0, 0, 0)), text)
-    return path
-
-
 class Packages:
     """The workspace and its lock file of test wheels."""
 
@@ -111,7 +86,13 @@ class Packages:
     def write_lock(self) -> None:
         lines = ["--no-index", f"--find-links {self.wheels}"]
         for name, version in sorted(self.versions.items()):
-            wheel = _wheel(self.wheels, name, version, self.REQUIRES[name])
+            wheel = make_wheel(
+                self.wheels,
+                name,
+                version,
+                self.REQUIRES[name],
+                PACKAGE.format(version=version),
+            )
             digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
             lines.append(f"{name}=={version} --hash=sha256:{digest}")
         self.ws.write("lock.txt", "\n".join(lines) + "\n")
@@ -216,7 +197,8 @@ def test_undeclared_package_fails_naming_the_deps_entry(pkgs: Packages) -> None:
             assert (
                 f"databazel: error: //u:{target}: train script u/train.py exited with code 1\n"
                 f"The script imports `{module}`, which no entry of the target's `deps` "
-                f'provides: add "@fixture_python//:{module}" (distribution {module}) to `deps`.'
+                f'provides: add "@fixture_python//:{module}" (distribution {module}, '
+                f'requirement("{module}") in @fixture_python//:requirements.bzl) to `deps`.'
             ) in result.stderr, (flags, result.stderr[-3000:])
 
 
@@ -351,7 +333,7 @@ def test_a_second_environment_changes_no_other_trial(pkgs: Packages) -> None:
 
     extra = pkgs.wheels / "extra"
     extra.mkdir()
-    wheel = _wheel(extra, "epsilon", "1.0", [])
+    wheel = make_wheel(extra, "epsilon", "1.0", [], PACKAGE.format(version="1.0"))
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     ws.write(
         "extra_lock.txt",

@@ -1,9 +1,10 @@
 """`deps` with a py_library laid out the way rules_python's pip repositories are.
 
-rules_python's `pip_parse` makes one repository per wheel, whose `py_library`
-has `srcs` under `site-packages/` and `imports = ["site-packages"]`. rules_python
-is not available here, so the test builds such a repository by hand, with the
-native py_library of Bazel 4.2.3.
+A repository with a `py_library` whose `imports` name a directory of it, built
+by hand with the native py_library of Bazel 4.2.3: the layout of older pip
+rules (`srcs` under `site-packages/`, `imports = ["site-packages"]`).
+rules_python 0.9.0's own `pip_parse` repositories are tested in
+test_rules_python.py.
 """
 
 from __future__ import annotations

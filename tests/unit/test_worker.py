@@ -132,11 +132,11 @@ def _env(mode: str = "") -> dict[str, str]:
 
 
 def _serve(
-    root: Path, requests: bytes, mode: str = ""
+    root: Path, requests: bytes, mode: str = "", startup: list[str] = STARTUP
 ) -> subprocess.CompletedProcess[bytes]:
     env = _env(mode)
     worker = subprocess.Popen(
-        [sys.executable, "-S", str(RUNNER), *STARTUP, "--persistent_worker"],
+        [sys.executable, "-S", str(RUNNER), *startup, "--persistent_worker"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -304,3 +304,85 @@ def test_a_package_that_starts_a_thread_stops_the_forking(tmp_path: Path) -> Non
     assert [_imported_by(root, n) for n in range(1, 5)] == [(2, 1)] + [(2, 0)] * 3
     for n in range(1, 5):
         assert json.loads((root / f"out/m{n}").read_text())["state"] == 1
+
+
+def _pip_repositories(root: Path) -> list[str]:
+    """rules_python's pip_parse layout beside the execroot's python_env: one
+    repository per distribution, its root the import root (`declared` and
+    `undeclared`), and a repository of first-party code without a `.dist-info`.
+    Returns the startup arguments Bazel gives a trial that declares
+    `@pypi_declared//:pkg` and `@mylib//:lib`."""
+    for name in ("declared", "undeclared"):
+        repo = root / f"external/pypi_{name}"
+        (repo / f"{name}-2.0.dist-info").mkdir(parents=True)
+        (repo / f"{name}-2.0.dist-info/RECORD").write_text(f"{name}/__init__.py,,\n")
+        (repo / name).mkdir()
+        (repo / name / "__init__.py").write_text(
+            (root / SITE / "declared/__init__.py").read_text().replace("declared", name)
+        )
+    (root / "external/mylib/mylib").mkdir(parents=True)
+    (root / "external/mylib/mylib/__init__.py").write_text(
+        (root / SITE / "declared/__init__.py").read_text()
+    )
+    return [
+        "--site-package",
+        "external/pypi_declared/declared",
+        "--site-package",
+        "external/pypi_declared/declared-2.0.dist-info",
+        "--site-package",
+        "external/mylib/mylib",
+    ]
+
+
+def test_pip_repositories_are_declared_only_and_imported_ahead(
+    tmp_path: Path,
+) -> None:
+    root = _execroot(tmp_path)
+    (root / "out").mkdir()
+    startup = _pip_repositories(root)
+    (root / "pkg/train.py").write_text(
+        (root / "pkg/train.py")
+        .read_text()
+        .replace("import declared\n", "import declared, mylib\n")
+        .replace(
+            '"stdin"',
+            '"version": declared.__file__, "mylib_imported_by": mylib.IMPORTED_BY, "stdin"',
+        )
+    )
+    pythonpath = [
+        "--pythonpath",
+        "external/pypi_declared",
+        "--pythonpath",
+        "external/mylib",
+    ]
+    for mode in ("", "undeclared"):
+        requests = b"".join(
+            _request(_train(n, *pythonpath), INPUTS, request_id=n) for n in range(1, 4)
+        )
+        proc = _serve(root, requests, mode, startup)
+        assert proc.returncode == 0, proc.stderr.decode()
+        codes = [r["exit_code"] for r in _responses(proc.stdout)]
+        if mode == "undeclared":
+            # Not on the script's path, though its repository is in the execroot.
+            assert codes == [1, 1, 1]
+            assert all(
+                "No module named 'undeclared'" in str(r["output"])
+                for r in _responses(proc.stdout)
+            )
+            continue
+        assert codes == [0, 0, 0]
+        for n in range(1, 4):
+            model = json.loads((root / f"out/m{n}").read_text())
+            assert model["state"] == 1
+            assert model["version"] == str(
+                root / "external/pypi_declared/declared/__init__.py"
+            )
+        # The package: by the first child, then by the parent, never again.
+        assert [_imported_by(root, n) for n in range(1, 4)] == [(2, 1)] + [
+            (proc.pid, 1)
+        ] * 2
+        # First-party code of another repository is never imported ahead:
+        # each trial imports it itself.
+        for n in range(1, 4):
+            model = json.loads((root / f"out/m{n}").read_text())
+            assert model["mylib_imported_by"] == [2, 1]

@@ -126,7 +126,7 @@ def measure(
 
     trials.setup(ws)
     # 12 new trials with the same inputs as //mnist12:s (only `tol` differs).
-    ws.write("mnistnew/BUILD", trials._search(12).replace('"0.0001"', '"0.00012"'))
+    ws.write("mnistnew/BUILD", trials.search_build(12).replace('"0.0001"', '"0.00012"'))
     ws.build("//mnist12:s")  # the environment, once
     out: dict[str, Any] = {"local": [], "cold": [], "seen": [], "served": []}
     for rep in range(reps):

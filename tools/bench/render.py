@@ -13,6 +13,7 @@ from typing import Any
 
 import halving
 import remote
+import rules_python
 import tpe
 import torch_search
 import trials
@@ -39,7 +40,11 @@ def _s(x: float | None, digits: int = 2) -> str:
 
 def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(target, measured, met?) for each target that was measured."""
-    rows = trials.verdicts(results) + remote.verdicts(results)
+    rows = (
+        trials.verdicts(results)
+        + remote.verdicts(results)
+        + rules_python.verdicts(results)
+    )
     if "mnist" in results:
         m = results["mnist"]
         ratio = m["jobs2"] / m["serial_loop"]
@@ -284,6 +289,7 @@ def render(results: dict[str, Any], png: str | None) -> str:
         ]
     if "torch" in results:
         lines += torch_search.render(results["torch"])
+    lines += rules_python.render(results)
     if "scaling" in results:
         lines += [
             "## Cold build and no-op rebuild by number of trials",

@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import halving  # noqa: E402
 import remote  # noqa: E402
+import rules_python  # noqa: E402
 import tpe  # noqa: E402
 import torch_search  # noqa: E402
 import trials  # noqa: E402
@@ -618,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda text: set(text.split(",")),
         help="run only these parts: overhead, overhead_warm, trials, cold_trivial, scaling, "
         "add_grid_value (needs scaling), analysis, analysis_profile (needs analysis), mnist, remote, "
-        "halving, tpe, torch",
+        "halving, tpe, torch, rules_python",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -658,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
             "halving",
             "tpe",
             "torch",
+            "rules_python",
         )
         dates = kept.get("part_dates") or {n: kept["date"] for n in parts if n in kept}
         for name in set(kept) - set(results) - args.parts:
@@ -710,10 +712,11 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     try:
-        log(f"fixture workspace in {work}; fetching its Python environment")
-        bench.setup()
-        for name, function in parts:
-            run_part(name, function)
+        if not args.parts or args.parts & {name for name, _ in parts}:
+            log(f"fixture workspace in {work}; fetching its Python environment")
+            bench.setup()
+            for name, function in parts:
+                run_part(name, function)
     finally:
         ws.remove()
     if not args.no_mnist:
@@ -724,6 +727,10 @@ def main(argv: list[str] | None = None) -> int:
             lambda: torch_search.measure(
                 BenchWorkspace, work / "torch_output_base", args.reps, log
             ),
+        )
+        run_part(
+            "rules_python",
+            lambda: rules_python.measure(BenchWorkspace, work, args.reps, log),
         )
     results["load_after"] = loadavg()
     png = "benchmarks.png" if plot(results, args.out / "benchmarks.png") else None

@@ -46,10 +46,11 @@ TARGETS = {
 }  # fmt: skip
 
 
-def _search(size: int) -> str:
+def search_build(size: int, hub: str = "@fixture_python") -> str:
+    """The BUILD file of the `size`-trial MNIST search, its packages from `hub`."""
     grid = dict(GRID, tol=TOLS[size])
     return f"""load("@databazel//databazel:defs.bzl", "hyperparam_search")
-load("@fixture_python//:requirements.bzl", "requirement")
+load("{hub}//:requirements.bzl", "requirement")
 
 hyperparam_search(
     name = "s",
@@ -64,7 +65,7 @@ hyperparam_search(
 """
 
 
-def setup(ws: Any) -> None:
+def setup(ws: Any, hub: str = "@fixture_python") -> None:
     """The MNIST scripts and data in the fixture workspace, and the two searches."""
     (ws.root / "mnist/data").mkdir(parents=True, exist_ok=True)
     for name in ("train.py", "evaluate.py", "lib.py"):
@@ -72,8 +73,8 @@ def setup(ws: Any) -> None:
     shutil.copy(REPO / "mnist/data/mnist.npz", ws.root / "mnist/data/mnist.npz")
     ws.write(
         "mnist/BUILD",
-        """
-        load("@fixture_python//:requirements.bzl", "requirement")
+        f"""
+        load("{hub}//:requirements.bzl", "requirement")
 
         exports_files(["train.py", "evaluate.py", "data/mnist.npz"])
 
@@ -87,7 +88,7 @@ def setup(ws: Any) -> None:
         """,
     )
     for size in TOLS:
-        ws.write(f"mnist{size}/BUILD", _search(size))
+        ws.write(f"mnist{size}/BUILD", search_build(size, hub))
 
 
 def _cold(ws: Any, target: str, *flags: str) -> tuple[float, Any]:
