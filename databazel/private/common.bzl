@@ -190,7 +190,7 @@ def dependencies(ctx, deps = None, data = None):
 
     Returns:
       struct(inputs = depset, code = depset of the files of `deps` (their
-      sources and runfiles), sources = depset of Python files whose import
+      sources and runfiles), data = depset of the files of `data`, sources = depset of Python files whose import
       roots go on PYTHONPATH, import_paths = list of further PYTHONPATH entries).
     """
     transitive = []
@@ -212,6 +212,7 @@ def dependencies(ctx, deps = None, data = None):
     return struct(
         inputs = depset(transitive = [code, data_files]),
         code = code,
+        data = data_files,
         sources = sources,
         import_paths = _import_paths(ctx, depset(transitive = imports).to_list()),
     )
@@ -346,7 +347,8 @@ def run_runner(ctx, script_attr_name, arguments, inputs, outputs, mnemonic, prog
     # Where Bazel does not sandbox the action (a warm worker, the local
     # strategy), the runner isolates the script itself: these files, with the
     # packages' entries above, are what it sees (isolation.py).
-    head.add_all(deps.inputs, map_each = _script_input, uniquify = True, before_each = "--input")
+    head.add_all(deps.code, map_each = _script_input, uniquify = True, before_each = "--input")
+    head.add_all(deps.data, before_each = "--input")
     if ctx.attr.network:
         head.add("--network")
     if not ctx.attr._isolate[IsolateInfo].enabled:
