@@ -244,7 +244,7 @@ in output group `cards`: `bazel build --output_groups=+cards //pkg:name`.
 """,
     attrs = dict(COMMON_ATTRS, **dict(CARD_ATTRS, **{
         "args": attr.string_list(
-            doc = "The script's command line, as templates (see above and docs/contract.md): the script gets exactly these arguments, one each, with `{data}`, `{model_output_path}` (required), `{hyperparams}`, `{hp.NAME}`, and with `epochs` `{epoch}` and `{init_model_path}` (both required; an argument holding `{init_model_path}`, and an option alone before it, is left out in epoch 1) filled in. A mistake (an unknown placeholder, a hyperparameter the model does not have, unbalanced braces) fails naming the target. Empty: the fixed command line above. Part of the cache key.",
+            doc = "The script's command line, as templates (see above and docs/contract.md): the script gets exactly these arguments, one each, with `{data}`, `{model_output_path}` (required), `{hyperparams}`, `{hp.NAME}`, and with `epochs` `{epoch}` and `{init_model_path}` (both required; in epoch 1 an argument holding `{init_model_path}` is left out, and when the placeholder stands alone, so is an option just before it) filled in. A mistake (an unknown placeholder, a hyperparameter the model does not have, unbalanced braces) fails naming the target. Empty: the fixed command line above. Part of the cache key.",
         ),
         "epochs": attr.int(
             default = 0,

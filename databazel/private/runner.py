@@ -205,7 +205,10 @@ def train(args: argparse.Namespace) -> None:
                     "model_output_path": out,
                     "hyperparams": encoded,
                     **(
-                        {"epoch": str(args.epoch), "init_model_path": args.init_model_path}
+                        {
+                            "epoch": str(args.epoch),
+                            "init_model_path": args.init_model_path,
+                        }
                         if args.epoch is not None
                         else {}
                     ),
@@ -213,7 +216,9 @@ def train(args: argparse.Namespace) -> None:
                 hyperparams,
             )
         _run_on_gpus("train", args, script_args)
-    told = "--model-output-path" if args.arg_templates is None else "{model_output_path}"
+    told = (
+        "--model-output-path" if args.arg_templates is None else "{model_output_path}"
+    )
     check_output_file("train", args.script, out, "model", told)
 
 

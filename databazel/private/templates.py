@@ -93,9 +93,7 @@ def parse(template: str) -> list[str | Placeholder]:
 
 def placeholder_names(templates: Sequence[str]) -> set[str]:
     """Every placeholder name the templates use (`hp.lr`, `data`, ...)."""
-    return {
-        p.name for t in templates for p in parse(t) if isinstance(p, Placeholder)
-    }
+    return {p.name for t in templates for p in parse(t) if isinstance(p, Placeholder)}
 
 
 def load_templates(text: str) -> list[str]:
@@ -164,9 +162,9 @@ def fill(
                 "argument (MAX_ARG_STRLEN); pass large values in a data file"
             )
         arguments.append(argument)
-        last_is_option = all(isinstance(p, str) for p in pieces) and argument.startswith(
-            "-"
-        )
+        last_is_option = all(
+            isinstance(p, str) for p in pieces
+        ) and argument.startswith("-")
     return arguments
 
 

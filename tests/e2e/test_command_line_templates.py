@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 from bazel_harness import REPO, Result, Workspace
@@ -44,13 +43,17 @@ def doc_files() -> dict[str, str]:
 DOC = doc_files()
 
 
-def write_package(ws: Workspace, package: str, build: str | None = None, scripts: str = "sweep") -> None:
+def write_package(
+    ws: Workspace, package: str, build: str | None = None, scripts: str = "sweep"
+) -> None:
     """`tpl/<package>`: the scripts of docs example `scripts`, data, and `build` (default: the example's BUILD)."""
     for name in ("train.py", "evaluate.py"):
         ws.write(f"tpl/{package}/{name}", DOC[f"{scripts}/{name}"])
     ws.write(f"tpl/{package}/train.txt", TRAIN_ROWS)
     ws.write(f"tpl/{package}/test.txt", TEST_ROWS)
-    ws.write(f"tpl/{package}/BUILD", DOC[f"{scripts}/BUILD"] if build is None else build)
+    ws.write(
+        f"tpl/{package}/BUILD", DOC[f"{scripts}/BUILD"] if build is None else build
+    )
 
 
 def rows(text: str) -> list[float]:
@@ -71,7 +74,9 @@ def exec_path(arg: str, package: str, name: str) -> bool:
 def spawn_targets(result: Result, mnemonic: str) -> list[str]:
     """The target named first in the progress message of each spawn of `mnemonic` that ran."""
     return sorted(
-        re.match(r"\w+ (//\S+?)[:,]? ", s["progressMessage"] + " ").group(1).rstrip(":,")
+        re.match(r"\w+ (//\S+?)[:,]? ", s["progressMessage"] + " ")
+        .group(1)
+        .rstrip(":,")
         for s in result.spawns
         if s.get("mnemonic") == mnemonic and not s["remoteCacheHit"]
     )
@@ -94,11 +99,19 @@ def test_a_wandb_sweep_with_the_2019_evaluation_script(ws: Workspace) -> None:
             f"--batch-size={hp['batch_size']}",
             "--train-file=tpl/sweep/train.txt",
         ]
-        assert len(argv) == 4 and exec_path(argv[3].removeprefix("--save="), "sweep", f"{name}.model")
+        assert len(argv) == 4 and exec_path(
+            argv[3].removeprefix("--save="), "sweep", f"{name}.model"
+        )
         # The "model" entry is not a metric: only accuracy reaches the report.
         metrics = json.loads(ws.bin(f"tpl/sweep/{name}__eval.metrics.json").read_text())
-        assert metrics == trial["metrics"] == {"accuracy": pytest.approx(accuracy(model["weight"]))}
-        written = json.loads(ws.bin(f"tpl/sweep/{name}__eval.outputs/metrics.json").read_text())
+        assert (
+            metrics
+            == trial["metrics"]
+            == {"accuracy": pytest.approx(accuracy(model["weight"]))}
+        )
+        written = json.loads(
+            ws.bin(f"tpl/sweep/{name}__eval.outputs/metrics.json").read_text()
+        )
         assert set(written) == {"accuracy", "model"}
         assert exec_path(written["model"], "sweep", f"{name}.model")
     ranked = [t["metrics"]["accuracy"] for t in report["trials"]]
@@ -111,10 +124,14 @@ def test_a_dvc_style_model_and_evaluation(ws: Workspace) -> None:
     write_package(ws, "dvc", scripts="dvc")
     ws.build("//tpl/dvc:eval", flags=SANDBOXED)
     center = 0.9 * sum(rows(TRAIN_ROWS)[:50]) / 50
-    assert json.loads(ws.bin("tpl/dvc/model.model").read_text()) == {"center": pytest.approx(center)}
+    assert json.loads(ws.bin("tpl/dvc/model.model").read_text()) == {
+        "center": pytest.approx(center)
+    }
     test = rows(TEST_ROWS)
     metrics = json.loads(ws.bin("tpl/dvc/eval.metrics.json").read_text())
-    assert metrics == {"mse": pytest.approx(sum((x - center) ** 2 for x in test) / len(test))}
+    assert metrics == {
+        "mse": pytest.approx(sum((x - center) ** 2 for x in test) / len(test))
+    }
 
 
 RANDOM_BUILD = """
@@ -138,7 +155,9 @@ hyperparam_search(
 """
 
 
-def test_a_random_search_with_a_placeholder_for_every_hyperparameter(ws: Workspace) -> None:
+def test_a_random_search_with_a_placeholder_for_every_hyperparameter(
+    ws: Workspace,
+) -> None:
     # `tag` reaches no argument: the load-time check says so...
     write_package(ws, "random", RANDOM_BUILD, scripts="dvc")
     result = ws.bazel("query", "//tpl/random:all")
@@ -151,9 +170,12 @@ def test_a_random_search_with_a_placeholder_for_every_hyperparameter(ws: Workspa
     # ... and with it (a DVC-style script takes its own positional arguments;
     # this one ignores a fifth), every value reaches the script verbatim.
     build = RANDOM_BUILD.replace('"{hp.shrink}"]', '"{hp.shrink}", "{hp.tag}"]')
-    ws.write("tpl/random/train.py", DOC["dvc/train.py"].replace("sys.argv[1:]", "sys.argv[1:5]").replace(
-        '{"center"', '{"argv": sys.argv[1:], "center"'
-    ))
+    ws.write(
+        "tpl/random/train.py",
+        DOC["dvc/train.py"]
+        .replace("sys.argv[1:]", "sys.argv[1:5]")
+        .replace('{"center"', '{"argv": sys.argv[1:], "center"'),
+    )
     ws.write("tpl/random/BUILD", build)
     result = ws.build("//tpl/random:r", flags=SANDBOXED)
     assert result.executed("DatabazelTrain") == 3
@@ -175,12 +197,25 @@ def test_a_random_search_with_a_placeholder_for_every_hyperparameter(ws: Workspa
 
 def sweep_args(*extra: str) -> str:
     return json.dumps(
-        ["--lr={hp.lr}", "--batch-size={hp.batch_size}", "--train-file={data}", "--save={model_output_path}", *extra]
+        [
+            "--lr={hp.lr}",
+            "--batch-size={hp.batch_size}",
+            "--train-file={data}",
+            "--save={model_output_path}",
+            *extra,
+        ]
     )
 
 
 EVAL_2019_ARGS = json.dumps(
-    ["--model-path", "{model_path}", "--data-path", "{data_path}", "--output-file", "{metrics_file}"]
+    [
+        "--model-path",
+        "{model_path}",
+        "--data-path",
+        "{data_path}",
+        "--output-file",
+        "{metrics_file}",
+    ]
 )
 RESUME = ("--epoch={epoch}", "--resume-from", "{init_model_path}")
 
@@ -246,7 +281,11 @@ def argv_of(ws: Workspace, path: str) -> list[str]:
 def test_training_in_epochs_resumes_through_the_template(ws: Workspace) -> None:
     write_package(ws, "epochs", EPOCHS_BUILD)
     result = ws.build(
-        "//tpl/epochs:e", "//tpl/epochs:axis", "//tpl/epochs:halving", "//tpl/epochs:m_eval", flags=SANDBOXED
+        "//tpl/epochs:e",
+        "//tpl/epochs:axis",
+        "//tpl/epochs:halving",
+        "//tpl/epochs:m_eval",
+        flags=SANDBOXED,
     )
     # e: 2 trials x 3 epochs; axis: one chain of 2; halving: 3 trials, then
     # the best for epochs 2 and 3 (the others' are stop records); m: 2.
@@ -259,7 +298,9 @@ def test_training_in_epochs_resumes_through_the_template(ws: Workspace) -> None:
         argv = argv_of(ws, f"tpl/epochs/{trial}.epoch-{epoch}.model")
         assert argv[-3:-1] == [f"--epoch={epoch}", "--resume-from"]
         assert exec_path(argv[-1], "epochs", f"{trial}.epoch-{epoch - 1}.model")
-    assert json.loads(ws.bin(f"tpl/epochs/{trial}.epoch-3.model").read_text())["epochs"] == [1, 2, 3]
+    assert json.loads(ws.bin(f"tpl/epochs/{trial}.epoch-3.model").read_text())[
+        "epochs"
+    ] == [1, 2, 3]
     report = json.loads(ws.bin("tpl/epochs/e.json").read_text())
     curve = next(t for t in report["trials"] if t["name"] == trial)["learning_curve"]
     assert [set(c["metrics"]) for c in curve] == [{"accuracy"}] * 3
@@ -267,18 +308,27 @@ def test_training_in_epochs_resumes_through_the_template(ws: Workspace) -> None:
     axis = json.loads(ws.bin("tpl/epochs/axis.json").read_text())
     assert sorted(t["hyperparams"]["epochs"] for t in axis["trials"]) == ["1", "2"]
     chain = "axis__lr-0.5__batch_size-16__chain"
-    assert json.loads(ws.bin(f"tpl/epochs/{chain}.epoch-2.model").read_text())["epochs"] == [1, 2]
+    assert json.loads(ws.bin(f"tpl/epochs/{chain}.epoch-2.model").read_text())[
+        "epochs"
+    ] == [1, 2]
 
     halving = json.loads(ws.bin("tpl/epochs/halving.json").read_text())
     best = halving["best"]["name"]
     assert argv_of(ws, f"tpl/epochs/{best}.epoch-1.model")[-1] == "--epoch=1"
     last = argv_of(ws, f"tpl/epochs/{best}.epoch-3.model")
     assert last[-2] == "--epoch=3"
-    assert exec_path(last[-1].removeprefix("--resume-from="), "epochs", f"{best}.epoch-2.model")
+    assert exec_path(
+        last[-1].removeprefix("--resume-from="), "epochs", f"{best}.epoch-2.model"
+    )
     assert all(set(t["metrics"]) == {"accuracy"} for t in halving["trials"])
 
-    assert json.loads(ws.bin("tpl/epochs/m.epoch-2.model").read_text())["epochs"] == [1, 2]
-    assert set(json.loads(ws.bin("tpl/epochs/m_eval.epoch-2.metrics.json").read_text())) == {"accuracy"}
+    assert json.loads(ws.bin("tpl/epochs/m.epoch-2.model").read_text())["epochs"] == [
+        1,
+        2,
+    ]
+    assert set(
+        json.loads(ws.bin("tpl/epochs/m_eval.epoch-2.metrics.json").read_text())
+    ) == {"accuracy"}
 
 
 CHANGE_BUILD = """
@@ -300,36 +350,66 @@ load("@databazel//databazel:defs.bzl", "hyperparam_search")
 
 # The same arguments in another order: another template, the same meaning.
 TRAIN_REORDERED = json.dumps(
-    ["--batch-size={hp.batch_size}", "--lr={hp.lr}", "--train-file={data}", "--save={model_output_path}"]
+    [
+        "--batch-size={hp.batch_size}",
+        "--lr={hp.lr}",
+        "--train-file={data}",
+        "--save={model_output_path}",
+    ]
 )
 EVAL_REORDERED = json.dumps(
-    ["--data-path", "{data_path}", "--model-path", "{model_path}", "--output-file", "{metrics_file}"]
+    [
+        "--data-path",
+        "{data_path}",
+        "--model-path",
+        "{model_path}",
+        "--output-file",
+        "{metrics_file}",
+    ]
 )
 
 
 def test_a_template_change_reruns_exactly_the_trials_that_use_it(ws: Workspace) -> None:
     train, evaluation = sweep_args(), EVAL_2019_ARGS
     write_package(
-        ws, "change", CHANGE_BUILD.format(a_train=train, train=train, a_eval=evaluation, eval=evaluation)
+        ws,
+        "change",
+        CHANGE_BUILD.format(
+            a_train=train, train=train, a_eval=evaluation, eval=evaluation
+        ),
     )
     first = ws.build("//tpl/change:all", flags=SANDBOXED)
     assert first.executed("DatabazelTrain") == 4
-    a_trials = ["//tpl/change:a__lr-0.1__batch_size-8", "//tpl/change:a__lr-0.5__batch_size-8"]
+    a_trials = [
+        "//tpl/change:a__lr-0.1__batch_size-8",
+        "//tpl/change:a__lr-0.5__batch_size-8",
+    ]
     before = {p: ws.bin(f"tpl/change/{p}").read_bytes() for p in ("a.json", "b.json")}
 
     # a's evaluation template: a's two evaluations, nothing else (their
     # metrics are the same, so the report stays cached too).
-    ws.write("tpl/change/BUILD", CHANGE_BUILD.format(a_train=train, train=train, a_eval=EVAL_REORDERED, eval=evaluation))
+    ws.write(
+        "tpl/change/BUILD",
+        CHANGE_BUILD.format(
+            a_train=train, train=train, a_eval=EVAL_REORDERED, eval=evaluation
+        ),
+    )
     result = ws.build("//tpl/change:all", flags=SANDBOXED)
-    assert result.executed_by_mnemonic() == {"DatabazelEvaluate": 2}, result.executed_by_mnemonic()
-    assert spawn_targets(result, "DatabazelEvaluate") == [t + "__eval" for t in a_trials]
+    assert result.executed_by_mnemonic() == {"DatabazelEvaluate": 2}, (
+        result.executed_by_mnemonic()
+    )
+    assert spawn_targets(result, "DatabazelEvaluate") == [
+        t + "__eval" for t in a_trials
+    ]
 
     # a's training template: a's models (which record their command line),
     # so their evaluations and a's report (it copies the best model); b's
     # stay cached.
     ws.write(
         "tpl/change/BUILD",
-        CHANGE_BUILD.format(a_train=TRAIN_REORDERED, train=train, a_eval=EVAL_REORDERED, eval=evaluation),
+        CHANGE_BUILD.format(
+            a_train=TRAIN_REORDERED, train=train, a_eval=EVAL_REORDERED, eval=evaluation
+        ),
     )
     result = ws.build("//tpl/change:all", flags=SANDBOXED)
     assert result.executed_by_mnemonic() == {
@@ -338,11 +418,17 @@ def test_a_template_change_reruns_exactly_the_trials_that_use_it(ws: Workspace) 
         "DatabazelReport": 1,
     }, result.executed_by_mnemonic()
     assert spawn_targets(result, "DatabazelTrain") == a_trials
-    assert spawn_targets(result, "DatabazelEvaluate") == [t + "__eval" for t in a_trials]
-    assert [s["progressMessage"] for s in result.spawns if s.get("mnemonic") == "DatabazelReport"] == [
-        "Ranking 2 trials of //tpl/change:a by accuracy (max)"
+    assert spawn_targets(result, "DatabazelEvaluate") == [
+        t + "__eval" for t in a_trials
     ]
-    assert argv_of(ws, "tpl/change/a__lr-0.5__batch_size-8.model")[0] == "--batch-size=8"
+    assert [
+        s["progressMessage"]
+        for s in result.spawns
+        if s.get("mnemonic") == "DatabazelReport"
+    ] == ["Ranking 2 trials of //tpl/change:a by accuracy (max)"]
+    assert (
+        argv_of(ws, "tpl/change/a__lr-0.5__batch_size-8.model")[0] == "--batch-size=8"
+    )
     assert ws.bin("tpl/change/b.json").read_bytes() == before["b.json"]
     assert ws.build("//tpl/change:all", flags=SANDBOXED).executed() == 0
 
@@ -353,7 +439,12 @@ def test_warm_and_sandboxed_templated_trials_are_byte_identical(ws: Workspace) -
     write_package(ws, "epochs", EPOCHS_BUILD)
     targets = ("//tpl/sweep:sweep", "//tpl/dvc:eval", "//tpl/epochs:m_eval")
     outputs = [
-        *(f"tpl/sweep/sweep__lr-{lr}__batch_size-{b}{s}" for lr in ("0.1", "0.5") for b in ("8", "32") for s in (".model", "__eval.metrics.json")),
+        *(
+            f"tpl/sweep/sweep__lr-{lr}__batch_size-{b}{s}"
+            for lr in ("0.1", "0.5")
+            for b in ("8", "32")
+            for s in (".model", "__eval.metrics.json")
+        ),
         "tpl/sweep/sweep.json",
         "tpl/dvc/model.model",
         "tpl/dvc/eval.metrics.json",
@@ -364,7 +455,11 @@ def test_warm_and_sandboxed_templated_trials_are_byte_identical(ws: Workspace) -
     ws.build(*targets, flags=SANDBOXED)
     sandboxed = {p: ws.bin(p).read_bytes() for p in outputs}
     warm = ws.build(*targets, flags=WARM)
-    ran = [s for s in warm.spawns if s.get("mnemonic") in ("DatabazelTrain", "DatabazelEvaluate")]
+    ran = [
+        s
+        for s in warm.spawns
+        if s.get("mnemonic") in ("DatabazelTrain", "DatabazelEvaluate")
+    ]
     assert len(ran) == 4 + 4 + 2 + 2 + 1
     assert {s.get("runner") for s in ran} == {"worker"}
     assert {p: ws.bin(p).read_bytes() for p in outputs} == sandboxed
@@ -387,7 +482,9 @@ GOOD_SEARCH = {
 # (arguments replacing those of a good search, the message after `//tpl/bad_N:s: `).
 BAD_SEARCHES = [
     (
-        {"train_args": '["--lr={learning_rate}", "{model_output_path}", "{hyperparams}"]'},
+        {
+            "train_args": '["--lr={learning_rate}", "{model_output_path}", "{hyperparams}"]'
+        },
         '`train_args` entry "--lr={learning_rate}" has the unknown placeholder `{learning_rate}`; '
         "a training script's placeholders are `{data}`, `{model_output_path}`, `{hyperparams}`, "
         "`{epoch}`, `{init_model_path}`, `{hp.NAME}` (write `{{` and `}}` for literal braces)",
@@ -416,7 +513,10 @@ BAD_SEARCHES = [
         "`train_args` has no `{init_model_path}`, but the model trains in epochs",
     ),
     (
-        {"early_stopping": "successive_halving(max_epochs = 3)", "train_args": sweep_args()},
+        {
+            "early_stopping": "successive_halving(max_epochs = 3)",
+            "train_args": sweep_args(),
+        },
         "`train_args` has no `{epoch}`, but the model trains in epochs",
     ),
     (
@@ -459,8 +559,14 @@ BAD_SEARCHES = [
         '`train_args` entry "--batch-size={hp.batch_size}" uses `{hp.batch_size}`, but there is no '
         "hyperparameter `batch_size` (the hyperparameters are: lr)",
     ),
-    ({"ignore_metrics": '["model", "accuracy"]'}, '`ignore_metrics` lists "accuracy", the `metric` the report ranks by'),
-    ({"train_args": '"--lr={hp.lr}"'}, '`train_args` must be a list of strings, got "--lr={hp.lr}"'),
+    (
+        {"ignore_metrics": '["model", "accuracy"]'},
+        '`ignore_metrics` lists "accuracy", the `metric` the report ranks by',
+    ),
+    (
+        {"train_args": '"--lr={hp.lr}"'},
+        '`train_args` must be a list of strings, got "--lr={hp.lr}"',
+    ),
 ]
 
 
@@ -481,7 +587,11 @@ def test_template_mistakes_in_a_search_fail_at_load_time(ws: Workspace) -> None:
     result = ws.bazel("query", "--keep_going", f"{patterns} + //tpl/good:all")
     assert result.returncode != 0
     for i, (_changes, message) in enumerate(BAD_SEARCHES):
-        assert f"//tpl/bad_{i}:s: {message}" in result.stderr, (i, message, result.stderr[-5000:])
+        assert f"//tpl/bad_{i}:s: {message}" in result.stderr, (
+            i,
+            message,
+            result.stderr[-5000:],
+        )
     assert "//tpl/good:s__lr-0.1__batch_size-8" in result.stdout
 
 
@@ -520,22 +630,27 @@ load("@databazel//databazel:defs.bzl", "evaluate", "model")
 """
 
 RULE_ERRORS = {
-    "unknown": "`args` entry \"{bogus}\" has the unknown placeholder `{bogus}`; a training script's placeholders are",
-    "no_hp": "`args` entry \"--momentum={hp.momentum}\" uses `{hp.momentum}`, but there is no hyperparameter `momentum` (the hyperparameters are: lr)",
+    "unknown": '`args` entry "{bogus}" has the unknown placeholder `{bogus}`; a training script\'s placeholders are',
+    "no_hp": '`args` entry "--momentum={hp.momentum}" uses `{hp.momentum}`, but there is no hyperparameter `momentum` (the hyperparameters are: lr)',
     "no_output": "`args` has no `{model_output_path}`",
     "no_epoch": "`args` has no `{epoch}`, but the model trains in epochs",
-    "epoch_without_epochs": "`args` entry \"{epoch}\" uses `{epoch}`, which only a model trained in epochs (`epochs = N`) has",
-    "unbalanced": "`args` entry \"{model_output_path\" has a `{` with no closing `}`",
+    "epoch_without_epochs": '`args` entry "{epoch}" uses `{epoch}`, which only a model trained in epochs (`epochs = N`) has',
+    "unbalanced": '`args` entry "{model_output_path" has a `{` with no closing `}`',
     "eval_no_metrics": "`args` has neither `{metrics_file}` nor `{output_dir}`",
-    "eval_unknown": "`args` entry \"{model_output_path}\" has the unknown placeholder `{model_output_path}` (did you mean `{model_path}`?)",
+    "eval_unknown": '`args` entry "{model_output_path}" has the unknown placeholder `{model_output_path}` (did you mean `{model_path}`?)',
     "eval_ignore_twice": '`ignore_metrics` lists "model" twice',
 }
 
 
-def test_template_mistakes_in_model_and_evaluate_fail_at_analysis(ws: Workspace) -> None:
+def test_template_mistakes_in_model_and_evaluate_fail_at_analysis(
+    ws: Workspace,
+) -> None:
     write_package(ws, "rules", RULE_ERRORS_BUILD)
     result = ws.bazel("build", "--nobuild", "--keep_going", "//tpl/rules:all")
     assert result.returncode != 0
     for name, message in RULE_ERRORS.items():
-        assert f"Error in fail: //tpl/rules:{name}: {message}" in result.stderr, (name, result.stderr[-6000:])
+        assert f"Error in fail: //tpl/rules:{name}: {message}" in result.stderr, (
+            name,
+            result.stderr[-6000:],
+        )
     assert "//tpl/rules:good:" not in result.stderr

@@ -185,11 +185,20 @@ def test_suggested_values_fill_the_command_line_template(tws: Workspace) -> None
         "--hyperparams",
         '{{"x": "{hp.x}", "fixed": "{hp.fixed}"}}',
     ]
-    eval_args = ["--output-dir", "{output_dir}", "--data-path", "{data_path}", "--model-path", "{model_path}"]
+    eval_args = [
+        "--output-dir",
+        "{output_dir}",
+        "--data-path",
+        "{data_path}",
+        "--model-path",
+        "{model_path}",
+    ]
     tws.write("tpe_args/data.txt", "data\n")
     tws.write(
         "tpe_args/BUILD",
-        search(rounds=2, train_args=json.dumps(train_args), eval_args=json.dumps(eval_args)),
+        search(
+            rounds=2, train_args=json.dumps(train_args), eval_args=json.dumps(eval_args)
+        ),
     )
     result = tws.build("//tpe_args:s")
     assert result.executed("DatabazelSuggest") == 1
@@ -201,7 +210,9 @@ def test_suggested_values_fill_the_command_line_template(tws: Workspace) -> None
         x = trial["hyperparams"]["x"]
         assert model["hyperparams_arg"] == f'{{"x": "{x}", "fixed": "f"}}'
         assert model["argv"][0].startswith("--model-output-path=bazel-out/")
-    suggested = json.loads(tws.bin("tpe_args/s__round-1__trial-0.hyperparams.json").read_text())
+    suggested = json.loads(
+        tws.bin("tpe_args/s__round-1__trial-0.hyperparams.json").read_text()
+    )
     by_name = {t["name"]: t for t in report["trials"]}
     assert by_name["s__round-1__trial-0"]["hyperparams"] == suggested
 

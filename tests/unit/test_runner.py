@@ -1101,7 +1101,15 @@ with open(out, "w", encoding="utf-8") as f:
 
 def test_train_template_gives_exactly_its_arguments(work: Path, capsys) -> None:
     script = write_py(work, "train.py", RECORD_ARGV_AT.format(flag="--out"))
-    template = ["--c={hp.C}", "--max-iter={hp.max_iter}", "--out={model_output_path}", "{data}", "--all", "{hyperparams}", "{{x}}"]
+    template = [
+        "--c={hp.C}",
+        "--max-iter={hp.max_iter}",
+        "--out={model_output_path}",
+        "{data}",
+        "--all",
+        "{hyperparams}",
+        "{{x}}",
+    ]
     code, err = run_main(train(script.name, "--args", json.dumps(template)), capsys)
     assert (code, err) == (0, "")
     assert json.loads((work / "out/model.bin").read_text(encoding="utf-8")) == [
@@ -1117,14 +1125,30 @@ def test_train_template_gives_exactly_its_arguments(work: Path, capsys) -> None:
 
 def test_train_template_in_epochs_resumes_from_epoch_two_on(work: Path, capsys) -> None:
     script = write_py(work, "train.py", RECORD_ARGV_AT.format(flag="--out"))
-    template = json.dumps(["--out={model_output_path}", "--epoch", "{epoch}", "--resume-from", "{init_model_path}"])
+    template = json.dumps(
+        [
+            "--out={model_output_path}",
+            "--epoch",
+            "{epoch}",
+            "--resume-from",
+            "{init_model_path}",
+        ]
+    )
     code, err = run_main(train(script.name, "--args", template, "--epoch", "1"), capsys)
     assert (code, err) == (0, "")
     argv = json.loads((work / "out/model.bin").read_text(encoding="utf-8"))
     assert argv == ["--out=out/model.bin", "--epoch", "1"]
     (work / "prev.bin").write_text("epoch 1", encoding="utf-8")
     code, err = run_main(
-        train(script.name, "--args", template, "--epoch", "2", "--init-model-path", "prev.bin"),
+        train(
+            script.name,
+            "--args",
+            template,
+            "--epoch",
+            "2",
+            "--init-model-path",
+            "prev.bin",
+        ),
         capsys,
     )
     assert (code, err) == (0, "")
@@ -1148,7 +1172,9 @@ def test_train_template_naming_a_missing_hyperparameter_fails_before_running(
     assert not (work / "out/model.bin").exists()
 
 
-def test_train_template_without_a_model_names_the_placeholder(work: Path, capsys) -> None:
+def test_train_template_without_a_model_names_the_placeholder(
+    work: Path, capsys
+) -> None:
     script = write_sh(work, "train.sh", "exit 0\n")
     template = json.dumps(["--out", "{model_output_path}"])
     code, err = run_main(train(script.name, "--args", template, python=False), capsys)
@@ -1173,7 +1199,14 @@ with open(args.output_file, "w") as f:
     json.dump({"accuracy": 0.5, "model": args.model_path}, f)
 """
 TEMPLATE_2019 = json.dumps(
-    ["--model-path", "{model_path}", "--data-path", "{data_path}", "--output-file", "{metrics_file}"]
+    [
+        "--model-path",
+        "{model_path}",
+        "--data-path",
+        "{data_path}",
+        "--output-file",
+        "{metrics_file}",
+    ]
 )
 
 
@@ -1181,7 +1214,8 @@ def test_evaluate_template_with_an_ignored_entry(work: Path, capsys) -> None:
     (work / "model.bin").write_text("model", encoding="utf-8")
     script = write_py(work, "eval.py", EVAL_2019)
     code, err = run_main(
-        evaluate(script.name, "--args", TEMPLATE_2019, "--ignore-metric", "model"), capsys
+        evaluate(script.name, "--args", TEMPLATE_2019, "--ignore-metric", "model"),
+        capsys,
     )
     assert (code, err) == (0, "")
     assert (work / "out/eval.metrics.json").read_text() == '{\n  "accuracy": 0.5\n}\n'
@@ -1221,16 +1255,27 @@ def test_ignore_metric_with_the_fixed_command_line(work: Path, capsys) -> None:
         """,
     )
     code, err = run_main(
-        evaluate(script.name, "--ignore-metric", "note", "--ignore-metric", "run"), capsys
+        evaluate(script.name, "--ignore-metric", "note", "--ignore-metric", "run"),
+        capsys,
     )
     assert (code, err) == (0, "")
     assert json.loads((work / "out/eval.metrics.json").read_text()) == {"loss": 0.25}
     code, err = run_main(
-        evaluate(script.name, "--ignore-metric", "note", "--ignore-metric", "run", "--ignore-metric", "loss"),
+        evaluate(
+            script.name,
+            "--ignore-metric",
+            "note",
+            "--ignore-metric",
+            "run",
+            "--ignore-metric",
+            "loss",
+        ),
         capsys,
     )
     assert code == 1
-    assert_error(err, "every entry is one of `ignore_metrics`; at least one metric is required")
+    assert_error(
+        err, "every entry is one of `ignore_metrics`; at least one metric is required"
+    )
 
 
 @pytest.mark.parametrize(

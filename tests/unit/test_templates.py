@@ -16,9 +16,7 @@ from templates import (
     parse,
 )
 
-CASES_FILE = (
-    Path(__file__).resolve().parents[1] / "starlark" / "template_cases.bzl"
-)
+CASES_FILE = Path(__file__).resolve().parents[1] / "starlark" / "template_cases.bzl"
 
 
 def shared_cases() -> list[list]:
@@ -90,15 +88,30 @@ def test_values_are_inserted_verbatim_never_parsed_again() -> None:
         TRAIN_VALUES,
         hostile,
     )
-    assert args == ["{data}", "--b='; echo pwned\n}}{", TRAIN_VALUES["model_output_path"]]
+    assert args == [
+        "{data}",
+        "--b='; echo pwned\n}}{",
+        TRAIN_VALUES["model_output_path"],
+    ]
 
 
 def test_empty_template_and_empty_values_stay_arguments() -> None:
-    args = fill(["", "{hp.lr}", "{model_output_path}"], TRAIN_PLACEHOLDERS, TRAIN_VALUES, {"lr": ""})
+    args = fill(
+        ["", "{hp.lr}", "{model_output_path}"],
+        TRAIN_PLACEHOLDERS,
+        TRAIN_VALUES,
+        {"lr": ""},
+    )
     assert args == ["", "", TRAIN_VALUES["model_output_path"]]
 
 
-EPOCHS = ["--epoch", "{epoch}", "--resume-from", "{init_model_path}", "{model_output_path}"]
+EPOCHS = [
+    "--epoch",
+    "{epoch}",
+    "--resume-from",
+    "{init_model_path}",
+    "{model_output_path}",
+]
 
 
 def test_epoch_one_leaves_out_the_checkpoint_and_its_option() -> None:
@@ -143,7 +156,15 @@ def test_evaluation_placeholders() -> None:
         "output_dir": "out/e.outputs",
         "metrics_file": "out/e.outputs/metrics.json",
     }
-    template = ["--model-path", "{model_path}", "--data-path", "{data_path}", "--output-file", "{metrics_file}", "{output_dir}"]
+    template = [
+        "--model-path",
+        "{model_path}",
+        "--data-path",
+        "{data_path}",
+        "--output-file",
+        "{metrics_file}",
+        "{output_dir}",
+    ]
     assert fill(template, EVALUATE_PLACEHOLDERS, values) == [
         "--model-path",
         "m.model",
@@ -172,7 +193,11 @@ def test_evaluation_placeholders() -> None:
         # Evaluation scripts get no hyperparameters.
         (["{hp.lr}"], "evaluate", "`args` uses the unknown placeholder {hp.lr}"),
         (["{data}"], "evaluate", "`args` uses the unknown placeholder {data}"),
-        (["{epoch}"], "train", "`args` uses {epoch}, which only a model trained in epochs"),
+        (
+            ["{epoch}"],
+            "train",
+            "`args` uses {epoch}, which only a model trained in epochs",
+        ),
         (
             ["ok", "--x={data"],
             "train",
@@ -180,7 +205,9 @@ def test_evaluation_placeholders() -> None:
         ),
     ],
 )
-def test_errors_name_the_placeholder(template: list[str], kind: str, message: str) -> None:
+def test_errors_name_the_placeholder(
+    template: list[str], kind: str, message: str
+) -> None:
     known, values, hyperparams = (
         (TRAIN_PLACEHOLDERS, TRAIN_VALUES, HYPERPARAMS)
         if kind == "train"
@@ -200,5 +227,7 @@ def test_an_argument_over_the_kernel_limit_is_an_error() -> None:
 def test_load_templates() -> None:
     assert templates.load_templates('["--a", "{data}"]') == ["--a", "{data}"]
     for bad in ('{"a": 1}', "[1]", "not json", '"--a"'):
-        with pytest.raises(TemplateError, match="--args must be a JSON list of strings"):
+        with pytest.raises(
+            TemplateError, match="--args must be a JSON list of strings"
+        ):
             templates.load_templates(bad)
