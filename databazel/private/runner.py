@@ -294,7 +294,7 @@ def evaluate(args: argparse.Namespace) -> None:
         raise OutputContractError(
             f"evaluate script {script} wrote an invalid {metrics_file}: {e}\n"
             'Expected a JSON object mapping metric names to finite numbers, e.g. {"accuracy": 0.97}; '
-            "list entries that are not metrics in the target's `ignore_metrics`"
+            "put entries that are not metrics in `ignore_metrics` (of `evaluate` or `hyperparam_search`)"
         ) from None
     write_atomic(output, format_metrics(metrics))
 

@@ -1237,7 +1237,7 @@ def test_evaluate_string_entry_not_ignored_is_an_error_naming_the_fix(
         err,
         'wrote an invalid out/eval_dir/metrics.json: metric "model" has a string '
         '"model.bin" value; it must be a number',
-        "list entries that are not metrics in the target's `ignore_metrics`",
+        "put entries that are not metrics in `ignore_metrics` (of `evaluate` or `hyperparam_search`)",
     )
     assert not (work / "out/eval.metrics.json").exists()
 
