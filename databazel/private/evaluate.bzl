@@ -4,21 +4,7 @@ load(":card.bzl", "CARD_ATTRS", "evaluated_card")
 load(":common.bzl", "COMMON_ATTRS", "PY_TOOLCHAIN_TYPE", "describe_hyperparams", "run_runner", "runner_arguments", "script_attr")
 load(":providers.bzl", "MetricsInfo", "ModelInfo")
 load(":renamed.bzl", "renamed")
-load(":templates.bzl", "check_templates")
-
-def check_eval_template(where, attr_name, template):
-    """Fails naming `where` unless `template` (a non-empty `args`) is a valid evaluation command line.
-
-    Args:
-      where: the target (or search) to name.
-      attr_name: the attribute holding the template (`args`, `eval_args`).
-      template: the template; empty: the fixed command line, nothing to check.
-    """
-    if template == []:
-        return
-    checked = check_templates(attr_name, template, "evaluate")
-    if checked.error:
-        fail("{}: {}".format(where, checked.error))
+load(":templates.bzl", "check_eval_template")
 
 def check_ignore_metrics(where, ignore_metrics):
     """Fails naming `where` unless `ignore_metrics` is a list of distinct, non-empty names.

@@ -6,7 +6,7 @@ load(":common.bzl", "COMMON_ATTRS", "PY_TOOLCHAIN_TYPE", "describe_hyperparams",
 load(":grid.bzl", "is_identifier")
 load(":providers.bzl", "ModelInfo")
 load(":renamed.bzl", "renamed")
-load(":templates.bzl", "check_templates")
+load(":templates.bzl", "check_train_template")
 
 def checkpoint_name(model_name, epoch):
     """The file name of epoch `epoch`'s checkpoint of a model named `model_name`.
@@ -87,26 +87,6 @@ def write_hyperparams(ctx, name, hyperparams):
     hyperparams_file = ctx.actions.declare_file(name + ".hyperparams.json")
     ctx.actions.write(hyperparams_file, encoded)
     return hyperparams_file
-
-def check_train_template(where, attr_name, template, hyperparam_names, epochs):
-    """Fails naming `where` unless `template` (a non-empty `args`) is a valid training command line.
-
-    Args:
-      where: the target (or search) to name.
-      attr_name: the attribute holding the template (`args`, `train_args`).
-      template: the template; empty: the fixed command line, nothing to check.
-      hyperparam_names: the names `{hp.NAME}` may use, or None when unknown until the action runs.
-      epochs: whether the model trains in epochs.
-
-    Returns:
-      dict of the placeholder names the template uses.
-    """
-    if template == []:
-        return {}
-    checked = check_templates(attr_name, template, "train", hyperparam_names, epochs)
-    if checked.error:
-        fail("{}: {}".format(where, checked.error))
-    return checked.placeholders
 
 def train_step(ctx, target, hyperparams, hyperparams_file, training_data, output, epoch = None, previous = None, decision = None, template = []):
     """Registers one training action (the whole training, or one epoch) and its lineage card.

@@ -16,7 +16,7 @@ load(":providers.bzl", "MetricsInfo", "SearchReportInfo")
 load(":random.bzl", "expand_random")
 load(":renamed.bzl", "renamed")
 load(":suggest.bzl", "TPE_ARGS", "expand_tpe")
-load(":templates.bzl", "HYPERPARAM_PREFIX", "check_templates")
+load(":templates.bzl", "HYPERPARAM_PREFIX", "check_eval_template", "check_train_template")
 
 MODES = ("max", "min")
 
@@ -357,8 +357,8 @@ def hyperparam_search(
       model: deprecated: the old name of `model_file`, accepted until databazel 0.2.0 with a message.
       network: as in `model` and `evaluate`: let both scripts open network connections (off by default).
       gpus: as in `model` and `evaluate`: GPUs each training and evaluation holds while it runs (Ray Tune's `resources_per_trial={"gpu": N}`). Their targets also get `exec_properties` `{"gpu": "N"}` (merged with yours), so that a remote execution engine can send them to GPU workers.
-      train_args: the training script's command line, as `args` of `model`: a list of templates, such as `["--lr={hp.lr}", "--batch-size={hp.batch_size}", "--out={model_output_path}", "{data}"]`. Every searched hyperparameter must reach the script, through `{hyperparams}` or its `{hp.NAME}`; with `epochs` or `early_stopping`, `{epoch}` and `{init_model_path}` are required. Checked when the BUILD file is loaded. None: the fixed command line.
-      eval_args: the evaluation script's command line, as `args` of `evaluate`, such as `["--model-path", "{model_path}", "--output-file", "{metrics_file}"]`. None: the fixed command line.
+      train_args: the training script's command line, as `args` of `model`: a list of templates, such as `["--lr={hp.lr}", "--batch-size={hp.batch_size}", "--out={model_output_path}", "{data}"]`. Every searched hyperparameter must reach the script, through `{hyperparams}` or its `{hp.NAME}`; with `epochs` or `early_stopping`, `{epoch}` and `{init_model_path}` are required. Checked when the BUILD file is loaded. None or empty: the fixed command line.
+      eval_args: the evaluation script's command line, as `args` of `evaluate`, such as `["--model-path", "{model_path}", "--output-file", "{metrics_file}"]`. None or empty: the fixed command line.
       ignore_metrics: as in `evaluate`: entries of the evaluation script's metrics file that are not metrics, left out of the trials' metrics and the report. Not `metric`.
       **kwargs: common attributes (`tags`, `visibility`, `testonly`, `exec_properties`
         for remote execution, ...) given to every target.
@@ -498,31 +498,26 @@ def _check_script_templates(where, train_args, eval_args, ignore_metrics, metric
 
     Args:
       where: the search's label.
-      train_args: the training template, or None.
-      eval_args: the evaluation template, or None.
+      train_args: the training template; None or empty: the fixed command line.
+      eval_args: the evaluation template; None or empty: the fixed command line.
       ignore_metrics: the entries of the metrics file that are not metrics.
       metric: the metric the report ranks by.
       searched: the searched hyperparameters the script gets (not `epochs`).
       fixed: the hyperparameters every trial gets besides them.
       epochs: whether the trials train in epochs.
     """
-    if train_args != None:
-        checked = check_templates("train_args", train_args, "train", searched + [k for k in fixed if k not in searched], epochs)
-        if checked.error:
-            fail("{}: {}".format(where, checked.error))
-        if "hyperparams" not in checked.placeholders:
+    if train_args:
+        placeholders = check_train_template(where, "train_args", train_args, searched + [k for k in fixed if k not in searched], epochs)
+        if "hyperparams" not in placeholders:
             for name in searched:
-                if HYPERPARAM_PREFIX + name not in checked.placeholders:
+                if HYPERPARAM_PREFIX + name not in placeholders:
                     fail("{}: `train_args` gives the script neither `{{hyperparams}}` nor `{{{}}}`, so the trials would differ in their names only; add an argument such as \"--{}={{{}}}\"".format(
                         where,
                         HYPERPARAM_PREFIX + name,
                         name.replace("_", "-"),
                         HYPERPARAM_PREFIX + name,
                     ))
-    if eval_args != None:
-        checked = check_templates("eval_args", eval_args, "evaluate")
-        if checked.error:
-            fail("{}: {}".format(where, checked.error))
+    check_eval_template(where, "eval_args", eval_args or [])
     check_ignore_metrics(where, ignore_metrics)
     if metric in ignore_metrics:
         fail("{}: `ignore_metrics` lists {}, the `metric` the report ranks by".format(where, json.encode(metric)))

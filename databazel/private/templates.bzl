@@ -2,9 +2,9 @@
 
 A template is a list of strings, each one argument of the script, with
 placeholders the runner fills in (templates.py, the same grammar and parse
-messages). Nothing here creates targets, so all of it is unit-tested with
-skylib's `unittest`; the rules and `hyperparam_search` call `check_templates`
-and fail with its message.
+messages). Nothing here creates targets: `check_templates` returns what is
+wrong, unit-tested with skylib's `unittest`; the rules and `hyperparam_search`
+call `check_train_template` and `check_eval_template`, which fail with it.
 """
 
 load(":grid.bzl", "is_identifier")
@@ -132,3 +132,37 @@ def check_templates(attr_name, templates, kind, hyperparam_names = None, epochs 
     elif kind == "evaluate" and "metrics_file" not in used and "output_dir" not in used:
         error = "`{}` has neither `{{metrics_file}}` nor `{{output_dir}}`: only through one of them is the script told where to write its metrics (such as \"--output-file={{metrics_file}}\")".format(attr_name)
     return struct(error = error, placeholders = used)
+
+def check_train_template(where, attr_name, template, hyperparam_names, epochs):
+    """Fails naming `where` unless `template` (a non-empty `args`) is a valid training command line.
+
+    Args:
+      where: the target (or search) to name.
+      attr_name: the attribute holding the template (`args`, `train_args`).
+      template: the template; empty: the fixed command line, nothing to check.
+      hyperparam_names: the names `{hp.NAME}` may use, or None when unknown until the action runs.
+      epochs: whether the model trains in epochs.
+
+    Returns:
+      dict of the placeholder names the template uses.
+    """
+    if template == []:
+        return {}
+    checked = check_templates(attr_name, template, "train", hyperparam_names, epochs)
+    if checked.error:
+        fail("{}: {}".format(where, checked.error))
+    return checked.placeholders
+
+def check_eval_template(where, attr_name, template):
+    """Fails naming `where` unless `template` (a non-empty `args`) is a valid evaluation command line.
+
+    Args:
+      where: the target (or search) to name.
+      attr_name: the attribute holding the template (`args`, `eval_args`).
+      template: the template; empty: the fixed command line, nothing to check.
+    """
+    if template == []:
+        return
+    checked = check_templates(attr_name, template, "evaluate")
+    if checked.error:
+        fail("{}: {}".format(where, checked.error))

@@ -138,7 +138,9 @@ def fill(
             if isinstance(piece, str):
                 parts.append(piece)
                 continue
-            value = _value(piece.name, known, values, hyperparams)
+            value = _value(
+                _describe(templates, index), piece.name, known, values, hyperparams
+            )
             if value is None:
                 omitted = True
             else:
@@ -169,32 +171,34 @@ def fill(
 
 
 def _value(
+    where: str,
     name: str,
     known: Sequence[str],
     values: Mapping[str, str | None],
     hyperparams: Mapping[str, str] | None,
 ) -> str | None:
+    """The value of placeholder `name` of the template entry `where` describes."""
     if name.startswith(HYPERPARAM_PREFIX) and hyperparams is not None:
         key = name[len(HYPERPARAM_PREFIX) :]
         if key not in hyperparams:
             have = ", ".join(sorted(hyperparams)) or "none"
             raise TemplateError(
-                f"`args` uses {{{name}}}, but the trial has no hyperparameter "
-                f"{json.dumps(key, ensure_ascii=False)} (it has: {have})"
+                f"{where} uses `{{{name}}}`, but there is no hyperparameter "
+                f"`{key}` (the hyperparameters are: {have})"
             )
         return hyperparams[key]
     if name not in known:
         listed = ", ".join(
-            "{" + n + "}"
+            f"`{{{n}}}`"
             for n in (*known, *(["hp.NAME"] if hyperparams is not None else []))
         )
         raise TemplateError(
-            f"`args` uses the unknown placeholder {{{name}}}; this script's "
-            f"placeholders are {listed} (write {{{{ and }}}} for literal braces)"
+            f"{where} has the unknown placeholder `{{{name}}}`; this script's "
+            f"placeholders are {listed} (write `{{{{` and `}}}}` for literal braces)"
         )
     if name not in values:
         raise TemplateError(
-            f"`args` uses {{{name}}}, which only a model trained in epochs "
+            f"{where} uses `{{{name}}}`, which only a model trained in epochs "
             "(`epochs = N`) has"
         )
     return values[name]

@@ -1166,7 +1166,8 @@ def test_train_template_naming_a_missing_hyperparameter_fails_before_running(
     assert code == 1
     assert_error(
         err,
-        '`args` uses {hp.lr}, but the trial has no hyperparameter "lr" (it has: C, max_iter)',
+        '`args` entry "--lr={hp.lr}" uses `{hp.lr}`, but there is no hyperparameter '
+        "`lr` (the hyperparameters are: C, max_iter)",
     )
     assert not (work / "ran").exists()
     assert not (work / "out/model.bin").exists()

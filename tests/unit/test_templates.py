@@ -182,21 +182,31 @@ def test_evaluation_placeholders() -> None:
         (
             ["--lr={hp.momentum}"],
             "train",
-            '`args` uses {hp.momentum}, but the trial has no hyperparameter "momentum" (it has: batch_size, lr)',
+            '`args` entry "--lr={hp.momentum}" uses `{hp.momentum}`, but there is no '
+            "hyperparameter `momentum` (the hyperparameters are: batch_size, lr)",
         ),
         (
             ["{bogus}"],
             "train",
-            "`args` uses the unknown placeholder {bogus}; this script's placeholders are "
-            "{data}, {model_output_path}, {hyperparams}, {epoch}, {init_model_path}, {hp.NAME}",
+            '`args` entry "{bogus}" has the unknown placeholder `{bogus}`; this script\'s '
+            "placeholders are `{data}`, `{model_output_path}`, `{hyperparams}`, `{epoch}`, "
+            "`{init_model_path}`, `{hp.NAME}` (write `{{` and `}}` for literal braces)",
         ),
         # Evaluation scripts get no hyperparameters.
-        (["{hp.lr}"], "evaluate", "`args` uses the unknown placeholder {hp.lr}"),
-        (["{data}"], "evaluate", "`args` uses the unknown placeholder {data}"),
+        (
+            ["{hp.lr}"],
+            "evaluate",
+            '`args` entry "{hp.lr}" has the unknown placeholder `{hp.lr}`',
+        ),
+        (
+            ["{data}"],
+            "evaluate",
+            '`args` entry "{data}" has the unknown placeholder `{data}`',
+        ),
         (
             ["{epoch}"],
             "train",
-            "`args` uses {epoch}, which only a model trained in epochs",
+            '`args` entry "{epoch}" uses `{epoch}`, which only a model trained in epochs',
         ),
         (
             ["ok", "--x={data"],
