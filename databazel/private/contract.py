@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Collection
 from typing import Any
 
 METRICS_FORMAT = """\
@@ -120,10 +121,12 @@ def encode_hyperparams(hyperparams: dict[str, str]) -> str:
     )
 
 
-def parse_metrics(text: str) -> dict[str, float | int]:
+def parse_metrics(text: str, ignore: Collection[str] = ()) -> dict[str, float | int]:
     """Parse and validate metrics JSON text (see METRICS_FORMAT).
 
-    Raises ContractError saying exactly what is wrong.
+    Entries named in `ignore` (an evaluation's `ignore_metrics`) are left
+    out, whatever their values. Raises ContractError saying exactly what is
+    wrong.
     """
     data = load_json(text)
     if not isinstance(data, dict):
@@ -132,6 +135,8 @@ def parse_metrics(text: str) -> dict[str, float | int]:
         raise ContractError("the object is empty; at least one metric is required")
     metrics: dict[str, float | int] = {}
     for key, value in data.items():
+        if key in ignore:
+            continue
         name = json.dumps(key, ensure_ascii=False)
         if not key:
             raise ContractError("a metric has an empty name")
@@ -151,6 +156,10 @@ def parse_metrics(text: str) -> dict[str, float | int]:
                 f"metric {name} is {_describe(value)}; it must be a finite number"
             )
         metrics[key] = value
+    if not metrics:
+        raise ContractError(
+            "every entry is one of `ignore_metrics`; at least one metric is required"
+        )
     return metrics
 
 

@@ -4,8 +4,22 @@ load(":card.bzl", "CARD_ATTRS", "evaluated_card")
 load(":common.bzl", "COMMON_ATTRS", "PY_TOOLCHAIN_TYPE", "describe_hyperparams", "run_runner", "runner_arguments", "script_attr")
 load(":providers.bzl", "MetricsInfo", "ModelInfo")
 load(":renamed.bzl", "renamed")
+load(":templates.bzl", "check_eval_template")
 
-def evaluate_step(ctx, target, model_info, model_file, model_card, test_data, prefix, epoch, decision = None):
+def check_ignore_metrics(where, ignore_metrics):
+    """Fails naming `where` unless `ignore_metrics` is a list of distinct, non-empty names.
+
+    Args:
+      where: the target (or search) to name.
+      ignore_metrics: the value of `ignore_metrics`.
+    """
+    if type(ignore_metrics) != "list" or [n for n in ignore_metrics if type(n) != "string" or not n]:
+        fail("{}: `ignore_metrics` must be a list of the names (non-empty strings) of entries of the metrics file that are not metrics, got {}".format(where, repr(ignore_metrics)))
+    for i, name in enumerate(ignore_metrics):
+        if name in ignore_metrics[:i]:
+            fail("{}: `ignore_metrics` lists {} twice".format(where, json.encode(name)))
+
+def evaluate_step(ctx, target, model_info, model_file, model_card, test_data, prefix, epoch, decision = None, template = []):
     """Registers the evaluation of `model_file` and the card of the result.
 
     Args:
@@ -18,6 +32,7 @@ def evaluate_step(ctx, target, model_info, model_file, model_card, test_data, pr
       prefix: the outputs' prefix: `<prefix>.metrics.json`, `<prefix>.outputs`.
       epoch: the evaluated checkpoint's epoch, or None.
       decision: an early-stopping rung's decision for this epoch, or None.
+      template: the checked command-line template (`args`); empty: the fixed command line.
 
     Returns:
       struct(metrics_file, output_dir, card).
@@ -31,6 +46,10 @@ def evaluate_step(ctx, target, model_info, model_file, model_card, test_data, pr
     args.add("--output-dir", output_dir.path)
     if decision:
         args.add("--decision", decision)
+    args.add_all(ctx.attr.ignore_metrics, before_each = "--ignore-metric")
+    if template:
+        # JSON: one line of the params file, whatever the template holds.
+        args.add("--args", json.encode(template))
     run_runner(
         ctx,
         script_attr_name = "eval_executable",
@@ -56,6 +75,8 @@ def _evaluate_impl(ctx):
     test_data = ctx.attr.test_data.files
     if not test_data.to_list():
         fail("{}: `test_data` {} provides no files".format(ctx.label, ctx.attr.test_data.label))
+    check_eval_template(ctx.label, "args", ctx.attr.args)
+    check_ignore_metrics(ctx.label, ctx.attr.ignore_metrics)
     checkpoints = model_info.checkpoints
     evaluated_epochs = renamed(ctx.label, "epochs", ctx.attr.epochs, "evaluated_epochs", ctx.attr.evaluated_epochs, unset = [])
     if (ctx.attr.learning_curve or evaluated_epochs) and not checkpoints:
@@ -64,7 +85,7 @@ def _evaluate_impl(ctx):
         if epoch < 1 or epoch > len(checkpoints):
             fail("{}: `evaluated_epochs` lists epoch {}, but {} has epochs 1 to {}".format(ctx.label, epoch, model_info.label, len(checkpoints)))
     if not checkpoints:
-        evaluation = evaluate_step(ctx, ctx.label, model_info, model_info.model_file, model_info.card, test_data, ctx.label.name, None)
+        evaluation = evaluate_step(ctx, ctx.label, model_info, model_info.model_file, model_info.card, test_data, ctx.label.name, None, template = ctx.attr.args)
         epoch_evaluations = {}
     else:
         # One action per evaluated epoch, each a function of its checkpoint
@@ -82,6 +103,7 @@ def _evaluate_impl(ctx):
                 test_data,
                 "{}.epoch-{}".format(ctx.label.name, epoch),
                 epoch,
+                template = ctx.attr.args,
             )
         evaluation = epoch_evaluations[len(checkpoints)]
     return evaluation_providers(ctx, evaluation, model_info, test_data, epoch_evaluations)
@@ -129,9 +151,19 @@ The script is called as
 
 and must write `DIR/metrics.json`: a flat JSON object of finite numbers, such as
 `{"accuracy": 0.97, "log_loss": 0.11}`. databazel checks it and writes it,
-canonicalised, to `<name>.metrics.json`. `DIR` itself, with everything the
-script wrote into it, is the directory `<name>.outputs` (output group
-`outputs_dir`).
+canonicalised, to `<name>.metrics.json`, without the entries `ignore_metrics`
+names. `DIR` itself, with everything the script wrote into it, is the
+directory `<name>.outputs` (output group `outputs_dir`).
+
+With `args`, the script gets those arguments instead, each one argument with
+its placeholders filled in: `{model_path}`, `{data_path}`, `{output_dir}` and
+`{metrics_file}` (`DIR/metrics.json`, where the script writes its metrics).
+The 2019 databazel evaluation script, for example:
+
+    args = ["--model-path", "{model_path}", "--data-path", "{data_path}", "--output-file", "{metrics_file}"],
+    ignore_metrics = ["model"],
+
+See docs/contract.md#your-own-command-line.
 
 For a model trained in epochs (`model(epochs = N)`), the model evaluated is
 the last checkpoint, and the outputs are named after the epoch:
@@ -146,11 +178,17 @@ metrics, `<name>.card.json` (for a model trained in epochs,
 `<name>.epoch-K.card.json` for each evaluated checkpoint).
 """,
     attrs = dict(COMMON_ATTRS, **dict(CARD_ATTRS, **{
+        "args": attr.string_list(
+            doc = "The script's command line, as templates (see above and docs/contract.md): the script gets exactly these arguments, one each, with `{model_path}`, `{data_path}`, `{output_dir}` and `{metrics_file}` (one of the last two required) filled in. A mistake fails naming the target. Empty: the fixed command line above. Part of the cache key.",
+        ),
         "epochs": attr.int_list(
             doc = "Deprecated: the old name of `evaluated_epochs`, accepted until databazel 0.2.0 with a message.",
         ),
         "evaluated_epochs": attr.int_list(
             doc = "Epochs (from 1) whose checkpoints are evaluated besides the last one's, for a model trained in epochs. (`epochs` is always a number of epochs: an attribute of `model` and `hyperparam_search`.)",
+        ),
+        "ignore_metrics": attr.string_list(
+            doc = "Entries of the script's metrics file that are not metrics (such as the 2019 example's `\"model\"` path): left out of `<name>.metrics.json` whatever their values, so they never reach a report. Any other entry that is not a number fails the evaluation.",
         ),
         "learning_curve": attr.bool(
             default = False,

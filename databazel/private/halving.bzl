@@ -75,7 +75,7 @@ def _segment_impl(ctx):
     for epoch in range(ctx.attr.first_epoch, ctx.attr.last_epoch + 1):
         output = ctx.actions.declare_file(checkpoint_name(model_name, epoch))
         previous_checkpoint = checkpoints[-1] if checkpoints else None
-        cards.append(train_step(ctx, train_label, hyperparams, hyperparams_file, training_data, output, epoch, previous_checkpoint, decision))
+        cards.append(train_step(ctx, train_label, hyperparams, hyperparams_file, training_data, output, epoch, previous_checkpoint, decision, template = ctx.attr.train_args))
         checkpoints.append(output)
     model_info = ModelInfo(
         model_file = checkpoints[-1],
@@ -99,6 +99,7 @@ def _segment_impl(ctx):
             "{}__eval.epoch-{}".format(trial, epoch),
             epoch,
             decision,
+            template = ctx.attr.eval_args,
         )
     return [
         DefaultInfo(files = depset([checkpoints[-1]])),
@@ -122,15 +123,18 @@ halving_segment = rule(
     attrs = dict(COMMON_ATTRS, **dict(CARD_ATTRS, **{
         "bracket": attr.int(default = -1, doc = "The trial's Hyperband bracket; -1 for successive halving."),
         "eval_executable": script_attr("As in `evaluate`."),
+        "eval_args": attr.string_list(doc = "As `args` of `evaluate`, checked by `hyperparam_search`."),
         "evaluated_epochs": attr.int_list(doc = "Epochs of this segment to evaluate besides the last."),
         "first_epoch": attr.int(mandatory = True),
         "hyperparams": attr.string_dict(doc = "The trial's hyperparameters."),
+        "ignore_metrics": attr.string_list(doc = "As in `evaluate`."),
         "last_epoch": attr.int(mandatory = True),
         "model_file": attr.string(doc = "As in `model`: the file name of the trial's model. Default: `<trial>.model`."),
         "previous": attr.label(providers = [_SegmentInfo], doc = "The trial's segment ending at `first_epoch` - 1."),
         "rung": attr.label(providers = [_RungInfo], doc = "The rung whose decision gates these epochs."),
         "rungs": attr.int_list(doc = "The epochs of the rungs of the trial's bracket."),
         "test_data": attr.label(mandatory = True, allow_files = True),
+        "train_args": attr.string_list(doc = "As `args` of `model`, checked by `hyperparam_search`."),
         "train_executable": script_attr("As in `model`."),
         "training_data": attr.label(mandatory = True, allow_files = True),
         "trial": attr.string(mandatory = True, doc = "The trial's name: its actions are named after it, whatever the segment."),

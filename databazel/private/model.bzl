@@ -6,6 +6,7 @@ load(":common.bzl", "COMMON_ATTRS", "PY_TOOLCHAIN_TYPE", "describe_hyperparams",
 load(":grid.bzl", "is_identifier")
 load(":providers.bzl", "ModelInfo")
 load(":renamed.bzl", "renamed")
+load(":templates.bzl", "check_train_template")
 
 def checkpoint_name(model_name, epoch):
     """The file name of epoch `epoch`'s checkpoint of a model named `model_name`.
@@ -87,7 +88,7 @@ def write_hyperparams(ctx, name, hyperparams):
     ctx.actions.write(hyperparams_file, encoded)
     return hyperparams_file
 
-def train_step(ctx, target, hyperparams, hyperparams_file, training_data, output, epoch = None, previous = None, decision = None):
+def train_step(ctx, target, hyperparams, hyperparams_file, training_data, output, epoch = None, previous = None, decision = None, template = []):
     """Registers one training action (the whole training, or one epoch) and its lineage card.
 
     Args:
@@ -100,6 +101,7 @@ def train_step(ctx, target, hyperparams, hyperparams_file, training_data, output
       epoch: the epoch (from 1), or None for a model trained in one step.
       previous: the checkpoint epoch `epoch` - 1 wrote, or None.
       decision: an early-stopping rung's decision for this epoch, or None.
+      template: the checked command-line template (`args`); empty: the fixed command line.
 
     Returns:
       The lineage card of `output`.
@@ -114,6 +116,9 @@ def train_step(ctx, target, hyperparams, hyperparams_file, training_data, output
         args.add("--init-model-path", previous)
     if decision:
         args.add("--decision", decision)
+    if template:
+        # JSON: one line of the params file, whatever the template holds.
+        args.add("--args", json.encode(template))
     run_runner(
         ctx,
         script_attr_name = "train_executable",
@@ -145,6 +150,7 @@ def _model_impl(ctx):
     training_data = ctx.attr.training_data.files
     if not training_data.to_list():
         fail("{}: `training_data` {} provides no files".format(ctx.label, ctx.attr.training_data.label))
+    check_train_template(ctx.label, "args", ctx.attr.args, None if ctx.file.hyperparams_file else ctx.attr.hyperparams.keys(), ctx.attr.epochs > 0)
 
     # Without epochs: one action. With N epochs: a chain of N actions, epoch K
     # reading the checkpoint of epoch K - 1. Nothing of epoch K's action (its
@@ -155,7 +161,7 @@ def _model_impl(ctx):
     for epoch in range(1, ctx.attr.epochs + 1) if ctx.attr.epochs else [None]:
         output = ctx.actions.declare_file(checkpoint_name(model_name, epoch) if epoch else model_name)
         previous = checkpoints[-1] if checkpoints else None
-        cards.append(train_step(ctx, ctx.label, ctx.attr.hyperparams, hyperparams_file, training_data, output, epoch, previous))
+        cards.append(train_step(ctx, ctx.label, ctx.attr.hyperparams, hyperparams_file, training_data, output, epoch, previous, template = ctx.attr.args))
         checkpoints.append(output)
     model_file = checkpoints[-1]
     return [
@@ -201,12 +207,25 @@ checkpoint to `OUT`. Epoch K's checkpoint is `<name>.epoch-K.model` (with
 depend on N: raising `epochs` runs only the new epochs, lowering it runs
 nothing, and an interrupted build resumes at the first unfinished epoch.
 
+With `args`, the script gets those arguments instead, each one argument
+(never split, no shell) with its placeholders filled in: `{data}`,
+`{model_output_path}`, `{hyperparams}` (the JSON above), `{hp.NAME}` (one
+hyperparameter), and with `epochs` `{epoch}` and `{init_model_path}`; `{{`
+and `}}` are literal braces. A W&B-style script, for example:
+
+    args = ["--train={data}", "--out={model_output_path}", "--lr={hp.lr}"]
+
+See docs/contract.md#your-own-command-line.
+
 Every model file and checkpoint has a lineage card, `<model file>.card.json`
 (sha256 of the model, the label, hyperparameters, sha256 of each training-data
 file and of the script, the Python packages, the checkpoint it resumed from),
 in output group `cards`: `bazel build --output_groups=+cards //pkg:name`.
 """,
     attrs = dict(COMMON_ATTRS, **dict(CARD_ATTRS, **{
+        "args": attr.string_list(
+            doc = "The script's command line, as templates (see above and docs/contract.md): the script gets exactly these arguments, one each, with `{data}`, `{model_output_path}` (required), `{hyperparams}`, `{hp.NAME}`, and with `epochs` `{epoch}` and `{init_model_path}` (both required; in epoch 1 an argument holding `{init_model_path}` is left out, and when the placeholder stands alone, so is an option just before it) filled in. A mistake (an unknown placeholder, a hyperparameter the model does not have, unbalanced braces) fails naming the target. Empty: the fixed command line above. Part of the cache key.",
+        ),
         "epochs": attr.int(
             default = 0,
             doc = "Train in this many epochs, one action each, chained through checkpoints (see above). 0: one action, and the script gets neither `--epoch` nor `--init-model-path`.",

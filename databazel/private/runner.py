@@ -11,7 +11,9 @@ Bazel calls this file with paths relative to the action's working directory
     python3 runner.py evaluate --target //pkg:name --model-path MODEL \\
         --data PATH [--data PATH ...] --metrics-output METRICS.json \\
         --output-dir DIR --script SCRIPT [--python-script] [--pythonpath DIR ...] \\
-        [--timeout SECONDS] [--input FILE ...] [--network]
+        [--timeout SECONDS] [--ignore-metric NAME ...] [--input FILE ...] [--network]
+
+    Both take [--args JSON]: the target's command-line template (below).
 
 The user script is invoked without a shell, with stdin from /dev/null::
 
@@ -55,6 +57,16 @@ The user script is invoked without a shell, with stdin from /dev/null::
   are free), runs the script with ``CUDA_VISIBLE_DEVICES`` naming them and
   the locks inherited, and frees them when both have exited.  Without it the
   script gets ``CUDA_VISIBLE_DEVICES=""`` unless the environment sets it.
+* ``--args JSON`` (both subcommands; the target's ``args``): a JSON list of
+  templates (``templates.py``) replacing the command lines above: the script
+  gets exactly those arguments, one per template, with ``{data}``,
+  ``{model_output_path}``, ``{hyperparams}`` (JSON), ``{hp.NAME}``,
+  ``{epoch}`` and ``{init_model_path}`` (train) or ``{model_path}``,
+  ``{data_path}``, ``{output_dir}`` and ``{metrics_file}`` (evaluate, which is
+  DIR/metrics.json) filled in.
+* ``--ignore-metric NAME`` (evaluate, repeatable; ``ignore_metrics``): an entry
+  of the metrics file that is not a metric (a path, a note) and is left out
+  of METRICS.json, whatever its value.
 * evaluate: DIR is created if needed.  After the script exits 0 the runner
   reads ``DIR/metrics.json`` (format: ``contract.METRICS_FORMAT``) and writes its
   canonical form to METRICS.json.
@@ -135,6 +147,7 @@ from supervise import data_path, guarded_main, run_script  # noqa: E402
 
 import gpus  # noqa: E402
 import isolation  # noqa: E402
+import templates  # noqa: E402
 
 
 def script_view(
@@ -192,13 +205,14 @@ def train(args: argparse.Namespace) -> None:
     out: str = args.model_output_path
     remove_path(out)
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    encoded = encode_hyperparams(hyperparams)
     script_args = [
         "--data",
         "",  # the data path, below
         "--model-output-path",
         out,
         "--hyperparams",
-        encode_hyperparams(hyperparams),
+        encoded,
     ]
     if args.init_model_path is not None and args.epoch is None:
         raise RunnerError("--init-model-path needs --epoch")
@@ -222,11 +236,33 @@ def train(args: argparse.Namespace) -> None:
         script_args += ["--init-model-path", args.init_model_path]
     with data_path(args.data, "training_data", out + DATA_DIRECTORY) as data:
         script_args[1] = data
+        if args.arg_templates is not None:
+            script_args = templates.fill(
+                templates.load_templates(args.arg_templates),
+                templates.TRAIN_PLACEHOLDERS,
+                {
+                    "data": data,
+                    "model_output_path": out,
+                    "hyperparams": encoded,
+                    **(
+                        {
+                            "epoch": str(args.epoch),
+                            "init_model_path": args.init_model_path,
+                        }
+                        if args.epoch is not None
+                        else {}
+                    ),
+                },
+                hyperparams,
+            )
         inputs = [args.hyperparams_file, *args.data, data]
         if args.init_model_path:
             inputs.append(args.init_model_path)
         _run_on_gpus("train", args, script_args, script_view(args, [out], [], inputs))
-    check_output_file("train", args.script, out, "model", "--model-output-path")
+    told = (
+        "--model-output-path" if args.arg_templates is None else "{model_output_path}"
+    )
+    check_output_file("train", args.script, out, "model", told)
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -249,30 +285,49 @@ def evaluate(args: argparse.Namespace) -> None:
             f"the model {args.model_path} is the failure record of {failed['target']}, "
             f"whose {failed['stage']} step failed: {failed['error']}"
         )
+    told = "--output-dir"
     with data_path(args.data, "test_data", out_dir + DATA_DIRECTORY) as data:
+        script_args = [
+            "--model-path",
+            args.model_path,
+            "--data-path",
+            data,
+            "--output-dir",
+            out_dir,
+        ]
+        if args.arg_templates is not None:
+            arg_templates = templates.load_templates(args.arg_templates)
+            script_args = templates.fill(
+                arg_templates,
+                templates.EVALUATE_PLACEHOLDERS,
+                {
+                    "model_path": args.model_path,
+                    "data_path": data,
+                    "output_dir": out_dir,
+                    "metrics_file": metrics_file,
+                },
+            )
+            named = templates.placeholder_names(arg_templates)
+            told = "{metrics_file}" if "metrics_file" in named else "{output_dir}"
         _run_on_gpus(
             "evaluate",
             args,
-            [
-                "--model-path",
-                args.model_path,
-                "--data-path",
-                data,
-                "--output-dir",
-                out_dir,
-            ],
+            script_args,
             script_view(args, [], [out_dir], [args.model_path, *args.data, data]),
         )
     check_output_dir("evaluate", script, out_dir)
     if os.path.lexists(metrics_file):
-        check_output_file(
-            "evaluate", script, metrics_file, "metrics.json", "--output-dir"
+        check_output_file("evaluate", script, metrics_file, "metrics.json", told)
+    elif told == "{metrics_file}":
+        raise OutputContractError(
+            f"evaluate script {script} exited 0 but wrote no metrics file at "
+            f"{metrics_file}, the path given by {told} ({list_dir(out_dir)})"
         )
     else:
         raise OutputContractError(
             f"evaluate script {script} exited 0 but wrote no metrics.json in {out_dir} "
             f"({list_dir(out_dir)}); the script must write DIR/metrics.json where DIR "
-            "is the path given by --output-dir"
+            f"is the path given by {told}"
         )
     try:
         with open(metrics_file, encoding="utf-8") as f:
@@ -282,11 +337,12 @@ def evaluate(args: argparse.Namespace) -> None:
             f"evaluate script {script} wrote {metrics_file} that is not UTF-8 text"
         ) from None
     try:
-        metrics = parse_metrics(text)
+        metrics = parse_metrics(text, ignore=args.ignore_metric)
     except ContractError as e:
         raise OutputContractError(
             f"evaluate script {script} wrote an invalid {metrics_file}: {e}\n"
-            'Expected a JSON object mapping metric names to finite numbers, e.g. {"accuracy": 0.97}'
+            'Expected a JSON object mapping metric names to finite numbers, e.g. {"accuracy": 0.97}; '
+            "put entries that are not metrics in `ignore_metrics` (of `evaluate` or `hyperparam_search`)"
         ) from None
     write_atomic(output, format_metrics(metrics))
 
@@ -391,12 +447,18 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cmd.add_argument("--model-path", required=True)
     eval_cmd.add_argument("--metrics-output", required=True)
     eval_cmd.add_argument("--output-dir", required=True)
+    # Top-level entries of the script's metrics file left out of the metrics
+    # (`ignore_metrics`): any value, dropped from the canonical file.
+    eval_cmd.add_argument("--ignore-metric", action="append", default=[])
     for cmd in (train_cmd, eval_cmd):
         cmd.add_argument("--target", required=True)
         cmd.add_argument("--data", action="append", required=True)
         cmd.add_argument("--script", required=True)
         cmd.add_argument("--python-script", action="store_true")
         cmd.add_argument("--pythonpath", action="append", default=[])
+        # The target's `args`: a JSON list of templates (templates.py) that
+        # replaces the fixed command line.
+        cmd.add_argument("--args", dest="arg_templates", default=None)
 
         cmd.add_argument("--timeout", type=_positive_seconds, default=None)
         # GPUs the script holds while it runs (gpus.py); 0: none, and

@@ -6,7 +6,7 @@ load(":card.bzl", "CARD_ATTRS", "best_card")
 load(":common.bzl", "DEFAULT_ENV", "PY_TOOLCHAIN_TYPE", "python_runtime")
 load(":early_stopping.bzl", "check_early_stopping", "default_num_trials")
 load(":epochs.bzl", "trial_checkpoint", "trial_evaluation")
-load(":evaluate.bzl", _evaluate = "evaluate")
+load(":evaluate.bzl", "check_ignore_metrics", _evaluate = "evaluate")
 load(":gpus.bzl", "check_gpus", "gpu_exec_properties")
 load(":grid.bzl", "DEFAULT_MAX_TRIALS", "expand_grid", "trial_name")
 load(":halving.bzl", "early_stopping_trials")
@@ -16,6 +16,7 @@ load(":providers.bzl", "MetricsInfo", "SearchReportInfo")
 load(":random.bzl", "expand_random")
 load(":renamed.bzl", "renamed")
 load(":suggest.bzl", "TPE_ARGS", "expand_tpe")
+load(":templates.bzl", "HYPERPARAM_PREFIX", "check_eval_template", "check_train_template")
 
 MODES = ("max", "min")
 
@@ -292,6 +293,9 @@ def hyperparam_search(
         model = None,
         network = False,
         gpus = 0,
+        train_args = None,
+        eval_args = None,
+        ignore_metrics = [],
         **kwargs):
     """A hyperparameter search: one `model` and one `evaluate` target per trial, a report, and its best model.
 
@@ -353,6 +357,9 @@ def hyperparam_search(
       model: deprecated: the old name of `model_file`, accepted until databazel 0.2.0 with a message.
       network: as in `model` and `evaluate`: let both scripts open network connections (off by default).
       gpus: as in `model` and `evaluate`: GPUs each training and evaluation holds while it runs (Ray Tune's `resources_per_trial={"gpu": N}`). Their targets also get `exec_properties` `{"gpu": "N"}` (merged with yours), so that a remote execution engine can send them to GPU workers.
+      train_args: the training script's command line, as `args` of `model`: a list of templates, such as `["--lr={hp.lr}", "--batch-size={hp.batch_size}", "--out={model_output_path}", "{data}"]`. Every searched hyperparameter must reach the script, through `{hyperparams}` or its `{hp.NAME}`; with `epochs` or `early_stopping`, `{epoch}` and `{init_model_path}` are required. Checked when the BUILD file is loaded. None or empty: the fixed command line.
+      eval_args: the evaluation script's command line, as `args` of `evaluate`, such as `["--model-path", "{model_path}", "--output-file", "{metrics_file}"]`. None or empty: the fixed command line.
+      ignore_metrics: as in `evaluate`: entries of the evaluation script's metrics file that are not metrics, left out of the trials' metrics and the report. Not `metric`.
       **kwargs: common attributes (`tags`, `visibility`, `testonly`, `exec_properties`
         for remote execution, ...) given to every target.
     """
@@ -374,6 +381,16 @@ def hyperparam_search(
     if epoch_axis and strategy == "tpe":
         fail("{}: a tpe search can't search over `epochs` (trials share epochs only when their values are known at load time); give every trial `epochs = N`".format(where))
     _check_epochs(where, hyperparams, epochs, epoch_axis, learning_curve, early_stopping)
+    _check_script_templates(
+        where,
+        train_args,
+        eval_args,
+        ignore_metrics,
+        metric,
+        searched = [n for n in hyperparam_names if n != EPOCHS],
+        fixed = hyperparams.keys() if type(hyperparams) == "dict" else [],
+        epochs = epochs != None or epoch_axis or early_stopping != None,
+    )
     script_attrs = dict(
         training_data = training_data,
         train_executable = train_executable,
@@ -386,6 +403,9 @@ def hyperparam_search(
         env = env,
         network = network,
         gpus = gpus,
+        train_args = train_args or [],
+        eval_args = eval_args or [],
+        ignore_metrics = ignore_metrics,
     )
     check_gpus(where, gpus)
     trial_kwargs = dict(kwargs, exec_properties = gpu_exec_properties(gpus, kwargs.get("exec_properties"))) if gpus else kwargs
@@ -473,7 +493,36 @@ def _check_epochs(where, hyperparams, epochs, epoch_axis, learning_curve, early_
     if learning_curve and epochs == None and not epoch_axis and early_stopping == None:
         fail("{}: `learning_curve` evaluates every epoch, so it needs `epochs` (or an `epochs` grid axis, or `early_stopping`)".format(where))
 
-def _train_and_evaluate(run, training_data, train_executable, model_file, test_data, eval_executable, learning_curve, **attrs):
+def _check_script_templates(where, train_args, eval_args, ignore_metrics, metric, searched, fixed, epochs):
+    """Fails naming `where` unless `train_args`, `eval_args` and `ignore_metrics` are valid for the search's trials.
+
+    Args:
+      where: the search's label.
+      train_args: the training template; None or empty: the fixed command line.
+      eval_args: the evaluation template; None or empty: the fixed command line.
+      ignore_metrics: the entries of the metrics file that are not metrics.
+      metric: the metric the report ranks by.
+      searched: the searched hyperparameters the script gets (not `epochs`).
+      fixed: the hyperparameters every trial gets besides them.
+      epochs: whether the trials train in epochs.
+    """
+    if train_args:
+        placeholders = check_train_template(where, "train_args", train_args, searched + [k for k in fixed if k not in searched], epochs)
+        if "hyperparams" not in placeholders:
+            for name in searched:
+                if HYPERPARAM_PREFIX + name not in placeholders:
+                    fail("{}: `train_args` gives the script neither `{{hyperparams}}` nor `{{{}}}`, so the trials would differ in their names only; add an argument such as \"--{}={{{}}}\"".format(
+                        where,
+                        HYPERPARAM_PREFIX + name,
+                        name.replace("_", "-"),
+                        HYPERPARAM_PREFIX + name,
+                    ))
+    check_eval_template(where, "eval_args", eval_args or [])
+    check_ignore_metrics(where, ignore_metrics)
+    if metric in ignore_metrics:
+        fail("{}: `ignore_metrics` lists {}, the `metric` the report ranks by".format(where, json.encode(metric)))
+
+def _train_and_evaluate(run, training_data, train_executable, model_file, test_data, eval_executable, learning_curve, train_args, eval_args, ignore_metrics, **attrs):
     """The `model` target `run.name` and its `evaluate` target `<run.name>__eval`.
 
     Args:
@@ -484,6 +533,9 @@ def _train_and_evaluate(run, training_data, train_executable, model_file, test_d
       test_data: as in `evaluate`.
       eval_executable: as in `evaluate`.
       learning_curve: as in `evaluate`.
+      train_args: the model's `args`.
+      eval_args: the evaluation's `args`.
+      ignore_metrics: as in `evaluate`.
       **attrs: what both targets get: `timeout`, `allow_failure`, `deps`, `data`, `env`, `network`, `gpus` and the common attributes.
     """
     _model(
@@ -494,6 +546,7 @@ def _train_and_evaluate(run, training_data, train_executable, model_file, test_d
         hyperparams_file = getattr(run, "hyperparams_file", None),
         model_file = run.name + "/" + model_file if model_file else None,
         epochs = run.epochs,
+        args = train_args,
         **attrs
     )
     _evaluate(
@@ -503,6 +556,8 @@ def _train_and_evaluate(run, training_data, train_executable, model_file, test_d
         eval_executable = eval_executable,
         learning_curve = learning_curve,
         evaluated_epochs = run.evaluated_epochs,
+        args = eval_args,
+        ignore_metrics = ignore_metrics,
         **attrs
     )
 

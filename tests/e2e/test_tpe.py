@@ -174,6 +174,49 @@ def test_a_recorded_failure_does_not_stop_the_round(tws: Workspace) -> None:
     assert report["best"]["status"] == "ok"
 
 
+def test_suggested_values_fill_the_command_line_template(tws: Workspace) -> None:
+    # The fixture's scripts with their own flags spelled out by templates;
+    # --hyperparams is rebuilt from `{hp.NAME}`, which a round's trials only
+    # learn from the suggestion step's file when they run.
+    train_args = [
+        "--model-output-path={model_output_path}",
+        "--data",
+        "{data}",
+        "--hyperparams",
+        '{{"x": "{hp.x}", "fixed": "{hp.fixed}"}}',
+    ]
+    eval_args = [
+        "--output-dir",
+        "{output_dir}",
+        "--data-path",
+        "{data_path}",
+        "--model-path",
+        "{model_path}",
+    ]
+    tws.write("tpe_args/data.txt", "data\n")
+    tws.write(
+        "tpe_args/BUILD",
+        search(
+            rounds=2, train_args=json.dumps(train_args), eval_args=json.dumps(eval_args)
+        ),
+    )
+    result = tws.build("//tpe_args:s")
+    assert result.executed("DatabazelSuggest") == 1
+    assert result.executed("DatabazelTrain") == 4
+    report = json.loads(tws.bin("tpe_args/s.json").read_text())
+    assert sorted(t["round"] for t in report["trials"]) == [0, 0, 1, 1]
+    for trial in report["trials"]:
+        model = json.loads(tws.bin(f"tpe_args/{trial['name']}.model").read_text())
+        x = trial["hyperparams"]["x"]
+        assert model["hyperparams_arg"] == f'{{"x": "{x}", "fixed": "f"}}'
+        assert model["argv"][0].startswith("--model-output-path=bazel-out/")
+    suggested = json.loads(
+        tws.bin("tpe_args/s__round-1__trial-0.hyperparams.json").read_text()
+    )
+    by_name = {t["name"]: t for t in report["trials"]}
+    assert by_name["s__round-1__trial-0"]["hyperparams"] == suggested
+
+
 @pytest.mark.parametrize(
     ("build", "message"),
     [

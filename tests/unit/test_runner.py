@@ -1089,3 +1089,220 @@ def test_a_script_that_kills_its_runner_still_gets_an_error_line(
         assert "the databazel runner was told to stop (signal SIGTERM)" in lines[0]
     assert _gone(int((work / "script.pid").read_text()))
     assert not (work / "out/model.bin").exists()
+
+
+# --- command-line templates (--args, the target's `args`) ---------------------
+
+# A script that records its argv next to the path given after OUT_FLAG.
+RECORD_ARGV_AT = """
+import json, sys
+argv = sys.argv[1:]
+out = [a.split("=", 1)[1] for a in argv if a.startswith("{flag}=")][0]
+with open(out, "w", encoding="utf-8") as f:
+    json.dump(argv, f, ensure_ascii=False)
+"""
+
+
+def test_train_template_gives_exactly_its_arguments(work: Path, capsys) -> None:
+    script = write_py(work, "train.py", RECORD_ARGV_AT.format(flag="--out"))
+    template = [
+        "--c={hp.C}",
+        "--max-iter={hp.max_iter}",
+        "--out={model_output_path}",
+        "{data}",
+        "--all",
+        "{hyperparams}",
+        "{{x}}",
+    ]
+    code, err = run_main(train(script.name, "--args", json.dumps(template)), capsys)
+    assert (code, err) == (0, "")
+    assert json.loads((work / "out/model.bin").read_text(encoding="utf-8")) == [
+        "--c=0.1",
+        "--max-iter=100",
+        "--out=out/model.bin",
+        "data.csv",
+        "--all",
+        '{"C":"0.1","max_iter":"100"}',
+        "{x}",
+    ]
+
+
+def test_train_template_in_epochs_resumes_from_epoch_two_on(work: Path, capsys) -> None:
+    script = write_py(work, "train.py", RECORD_ARGV_AT.format(flag="--out"))
+    template = json.dumps(
+        [
+            "--out={model_output_path}",
+            "--epoch",
+            "{epoch}",
+            "--resume-from",
+            "{init_model_path}",
+        ]
+    )
+    code, err = run_main(train(script.name, "--args", template, "--epoch", "1"), capsys)
+    assert (code, err) == (0, "")
+    argv = json.loads((work / "out/model.bin").read_text(encoding="utf-8"))
+    assert argv == ["--out=out/model.bin", "--epoch", "1"]
+    (work / "prev.bin").write_text("epoch 1", encoding="utf-8")
+    code, err = run_main(
+        train(
+            script.name,
+            "--args",
+            template,
+            "--epoch",
+            "2",
+            "--init-model-path",
+            "prev.bin",
+        ),
+        capsys,
+    )
+    assert (code, err) == (0, "")
+    argv = json.loads((work / "out/model.bin").read_text(encoding="utf-8"))
+    assert argv == ["--out=out/model.bin", "--epoch", "2", "--resume-from", "prev.bin"]
+
+
+def test_train_template_naming_a_missing_hyperparameter_fails_before_running(
+    work: Path, capsys
+) -> None:
+    # A model with `hyperparams_file`: the names are only known now.
+    script = write_sh(work, "train.sh", "touch ran\n")
+    template = json.dumps(["--lr={hp.lr}", "{model_output_path}"])
+    code, err = run_main(train(script.name, "--args", template, python=False), capsys)
+    assert code == 1
+    assert_error(
+        err,
+        '`args` entry "--lr={hp.lr}" uses `{hp.lr}`, but there is no hyperparameter '
+        "`lr` (the hyperparameters are: C, max_iter)",
+    )
+    assert not (work / "ran").exists()
+    assert not (work / "out/model.bin").exists()
+
+
+def test_train_template_without_a_model_names_the_placeholder(
+    work: Path, capsys
+) -> None:
+    script = write_sh(work, "train.sh", "exit 0\n")
+    template = json.dumps(["--out", "{model_output_path}"])
+    code, err = run_main(train(script.name, "--args", template, python=False), capsys)
+    assert code == 1
+    assert_error(
+        err,
+        "exited 0 but wrote no model at out/model.bin; the script must write the "
+        "model file to the path given by {model_output_path}",
+    )
+
+
+# The 2019 databazel example's evaluation script: --output-file, and the
+# model's path as a "model" entry of its metrics.
+EVAL_2019 = """
+import argparse, json
+parser = argparse.ArgumentParser()
+parser.add_argument("--model-path", required=True)
+parser.add_argument("--data-path", required=True)
+parser.add_argument("--output-file", required=True)
+args = parser.parse_args()
+with open(args.output_file, "w") as f:
+    json.dump({"accuracy": 0.5, "model": args.model_path}, f)
+"""
+TEMPLATE_2019 = json.dumps(
+    [
+        "--model-path",
+        "{model_path}",
+        "--data-path",
+        "{data_path}",
+        "--output-file",
+        "{metrics_file}",
+    ]
+)
+
+
+def test_evaluate_template_with_an_ignored_entry(work: Path, capsys) -> None:
+    (work / "model.bin").write_text("model", encoding="utf-8")
+    script = write_py(work, "eval.py", EVAL_2019)
+    code, err = run_main(
+        evaluate(script.name, "--args", TEMPLATE_2019, "--ignore-metric", "model"),
+        capsys,
+    )
+    assert (code, err) == (0, "")
+    assert (work / "out/eval.metrics.json").read_text() == '{\n  "accuracy": 0.5\n}\n'
+    # What the script wrote stays, as it wrote it, in the outputs directory.
+    assert json.loads((work / "out/eval_dir/metrics.json").read_text()) == {
+        "accuracy": 0.5,
+        "model": "model.bin",
+    }
+
+
+def test_evaluate_string_entry_not_ignored_is_an_error_naming_the_fix(
+    work: Path, capsys
+) -> None:
+    (work / "model.bin").write_text("model", encoding="utf-8")
+    script = write_py(work, "eval.py", EVAL_2019)
+    code, err = run_main(evaluate(script.name, "--args", TEMPLATE_2019), capsys)
+    assert code == 1
+    assert_error(
+        err,
+        'wrote an invalid out/eval_dir/metrics.json: metric "model" has a string '
+        '"model.bin" value; it must be a number',
+        "put entries that are not metrics in `ignore_metrics` (of `evaluate` or `hyperparam_search`)",
+    )
+    assert not (work / "out/eval.metrics.json").exists()
+
+
+def test_ignore_metric_with_the_fixed_command_line(work: Path, capsys) -> None:
+    (work / "model.bin").write_text("model", encoding="utf-8")
+    script = write_py(
+        work,
+        "eval.py",
+        """
+        import os, sys
+        out_dir = sys.argv[sys.argv.index("--output-dir") + 1]
+        open(os.path.join(out_dir, "metrics.json"), "w").write(
+            '{"note": [1, "x"], "run": "r1", "loss": 0.25}')
+        """,
+    )
+    code, err = run_main(
+        evaluate(script.name, "--ignore-metric", "note", "--ignore-metric", "run"),
+        capsys,
+    )
+    assert (code, err) == (0, "")
+    assert json.loads((work / "out/eval.metrics.json").read_text()) == {"loss": 0.25}
+    code, err = run_main(
+        evaluate(
+            script.name,
+            "--ignore-metric",
+            "note",
+            "--ignore-metric",
+            "run",
+            "--ignore-metric",
+            "loss",
+        ),
+        capsys,
+    )
+    assert code == 1
+    assert_error(
+        err, "every entry is one of `ignore_metrics`; at least one metric is required"
+    )
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        (
+            ["--output-file", "{metrics_file}"],
+            "evaluate script eval.py exited 0 but wrote no metrics file at "
+            "out/eval_dir/metrics.json, the path given by {metrics_file} (the directory is empty)",
+        ),
+        (
+            ["--dir={output_dir}"],
+            "evaluate script eval.py exited 0 but wrote no metrics.json in out/eval_dir "
+            "(the directory is empty); the script must write DIR/metrics.json where "
+            "DIR is the path given by {output_dir}",
+        ),
+    ],
+)
+def test_evaluate_template_without_metrics_names_the_placeholder(
+    work: Path, capsys, template: list[str], message: str
+) -> None:
+    script = write_py(work, "eval.py", "pass\n")
+    code, err = run_main(evaluate(script.name, "--args", json.dumps(template)), capsys)
+    assert code == 1
+    assert_error(err, message)
