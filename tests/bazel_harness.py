@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -79,12 +81,63 @@ def progress_events(log: Path) -> list[tuple[str, str]]:
     return [tuple(line.split()) for line in log.read_text().splitlines()]  # type: ignore[misc]
 
 
+def processes_run(stderr: str) -> int | None:
+    """The processes a build ran, from Bazel's `INFO: N processes: ...` line (None without one).
+
+    "42 processes: 17 internal, 25 linux-sandbox.": the non-internal ones ran
+    (cache hits included; a spawn that failed is not counted).
+    """
+    match = re.search(r"^INFO: (\d+) process(?:es)?(:.*|\.)$", stderr, re.MULTILINE)
+    if not match:
+        return None
+    parts = dict(
+        (kind.strip(" ."), int(count))
+        for count, kind in re.findall(r"(\d+) ([\w-]+)", match.group(2) or "")
+    )
+    return int(match.group(1)) - parts.get("internal", 0)
+
+
 @dataclasses.dataclass
 class Result:
+    """What `bazel ARGS` did: exit status, output and (for builds) its execution log."""
+
     returncode: int
     stdout: str
     stderr: str
-    spawns: list[dict]
+    execution_log: Path | None = None
+
+    @functools.cached_property
+    def spawns(self) -> list[dict]:
+        """The spawns of the execution log, checked against Bazel's `INFO: N processes` line.
+
+        A missing log fails the test (an assertion that nothing ran must not
+        pass because nothing was logged), unless the build failed before it
+        ran anything and Bazel said so ("INFO: 0 processes."). The spawns that
+        succeeded must be as many as Bazel counted.
+        """
+        processes = processes_run(self.stderr)
+        tail = self.stderr[-3000:]
+        if self.execution_log is None:
+            raise AssertionError("this command wrote no execution log")
+        if not self.execution_log.exists():
+            if self.returncode != 0 and processes == 0:
+                return []
+            raise AssertionError(
+                f"Bazel wrote no execution log at {self.execution_log} "
+                f"(exit {self.returncode}):\n{tail}"
+            )
+        if processes is None:
+            raise AssertionError(
+                f"no `INFO: N processes` line to check the execution log against:\n{tail}"
+            )
+        spawns = _read_execution_log(self.execution_log)
+        succeeded = sum(1 for s in spawns if not s.get("status") and not s.get("exitCode"))
+        if succeeded != processes:
+            raise AssertionError(
+                f"the execution log has {succeeded} spawns that succeeded, "
+                f"Bazel counted {processes} processes:\n{tail}"
+            )
+        return spawns
 
     def executed(self, mnemonic: str | None = None) -> int:
         """Spawns Bazel really ran (not served by a cache), optionally of one mnemonic."""
@@ -116,8 +169,6 @@ def _read_execution_log(path: Path) -> list[dict]:
     _SPAWN_STRINGS and _SPAWN_INTS are decoded, with databazel's protocol
     buffer reader (databazel/private/wire.py).
     """
-    if not path.exists():
-        return []
     data = path.read_bytes()
     spawns, pos = [], 0
     while pos < len(data):
@@ -276,12 +327,7 @@ class Workspace:
             stdin=subprocess.DEVNULL,
             check=False,
         )
-        result = Result(
-            proc.returncode,
-            proc.stdout,
-            proc.stderr,
-            _read_execution_log(log) if log else [],
-        )
+        result = Result(proc.returncode, proc.stdout, proc.stderr, log)
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"bazel {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-6000:]}"

@@ -130,14 +130,14 @@ def test_processes_are_counted_from_bazels_line_never_per_mnemonic() -> None:
     assert bench.processes_run("INFO: 1 process: 1 internal.\n") == 0
     assert bench.processes_run("INFO: 0 processes.\n") == 0
     assert bench.processes_run("ERROR: no such target\n") is None
-    result = bench.ProcessCount(bench.Result(0, "", stderr, []), 25)
+    result = bench.ProcessCount(bench.Result(0, "", stderr), 25)
     assert result.executed() == 25
     with pytest.raises(ValueError, match="not the spawns of each mnemonic"):
         result.executed("DatabazelTrain")
     with pytest.raises(ValueError, match="not the spawns of each mnemonic"):
         result.executed_by_mnemonic()
     with pytest.raises(ValueError):
-        bench.ProcessCount(bench.Result(1, "", "", []), None).executed()
+        bench.ProcessCount(bench.Result(1, "", ""), None).executed()
 
 
 def test_the_remote_part_reads_worker_logs_and_renders_side_by_side(

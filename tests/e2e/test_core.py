@@ -77,7 +77,6 @@ def test_immediate_rebuild_runs_no_action(ws: Workspace) -> None:
     ws.build("//search:s")
     again = ws.build("//search:s")
     assert again.executed() == 0, again.executed_by_mnemonic()
-    assert "0 processes" in again.stderr or "1 process: 1 internal" in again.stderr
 
 
 def test_adding_a_grid_value_runs_only_the_new_trials(ws: Workspace) -> None:
