@@ -49,9 +49,11 @@ The user script is invoked without a shell, with stdin from /dev/null::
   SIGHUP sent to the runner stop the script the same way.
 * ``--gpus N``: before the script starts, the runner takes N of the
   machine's GPUs (``gpus.py``: an exclusive lock on each, waiting while fewer
-  are free), runs the script with ``CUDA_VISIBLE_DEVICES`` naming them and
-  the locks inherited, and frees them when both have exited.  Without it the
-  script gets ``CUDA_VISIBLE_DEVICES=""`` unless the environment sets it.
+  are free, at most ``--timeout`` or ``gpus.wait_limit``'s default), runs the
+  script with ``CUDA_VISIBLE_DEVICES`` naming them and the locks inherited,
+  and frees them when both have exited.  Without it the script gets
+  ``CUDA_VISIBLE_DEVICES=""`` unless the environment sets it.  A GPU the
+  runner cannot get fails the action even with ``--allow-failure``.
 * evaluate: DIR is created if needed.  After the script exits 0 the runner
   reads ``DIR/metrics.json`` (format: ``contract.METRICS_FORMAT``) and writes its
   canonical form to METRICS.json.
@@ -93,6 +95,7 @@ sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 from contract import (  # noqa: E402
     ContractError,
     FailedModel,
+    MachineError,
     OutputContractError,
     RunnerError,
     encode_hyperparams,
@@ -255,6 +258,7 @@ def _run_on_gpus(kind: str, args: argparse.Namespace, script_args: list[str]) ->
             args.target,
             gpus.lock_dir(),
             notice=lambda line: print(f"databazel: {line}", file=sys.stderr),
+            limit=gpus.wait_limit(args.timeout),
         )
         if args.gpus
         else contextlib.nullcontext(([], []))
@@ -425,8 +429,8 @@ def _run(args: argparse.Namespace) -> int:
                 evaluate(args)
             return 0
         except RunnerError as e:
-            if not args.allow_failure:
-                raise
+            if not args.allow_failure or isinstance(e, MachineError):
+                raise  # an error of the machine (its GPUs) is no result of the trial
             record_failure(args, e)
             print(
                 f"databazel: warning: {args.target}: the trial failed; recorded as "

@@ -827,6 +827,29 @@ def test_allow_failure_records_a_crashing_training(work: Path, capsys) -> None:
     }
 
 
+def test_a_gpu_the_machine_cannot_give_is_an_error_even_with_allow_failure(
+    work: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The machine's problem, not the trial's: a record of it would be cached
+    # and served on a machine that has the GPUs.
+    locks = work / "gpus"
+    locks.mkdir()
+    (locks / "devices").write_text("# no GPU here\n")
+    monkeypatch.setenv("DATABAZEL_GPU_LOCK_DIR", str(locks))
+    script = write_py(work, "train.py", RECORD_ARGV)
+    for extra in ([], ["--allow-failure"]):
+        code, err = run_main(train(script.name, "--gpus", "1", *extra), capsys)
+        assert code == 1
+        assert_error(err, f"{TARGET} declares gpus = 1, and this machine has none")
+        assert "warning" not in err
+        assert not (work / "out/model.bin").exists()
+    # A trial that fails on its GPU is recorded as usual.
+    (locks / "devices").write_text("0\n")
+    crash = write_py(work, "crash.py", "import sys; sys.exit(4)\n")
+    assert run_main(train(crash.name, "--gpus", "1", "--allow-failure"), capsys)[0] == 0
+    assert read_failed_model(work / "out/model.bin")["exit_code"] == 4
+
+
 def test_allow_failure_records_a_killed_training_and_a_contract_violation(
     work: Path, capsys
 ) -> None:
