@@ -14,13 +14,14 @@ import importlib.util
 import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import textwrap
 import time
 import types
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,6 +65,72 @@ def remote_flags(port: int) -> tuple[str, ...]:
             flags += line.split()[1:]
     assert flags, "no `build:remote` lines in .bazelrc"
     return tuple(f.replace("127.0.0.1:50051", f"127.0.0.1:{port}") for f in flags)
+
+
+def tool(*args: str) -> subprocess.CompletedProcess[str]:
+    """Runs tools/ARGS[0] with the other arguments; the caller checks the result."""
+    return subprocess.run(
+        [str(REPO / "tools" / args[0]), *args[1:]],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+# The exit status of tools/cache_server.sh and tools/buildgrid.sh for a port in use.
+PORT_IN_USE = 3
+
+
+def start_on_a_free_port(
+    start: Callable[[int], subprocess.CompletedProcess[str]], tries: int = 5
+) -> int:
+    """Starts a server with `start(port)` on a free port of 127.0.0.1; returns the port.
+
+    A port is free when it is picked, but another process may take it before
+    the server binds it: a start that says so (PORT_IN_USE) is tried again
+    on another port; any other failure fails the test.
+    """
+    for _ in range(tries):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = start(port)
+        if proc.returncode != PORT_IN_USE:
+            assert proc.returncode == 0, f"{proc.args}:\n{proc.stdout}{proc.stderr}"
+            return port
+    raise AssertionError(f"{tries} ports in a row were taken before the server bound them")
+
+
+def missing_server(kind: str) -> str | None:
+    """Why the servers of the remote tests cannot run here (None: they can).
+
+    `./setup.sh --no-remote` installs neither nginx's WebDAV module nor BuildGrid.
+    """
+    if kind == "nginx":
+        nginx = shutil.which("nginx")  # as tools/cache_server.sh finds it
+        version = (
+            subprocess.run([nginx, "-V"], capture_output=True, text=True, check=False)
+            if nginx
+            else None
+        )
+        if version is None or "--with-http_dav_module" not in version.stderr:
+            return (
+                "needs nginx with WebDAV (tools/cache_server.sh), which "
+                "`./setup.sh --no-remote` does not install; run ./setup.sh"
+            )
+    elif kind == "buildgrid":
+        venv = os.environ.get("DATABAZEL_BUILDGRID_VENV") or str(
+            REPO / ".local" / "buildgrid-venv"
+        )
+        if not os.access(os.path.join(venv, "bin", "bgd"), os.X_OK):
+            return (
+                f"needs BuildGrid in {venv} (tools/buildgrid.sh), which "
+                "`./setup.sh --no-remote` does not install; run ./setup.sh"
+            )
+    else:
+        raise ValueError(kind)
+    return None
 
 
 def wait_until(condition, seconds: float, what: str) -> None:

@@ -10,14 +10,21 @@ import hashlib
 import json
 import re
 import shutil
-import socket
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bazel_harness import REPO, Workspace, progress_events, remote_flags, wait_until
+from bazel_harness import (
+    REPO,
+    Workspace,
+    missing_server,
+    progress_events,
+    remote_flags,
+    start_on_a_free_port,
+    tool,
+    wait_until,
+)
 
 LOAD = (
     'load("@databazel//databazel:defs.bzl", "evaluate", "hyperparam_search", "model")\n'
@@ -45,6 +52,11 @@ hyperparam_search(
     )
 
 
+def trial_actions(trials: list[str] = TRIALS) -> int:
+    """The actions of a search of these trials: a training and an evaluation each, a report."""
+    return 2 * len(trials) + 1
+
+
 def write_search(ws: Workspace, pkg: str, **extra: str) -> None:
     ws.write(f"{pkg}/train.txt", f"{pkg} training data\n")
     ws.write(f"{pkg}/test.txt", f"{pkg} test data\n")
@@ -57,12 +69,6 @@ def search_outputs(ws: Workspace, pkg: str) -> dict[str, bytes]:
     names += [f"s__x-{x}__eval.metrics.json" for x in TRIALS]
     names += ["s.json"]
     return {name: ws.bin(f"{pkg}/{name}").read_bytes() for name in names}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -82,14 +88,18 @@ class CacheServer:
     """tools/cache_server.sh: nginx's WebDAV store on 127.0.0.1."""
 
     def __init__(self) -> None:
+        skip_without("nginx")
         # Directly under /tmp: nginx's worker user must reach the store.
         self.state = Path(tempfile.mkdtemp(prefix="databazel-cache-", dir="/tmp"))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.flag = f"--remote_cache={self.url}"
+        self.port = 0
+        self.url = self.flag = ""
 
     def start(self) -> None:
-        _run_tool("cache_server.sh", "start", str(self.state), str(self.port))
+        self.port = start_on_a_free_port(
+            lambda port: tool("cache_server.sh", "start", str(self.state), str(port))
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.flag = f"--remote_cache={self.url}"
 
     def stop(self) -> None:
         _run_tool("cache_server.sh", "stop", str(self.state))
@@ -104,14 +114,14 @@ class CacheServer:
 
 
 def _run_tool(script: str, *args: str) -> None:
-    proc = subprocess.run(
-        [str(REPO / "tools" / script), *args],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    proc = tool(script, *args)
     assert proc.returncode == 0, f"{script} {' '.join(args)}: {proc.stderr}"
+
+
+def skip_without(server: str) -> None:
+    reason = missing_server(server)
+    if reason:
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +137,12 @@ def cache_server() -> Iterator[CacheServer]:
 class BuildGrid:
     """tools/buildgrid.sh: BuildGrid and two fixture workers on 127.0.0.1."""
 
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, workers: int = 2) -> None:
+        skip_without("buildgrid")
         self.state = state
-        self.port = free_port()
+        self.port = start_on_a_free_port(
+            lambda port: tool("buildgrid.sh", "start", str(state), str(port), str(workers))
+        )
         self.flag = f"--remote_executor=grpc://127.0.0.1:{self.port}"
         # What the docs give: `--config=remote` of .bazelrc, on this port.
         self.config = remote_flags(self.port)
@@ -157,12 +170,10 @@ class BuildGrid:
 
 @contextlib.contextmanager
 def started_grid(state: Path) -> Iterator[BuildGrid]:
-    grid = BuildGrid(state)
     try:
-        _run_tool("buildgrid.sh", "start", str(grid.state), str(grid.port), "2")
-        yield grid
+        yield BuildGrid(state)
     finally:
-        _run_tool("buildgrid.sh", "stop", str(grid.state))
+        _run_tool("buildgrid.sh", "stop", str(state))
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +204,7 @@ def test_after_clean_expunge_the_disk_cache_serves_every_trial(
         other.bazel("clean", "--expunge", check=True)
         again = other.build("//diskcache:s", flags=(disk_cache,))
         assert again.executed_by_mnemonic() == {}, again.executed_by_mnemonic()
-        assert sum(s.get("mnemonic") in SPAWNED for s in again.spawns) == 9
+        assert sum(s.get("mnemonic") in SPAWNED for s in again.spawns) == trial_actions()
         other._bin = None
         assert search_outputs(other, "diskcache") == expected
 
@@ -219,7 +230,7 @@ def test_a_warm_http_cache_serves_a_search_to_an_empty_output_base(
         again = other.build("//httpcache:s", flags=(cache_server.flag,))
         assert again.executed_by_mnemonic() == {}, again.executed_by_mnemonic()
         hits = [s for s in again.spawns if s.get("mnemonic") in SPAWNED]
-        assert len(hits) == 2 * len(TRIALS) + 1
+        assert len(hits) == trial_actions()
         assert all(s.get("remoteCacheHit") for s in hits)
         assert search_outputs(other, "httpcache") == expected
 
@@ -309,7 +320,7 @@ def test_remote_execution_on_two_workers_matches_a_local_build_byte_for_byte(
     remote_ws.bazel("clean", check=True)
     again = remote_ws.build("//remote:s", flags=(buildgrid.flag,))
     assert again.executed_by_mnemonic() == {}, again.executed_by_mnemonic()
-    assert sum(s.get("mnemonic") in SPAWNED for s in again.spawns) == 9
+    assert sum(s.get("mnemonic") in SPAWNED for s in again.spawns) == trial_actions()
     assert buildgrid.worker_runs() == runs
     assert search_outputs(remote_ws, "remote") == expected
 
@@ -508,7 +519,7 @@ def test_a_search_importing_scikit_learn_runs_remotely_from_an_empty_grid_first_
         # requires: thousands of files. A worker fetches a file once; after
         # that, the content cache the two workers share links it.
         roots = grid.input_roots()
-        assert len(roots) == 2 * len(SKLEARN_CS) + 1, roots
+        assert len(roots) == trial_actions(SKLEARN_CS), roots
         heavy = [r for r in roots if r["files"] > 1000]
         assert len(heavy) == 2 * len(SKLEARN_CS), roots
         # Each worker fetches at most once (both may start at the same time).
