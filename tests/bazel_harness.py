@@ -99,7 +99,9 @@ def start_on_a_free_port(
         if proc.returncode != PORT_IN_USE:
             assert proc.returncode == 0, f"{proc.args}:\n{proc.stdout}{proc.stderr}"
             return port
-    raise AssertionError(f"{tries} ports in a row were taken before the server bound them")
+    raise AssertionError(
+        f"{tries} ports in a row were taken before the server bound them"
+    )
 
 
 def missing_server(kind: str) -> str | None:
@@ -131,6 +133,14 @@ def missing_server(kind: str) -> str | None:
     else:
         raise ValueError(kind)
     return None
+
+
+def needs_server(kind: str):  # noqa: ANN201 - a pytest mark
+    """A mark that skips a test, saying why, where `missing_server(kind)` is missing."""
+    import pytest
+
+    reason = missing_server(kind)
+    return pytest.mark.skipif(reason is not None, reason=reason or "")
 
 
 def wait_until(condition, seconds: float, what: str) -> None:
@@ -198,7 +208,9 @@ class Result:
                 f"no `INFO: N processes` line to check the execution log against:\n{tail}"
             )
         spawns = _read_execution_log(self.execution_log)
-        succeeded = sum(1 for s in spawns if not s.get("status") and not s.get("exitCode"))
+        succeeded = sum(
+            1 for s in spawns if not s.get("status") and not s.get("exitCode")
+        )
         if succeeded != processes:
             raise AssertionError(
                 f"the execution log has {succeeded} spawns that succeeded, "

@@ -60,7 +60,8 @@ def _as_other(kwargs: dict[str, Any]) -> dict[str, Any]:
 def run(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """Runs `args` as the other user; fails the test if it fails."""
     return subprocess.run(
-        list(args), **_as_other({"capture_output": True, "text": True, "check": True, **kwargs})
+        list(args),
+        **_as_other({"capture_output": True, "text": True, "check": True, **kwargs}),
     )
 
 

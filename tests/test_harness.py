@@ -61,14 +61,21 @@ def test_the_log_must_agree_with_bazels_count(tmp_path: Path) -> None:
         + spawn("DatabazelTrain", exit_code=1)  # failed: Bazel does not count it
         + spawn("DatabazelEvaluate", cache_hit=True)
     )
-    result = Result(1, "", "INFO: 6 processes: 4 internal, 1 linux-sandbox, 1 remote cache hit.\n", log)
+    result = Result(
+        1,
+        "",
+        "INFO: 6 processes: 4 internal, 1 linux-sandbox, 1 remote cache hit.\n",
+        log,
+    )
     assert result.executed("DatabazelTrain") == 2
     assert result.executed() == 2
     assert result.executed_by_mnemonic() == {"DatabazelTrain": 2}
     assert len(result.spawns) == 3
 
     short = Result(0, "", "INFO: 7 processes: 4 internal, 3 linux-sandbox.\n", log)
-    with pytest.raises(AssertionError, match="2 spawns that succeeded, Bazel counted 3"):
+    with pytest.raises(
+        AssertionError, match="2 spawns that succeeded, Bazel counted 3"
+    ):
         short.executed()
     with pytest.raises(AssertionError, match="no `INFO: N processes` line"):
         Result(0, "", "", log).executed()

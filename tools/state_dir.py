@@ -93,7 +93,9 @@ def check(state: str, mode: int, owners: list[str], links_under: list[str]) -> N
     if st.st_uid != os.geteuid():
         raise Unsafe(f"it is owned by {_who(st.st_uid)}, not by you")
     if _writable_by_others(st):
-        raise Unsafe(f"it is writable by other users (mode {stat.S_IMODE(st.st_mode):04o})")
+        raise Unsafe(
+            f"it is writable by other users (mode {stat.S_IMODE(st.st_mode):04o})"
+        )
     allowed = {0, os.geteuid(), *(_uid(u) for u in owners)}
     linked = tuple(os.path.join(state, d) + "/" for d in links_under)
     for root, dirs, files in os.walk(state):

@@ -339,7 +339,9 @@ def _open_lock(directory: str, gpu: str) -> int:
             raise MachineError(
                 f"the GPU lock file {path} is a symbolic link; remove it"
             ) from None
-        raise MachineError(f"cannot open the GPU lock file {path}: {e.strerror}") from None
+        raise MachineError(
+            f"cannot open the GPU lock file {path}: {e.strerror}"
+        ) from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
@@ -409,9 +411,7 @@ def holders(directory: str, gpus: Sequence[str]) -> dict[str, list[str]]:
         gpu = files.get(key)
         if gpu is not None and pid.isdigit():
             found[gpu].append(
-                _process(int(pid))
-                if int(pid)
-                else "a process in another PID namespace"
+                _process(int(pid)) if int(pid) else "a process in another PID namespace"
             )
     return found
 

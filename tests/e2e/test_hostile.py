@@ -24,7 +24,13 @@ from pathlib import Path
 
 import pytest
 import other_user
-from bazel_harness import Workspace, missing_server, start_on_a_free_port, tool
+from bazel_harness import (
+    Workspace,
+    missing_server,
+    needs_server,
+    start_on_a_free_port,
+    tool,
+)
 from other_user import OTHER_UID, needs_root
 
 LOAD = (
@@ -421,9 +427,6 @@ def http(method: str, url: str, credentials: str = "") -> int:
 
 @pytest.fixture()
 def cache_state() -> Iterator[Path]:
-    reason = missing_server("nginx")
-    if reason:
-        pytest.skip(reason)
     # Directly under /tmp: nginx's worker user must reach the store.
     state = Path(tempfile.mkdtemp(prefix="databazel-authcache-", dir="/tmp"))
     try:
@@ -433,6 +436,7 @@ def cache_state() -> Iterator[Path]:
         shutil.rmtree(state, ignore_errors=True)
 
 
+@needs_server("nginx")
 def test_a_cache_requiring_credentials_refuses_anonymous_writes(
     ws: Workspace, cache_state: Path
 ) -> None:
@@ -529,12 +533,10 @@ open(state + "/store/ac/" + "2" * 64, "w").write("an entry pointing at it")
 
 
 @needs_root
+@needs_server("nginx")
 def test_a_cache_state_another_user_prepared_is_refused_and_stop_kills_only_ours(
     tmp_path: Path,
 ) -> None:
-    reason = missing_server("nginx")
-    if reason:
-        pytest.skip(reason)
     precious = tmp_path / "precious.conf"
     precious.write_text("root's own file\n")
     bystander = subprocess.Popen(["sleep", "600"])
@@ -559,7 +561,9 @@ def planted_cache_state(
         with socket.socket() as s:  # a port it would take if it started
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        return tool("cache_server.sh", "start", "--writers", str(writers), str(state), str(port))
+        return tool(
+            "cache_server.sh", "start", "--writers", str(writers), str(state), str(port)
+        )
 
     def refused(why: str) -> None:
         started = start()
@@ -569,7 +573,9 @@ def planted_cache_state(
             "user could change what the server serves or runs. Use a new directory of "
             "your own (it is made with the right modes), or remove this one\n"
         )
-        assert precious.read_text() == "root's own file\n"  # never written through the link
+        assert (
+            precious.read_text() == "root's own file\n"
+        )  # never written through the link
 
     other = f"uid {OTHER_UID}"
     refused(f"it is owned by {other}, not by you")
@@ -589,7 +595,9 @@ def planted_cache_state(
     refused(f"{state}/nginx.pid is owned by {other}")
     pidfile = state / "nginx.pid"
     pidfile.unlink()
-    pidfile.write_text(f"{bystander.pid}\n")  # root's own pid file, naming the bystander
+    pidfile.write_text(
+        f"{bystander.pid}\n"
+    )  # root's own pid file, naming the bystander
     refused(f"{state}/store is owned by {other}")
     shutil.rmtree(state / "store")
 
@@ -644,7 +652,10 @@ def test_buildgrid_refuses_a_planted_state_and_stops_only_its_own_processes(
             (mine / "bgd.pid").write_text(f"{bystander.pid}\n")
             stopped = tool("buildgrid.sh", "stop", str(mine))
             assert stopped.returncode == 0, stopped
-            assert f"pid {bystander.pid} of {mine}/bgd.pid is not this server" in stopped.stderr
+            assert (
+                f"pid {bystander.pid} of {mine}/bgd.pid is not this server"
+                in stopped.stderr
+            )
             assert bystander.poll() is None
     finally:
         bystander.kill()

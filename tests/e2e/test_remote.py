@@ -18,7 +18,7 @@ import pytest
 from bazel_harness import (
     REPO,
     Workspace,
-    missing_server,
+    needs_server,
     progress_events,
     remote_flags,
     start_on_a_free_port,
@@ -31,6 +31,9 @@ LOAD = (
 )
 TRIALS = ["0", "1", "2", "3"]
 SPAWNED = ("DatabazelTrain", "DatabazelEvaluate", "DatabazelReport")
+# `./setup.sh --no-remote` installs neither: their tests skip, saying so.
+needs_nginx = needs_server("nginx")
+needs_buildgrid = needs_server("buildgrid")
 
 
 def search_build(name: str, xs: list[str] = TRIALS, **extra: str) -> str:
@@ -88,7 +91,6 @@ class CacheServer:
     """tools/cache_server.sh: nginx's WebDAV store on 127.0.0.1."""
 
     def __init__(self) -> None:
-        skip_without("nginx")
         # Directly under /tmp: nginx's worker user must reach the store.
         self.state = Path(tempfile.mkdtemp(prefix="databazel-cache-", dir="/tmp"))
         self.port = 0
@@ -118,12 +120,6 @@ def _run_tool(script: str, *args: str) -> None:
     assert proc.returncode == 0, f"{script} {' '.join(args)}: {proc.stderr}"
 
 
-def skip_without(server: str) -> None:
-    reason = missing_server(server)
-    if reason:
-        pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def cache_server() -> Iterator[CacheServer]:
     server = CacheServer()
@@ -138,10 +134,11 @@ class BuildGrid:
     """tools/buildgrid.sh: BuildGrid and two fixture workers on 127.0.0.1."""
 
     def __init__(self, state: Path, workers: int = 2) -> None:
-        skip_without("buildgrid")
         self.state = state
         self.port = start_on_a_free_port(
-            lambda port: tool("buildgrid.sh", "start", str(state), str(port), str(workers))
+            lambda port: tool(
+                "buildgrid.sh", "start", str(state), str(port), str(workers)
+            )
         )
         self.flag = f"--remote_executor=grpc://127.0.0.1:{self.port}"
         # What the docs give: `--config=remote` of .bazelrc, on this port.
@@ -204,7 +201,9 @@ def test_after_clean_expunge_the_disk_cache_serves_every_trial(
         other.bazel("clean", "--expunge", check=True)
         again = other.build("//diskcache:s", flags=(disk_cache,))
         assert again.executed_by_mnemonic() == {}, again.executed_by_mnemonic()
-        assert sum(s.get("mnemonic") in SPAWNED for s in again.spawns) == trial_actions()
+        assert (
+            sum(s.get("mnemonic") in SPAWNED for s in again.spawns) == trial_actions()
+        )
         other._bin = None
         assert search_outputs(other, "diskcache") == expected
 
@@ -217,6 +216,7 @@ def test_the_documented_disk_cache_config_is_in_bazelrc() -> None:
 # --- HTTP remote cache (nginx WebDAV) --------------------------------------------------
 
 
+@needs_nginx
 def test_a_warm_http_cache_serves_a_search_to_an_empty_output_base(
     ws: Workspace, cache_server: CacheServer
 ) -> None:
@@ -235,6 +235,7 @@ def test_a_warm_http_cache_serves_a_search_to_an_empty_output_base(
         assert search_outputs(other, "httpcache") == expected
 
 
+@needs_nginx
 def test_stopping_the_cache_server_mid_build_still_ends_in_a_correct_local_build(
     ws: Workspace, tmp_path: Path
 ) -> None:
@@ -294,6 +295,7 @@ def test_stopping_the_cache_server_mid_build_still_ends_in_a_correct_local_build
 # --- remote execution (BuildGrid) ------------------------------------------------------
 
 
+@needs_buildgrid
 def test_remote_execution_on_two_workers_matches_a_local_build_byte_for_byte(
     ws: Workspace, remote_ws: Workspace, buildgrid: BuildGrid
 ) -> None:
@@ -329,6 +331,7 @@ def _databazel_errors(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "databazel: error:" in line]
 
 
+@needs_buildgrid
 def test_a_trial_failing_remotely_reports_its_stderr_as_locally(
     ws: Workspace, remote_ws: Workspace, buildgrid: BuildGrid
 ) -> None:
@@ -356,6 +359,7 @@ model(
     assert _databazel_errors(local.stderr), local.stderr[-3000:]
 
 
+@needs_buildgrid
 def test_exec_properties_of_a_search_reach_each_of_its_remote_actions(
     ws: Workspace, remote_ws: Workspace, buildgrid: BuildGrid
 ) -> None:
@@ -482,6 +486,7 @@ def _sklearn_outputs(ws: Workspace) -> dict[str, bytes]:
     return {name: ws.bin(f"s/{name}").read_bytes() for name in names}
 
 
+@needs_buildgrid
 def test_a_search_importing_scikit_learn_runs_remotely_from_an_empty_grid_first_try(
     sklearn_ws: Workspace, tmp_path: Path
 ) -> None:

@@ -186,6 +186,7 @@ def test_lock_dir_comes_from_the_action_environment() -> None:
 
 # --- a machine shared with other users ---------------------------------------
 
+
 def me() -> str:
     return f"user {pwd.getpwuid(os.getuid()).pw_name} (uid {os.getuid()})"
 
@@ -248,7 +249,9 @@ def test_a_lock_directory_others_may_write_must_be_sticky(tmp_path: Path) -> Non
     locks = tmp_path / "gpus"
     locks.mkdir()
     locks.chmod(0o777)
-    with pytest.raises(gpus.MachineError, match=r"writable by other users \(mode 0777\) and not sticky"):
+    with pytest.raises(
+        gpus.MachineError, match=r"writable by other users \(mode 0777\) and not sticky"
+    ):
         gpus.check_lock_dir(str(locks))
     locks.chmod(0o1777)
     gpus.check_lock_dir(str(locks))
@@ -279,7 +282,9 @@ def test_a_devices_file_another_user_can_write_is_never_read(tmp_path: Path) -> 
     )
     os.chown(devices, 0, 0)
     devices.chmod(0o666)
-    with pytest.raises(gpus.MachineError, match=r"is writable by other users \(mode 0666\)"):
+    with pytest.raises(
+        gpus.MachineError, match=r"is writable by other users \(mode 0666\)"
+    ):
         gpus.list_gpus(str(tmp_path), _no_probe)
     devices.chmod(0o644)
     assert gpus.list_gpus(str(tmp_path), _no_probe) == ["0", "1"]
@@ -300,7 +305,9 @@ def test_a_devices_link_or_fifo_is_refused_without_reading_or_blocking(
     assert not list(locks.glob("*.lock"))
     (locks / gpus.DEVICES_FILE).unlink()
     os.mkfifo(locks / gpus.DEVICES_FILE)
-    with pytest.raises(gpus.MachineError, match=r"devices is a FIFO \(named pipe\): it is not trusted"):
+    with pytest.raises(
+        gpus.MachineError, match=r"devices is a FIFO \(named pipe\): it is not trusted"
+    ):
         within(10, lambda: gpus.list_gpus(str(locks), _no_probe))
 
 
@@ -393,7 +400,9 @@ def test_the_wait_limit_is_the_timeout_else_the_env_else_an_hour() -> None:
 
 
 @needs_root
-def test_in_a_sandbox_that_maps_only_the_user_a_shared_directory_passes_a_gpu_list_does_not() -> None:
+def test_in_a_sandbox_that_maps_only_the_user_a_shared_directory_passes_a_gpu_list_does_not() -> (
+    None
+):
     # As in Bazel's linux-sandbox for a user who is not root: a user namespace
     # that maps only their uid, in which root's files show uid 65534.
     with other_user.shared_tmp() as tmp:
@@ -424,7 +433,13 @@ def sandboxed_gpu_trial(tmp: Path) -> None:
     (shared / "devices").write_text("0\n")
     (shared / "devices").chmod(0o644)
     listed = other_user.run(
-        "unshare", "--user", "--map-current-user", other_user.PYTHON, "-c", script, check=False
+        "unshare",
+        "--user",
+        "--map-current-user",
+        other_user.PYTHON,
+        "-c",
+        script,
+        check=False,
     )
     assert listed.stdout.splitlines() == [f"['{OTHER_UID}', '{OTHER_UID}', '1']"]
     assert listed.stderr.splitlines()[-1] == (
@@ -436,7 +451,13 @@ def sandboxed_gpu_trial(tmp: Path) -> None:
     # Without the list: root's shared directory (uid 65534 there) is used.
     (shared / "devices").unlink()
     shared_ok = other_user.run(
-        "unshare", "--user", "--map-current-user", other_user.PYTHON, "-c", script, check=False
+        "unshare",
+        "--user",
+        "--map-current-user",
+        other_user.PYTHON,
+        "-c",
+        script,
+        check=False,
     )
     assert shared_ok.stdout.splitlines()[1:] == ["['0']"], shared_ok.stderr
     assert (shared / "0.lock").stat().st_uid == OTHER_UID

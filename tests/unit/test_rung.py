@@ -77,7 +77,9 @@ def test_a_tie_at_the_cut_goes_to_the_first_name_not_the_first_listed(
         tmp_path, {k: {"acc": -v} for k, v in scores.items()}, mode="min"
     )
     assert rung.main(["--target", TARGET, "--manifest", str(manifest)]) == 0
-    assert sorted(k for k, v in decisions(tmp_path).items() if v == records.PROMOTED) == ["b", "d"]
+    assert sorted(
+        k for k, v in decisions(tmp_path).items() if v == records.PROMOTED
+    ) == ["b", "d"]
 
 
 def test_min_mode_and_at_least_one_is_promoted(tmp_path: Path) -> None:
