@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -38,25 +39,41 @@ SEARCHES = (
     "//mnist:bzl_epochs",
     "//mnist:bzl_halving",
 )
+# The searches among them, each with plots = True.
+PLOTTED = ("bzl_search", "bzl_random_search", "bzl_epochs", "bzl_halving")
 
 
 def test_mnist_search_is_complete_cached_and_deterministic(repo: Workspace) -> None:
     if not DATA.exists():
         pytest.fail(f"{DATA} is missing: run ./setup.sh first")
     first = repo.build(*SEARCHES, flags=("--jobs=2",))
-    # bzl_training + 12 grid trials + 8 random trials + 2 alphas x 6 epochs,
-    # and bzl_halving's 9 trials x 9 epochs (21 train, the others are stopped)
-    assert first.executed("DatabazelTrain") == 21 + 12 + 81
-    # ... bzl_epochs evaluates each of its 12 checkpoints once (learning_curve),
-    # bzl_halving each trial at its 3 rungs
-    assert first.executed("DatabazelEvaluate") == 21 + 12 + 27
-    assert first.executed("DatabazelPlot") == 4
+    # What runs, from what mnist/BUILD declares (as the reports show it).
+    trials = {
+        s: json.loads(repo.bin(f"mnist/{s}.json").read_text())["trials"]
+        for s in PLOTTED
+    }
+    # bzl_epochs: one chain of checkpoints per alpha, as long as its most epochs.
+    chains: dict[str, int] = {}
+    for t in trials["bzl_epochs"]:
+        alpha, epochs = t["hyperparams"]["alpha"], int(t["hyperparams"]["epochs"])
+        chains[alpha] = max(chains.get(alpha, 0), epochs)
+    # bzl_halving: every trial has an action per epoch up to max_epochs (a
+    # stopped trial's write its stop record), and is evaluated at each rung.
     halving = json.loads(repo.bin("mnist/bzl_halving.json").read_text())
+    rungs = sorted({t["epochs"] for t in halving["trials"]})
+    assert rungs == [1, 3, 9]  # min_epochs 1, eta 3, max_epochs 9
     assert sorted(t["epochs"] for t in halving["trials"]) == [1] * 6 + [3, 3, 9]
     assert halving["best"]["epochs"] == 9 and halving["best"]["status"] == "ok"
+    plain = 1 + len(trials["bzl_search"]) + len(trials["bzl_random_search"])
+    trained = plain + sum(chains.values()) + len(trials["bzl_halving"]) * rungs[-1]
+    # bzl_epochs evaluates each of its checkpoints once (learning_curve).
+    evaluated = plain + sum(chains.values()) + len(trials["bzl_halving"]) * len(rungs)
+    assert first.executed("DatabazelTrain") == trained
+    assert first.executed("DatabazelEvaluate") == evaluated
+    assert first.executed("DatabazelPlot") == len(PLOTTED)
 
     report = json.loads(repo.bin("mnist/bzl_search.json").read_text())
-    assert len(report["trials"]) == 12
+    assert len(report["trials"]) == 4 * 3  # C x max_iter of mnist/BUILD
     assert (
         len({tuple(sorted(t["hyperparams"].items())) for t in report["trials"]}) == 12
     )
@@ -124,10 +141,30 @@ def test_mnist_search_is_complete_cached_and_deterministic(repo: Workspace) -> N
     assert again.executed() == 0, again.executed_by_mnemonic()
 
     before = _digests(repo.bin("mnist"))
-    # models and checkpoints, metrics files, 3 x (7 report files and the
-    # manifest), 2 x 3 + 4 plots; bzl_halving's 81 checkpoints, 27 metrics
-    # files, 8 report files and 2 plots
-    assert len(before) == 33 + 33 + 3 * 8 + 2 * 3 + 4 + 81 + 27 + 8 + 2
+    # Every model and checkpoint, metrics file and plot, and each search's
+    # report files (the same set of them for each search).
+    models = [p for p in before if p.endswith(".pkl") and ".best" not in p]
+    metrics = [p for p in before if p.endswith(".metrics.json")]
+    plots = {p for p in before if p.endswith(".png")}
+    assert (len(models), len(metrics)) == (trained, evaluated)
+    assert sorted(p.split("/")[-1] for p in plots) == sorted(
+        name
+        for search in PLOTTED
+        for name in os.listdir(repo.bin(f"mnist/{search}.plots"))
+    )
+    report_files = {
+        search: {
+            p.removeprefix(search)
+            for p in before
+            if p.startswith(f"{search}.") and p not in plots
+        }
+        for search in PLOTTED
+    }
+    assert len({frozenset(files) for files in report_files.values()}) == 1, report_files
+    assert {".json", ".csv", ".md", ".best.pkl"} <= report_files["bzl_search"]
+    assert len(before) == trained + evaluated + len(plots) + sum(
+        map(len, report_files.values())
+    )
     repo.bazel("clean", check=True)
     # Rebuilt warm (persistent workers, docs/warm-workers.md): every model,
     # checkpoint, metrics file, report and plot is byte-identical to the
