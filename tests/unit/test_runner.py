@@ -827,6 +827,24 @@ def test_allow_failure_records_a_crashing_training(work: Path, capsys) -> None:
     }
 
 
+def test_a_recorded_traceback_names_the_script_relative_to_the_execroot(
+    work: Path, capsys
+) -> None:
+    # The execroot is a sandbox's, another each build: the record keeps none of it.
+    (work / "scripts").mkdir()
+    script = write_py(work / "scripts", "train.py", "raise ValueError('diverged')\n")
+    code, _ = run_main(train("scripts/train.py", "--allow-failure"), capsys)
+    assert code == 0 and script.exists()
+    record = read_failed_model(work / "out/model.bin")
+    assert record["stderr_tail"] == (
+        "Traceback (most recent call last):\n"
+        '  File "scripts/train.py", line 1, in <module>\n'
+        "    raise ValueError('diverged')\n"
+        "ValueError: diverged"
+    )
+    assert str(work) not in json.dumps(record)
+
+
 def test_a_gpu_the_machine_cannot_give_is_an_error_even_with_allow_failure(
     work: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
