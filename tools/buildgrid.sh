@@ -133,7 +133,7 @@ CONF
     echo $! >"$state/bgd.pid"
     if ! "$VENV/bin/python" -c "import grpc, sys
 try:
-    grpc.channel_ready_future(grpc.insecure_channel('127.0.0.1:$port')).result(timeout=30)
+    grpc.channel_ready_future(grpc.insecure_channel('127.0.0.1:$port')).result(timeout=120)
 except grpc.FutureTimeoutError:
     sys.exit(1)"; then
         stop_pids "$state/bgd.pid"
@@ -150,8 +150,9 @@ except grpc.FutureTimeoutError:
             --name "worker-$i" --work-dir "$state/work/$i" --cache-dir "$state/work/cache" >"$state/logs/worker-$i.log" 2>&1 </dev/null &
         echo $! >"$state/worker-$i.pid"
     done
-    # Ready when every worker has its bot session.
-    for _ in $(seq 100); do
+    # Ready when every worker has its bot session. (Both waits are long: on a
+    # loaded machine BuildGrid took over 30 s to start.)
+    for _ in $(seq 600); do
         ready=$(cat "$state"/logs/worker-*.log | grep -c ": connected to " || true)
         [ "$ready" = "$workers" ] && break
         sleep 0.1
