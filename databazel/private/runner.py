@@ -357,12 +357,31 @@ def expand_argv(argv: list[str]) -> list[str]:
     """The arguments, with a last `@FILE` (Bazel's params file) replaced by its lines.
 
     Bazel passes the arguments in a params file, one per line, so that the
-    same action can also run in a persistent worker.
+    same action can also run in a persistent worker. Either way non-ASCII
+    arguments come UTF-8 encoded twice (`undo_double_utf8`).
     """
     if argv and argv[-1].startswith("@"):
         with open(argv[-1][1:], encoding="utf-8") as f:
-            return argv[:-1] + f.read().splitlines()
-    return argv
+            argv = argv[:-1] + f.read().splitlines()
+    return undo_double_utf8(argv)
+
+
+def undo_double_utf8(argv: list[str]) -> list[str]:
+    """`argv` decoded once more if Bazel encoded it twice, else `argv`.
+
+    Bazel 4.2 holds a string as its UTF-8 bytes, one character each, and
+    writes params files and WorkRequests in UTF-8 again: `dätä_日本.txt`
+    arrives as `dÃ¤tÃ¤_æ\x97¥æ\x9c¬.txt`. Arguments whose characters are all
+    below 256 and whose bytes are UTF-8 are such; a character above 255 (or
+    bytes that are not UTF-8) says they were encoded once, as a newer Bazel
+    or a person calling the runner does.
+    """
+    if all(arg.isascii() for arg in argv):
+        return argv
+    try:
+        return [arg.encode("latin-1").decode("utf-8") for arg in argv]
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return argv
 
 
 # Variables of `env` that change where Python finds modules: the worker's own

@@ -128,6 +128,35 @@ model(
     assert not pwned.exists()
 
 
+@pytest.mark.parametrize("mode", ["sandboxed", "warm"])
+def test_a_non_ascii_data_file_name_reaches_the_script_as_it_is(
+    ws: Workspace, mode: str
+) -> None:
+    # Bazel 4.2 writes the params file (and a worker's WorkRequest) UTF-8
+    # encoded twice; the runner reads the name as it is.
+    name = "dätä_日本.txt"
+    ws.write(f"unicode/{name}", "rows\n")
+    ws.write(
+        "unicode/BUILD",
+        LOAD
+        + f"""
+model(
+    name = "m_{mode}",
+    train_executable = "//scripts:train.py",
+    training_data = "{name}",
+    deps = ["//lib:fixturelib"],
+)
+""",
+    )
+    flags = ("--@databazel//databazel:warm",) if mode == "warm" else ()
+    result = ws.build(f"//unicode:m_{mode}", flags=flags)
+    (spawn,) = [s for s in result.spawns if s.get("mnemonic") == "DatabazelTrain"]
+    assert spawn["runner"] == ("worker" if mode == "warm" else "linux-sandbox")
+    model = json.loads(ws.bin(f"unicode/m_{mode}.model").read_text(encoding="utf-8"))
+    assert model["argv"][model["argv"].index("--data") + 1] == f"unicode/{name}"
+    assert model["data"] == hashlib.sha256(b"rows\n").hexdigest()
+
+
 def test_py_binary_script_several_data_files_and_declared_env(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -162,9 +191,7 @@ model(
     )  # undeclared variables of the shell never reach a trial
 
 
-EXPECTED_METRICS = (
-    'Expected a JSON object mapping metric names to finite numbers, e.g. {"accuracy": 0.97}'
-)
+EXPECTED_METRICS = 'Expected a JSON object mapping metric names to finite numbers, e.g. {"accuracy": 0.97}'
 INVALID = "evaluate script scripts/evaluate.py wrote an invalid {out}/e.outputs/metrics.json: "
 
 # Each violation, its stage, and the whole error a user sees, line by line
@@ -233,30 +260,42 @@ VIOLATIONS = [
             EXPECTED_METRICS,
         ],
     ),
-    ("list", "evaluate", [INVALID + "expected a JSON object, found a list", EXPECTED_METRICS]),
+    (
+        "list",
+        "evaluate",
+        [INVALID + "expected a JSON object, found a list", EXPECTED_METRICS],
+    ),
     (
         "string",
         "evaluate",
         [
-            INVALID + 'metric "accuracy" has a string "high" value; it must be a number',
+            INVALID
+            + 'metric "accuracy" has a string "high" value; it must be a number',
             EXPECTED_METRICS,
         ],
     ),
     (
         "nan",
         "evaluate",
-        [INVALID + 'metric "accuracy" is NaN; it must be a finite number', EXPECTED_METRICS],
+        [
+            INVALID + 'metric "accuracy" is NaN; it must be a finite number',
+            EXPECTED_METRICS,
+        ],
     ),
     (
         "inf",
         "evaluate",
-        [INVALID + 'metric "loss" is -Infinity; it must be a finite number', EXPECTED_METRICS],
+        [
+            INVALID + 'metric "loss" is -Infinity; it must be a finite number',
+            EXPECTED_METRICS,
+        ],
     ),
     (
         "nested",
         "evaluate",
         [
-            INVALID + 'metric "accuracy" has a nested object value; it must be a number',
+            INVALID
+            + 'metric "accuracy" has a nested object value; it must be a number',
             EXPECTED_METRICS,
         ],
     ),
@@ -264,14 +303,18 @@ VIOLATIONS = [
         "bool",
         "evaluate",
         [
-            INVALID + 'metric "accuracy" has a boolean (true) value; it must be a number',
+            INVALID
+            + 'metric "accuracy" has a boolean (true) value; it must be a number',
             EXPECTED_METRICS,
         ],
     ),
     (
         "empty",
         "evaluate",
-        [INVALID + "the object is empty; at least one metric is required", EXPECTED_METRICS],
+        [
+            INVALID + "the object is empty; at least one metric is required",
+            EXPECTED_METRICS,
+        ],
     ),
     ("duplicate", "evaluate", [INVALID + 'duplicate key "accuracy"', EXPECTED_METRICS]),
     (

@@ -827,6 +827,26 @@ def test_allow_failure_records_a_crashing_training(work: Path, capsys) -> None:
     }
 
 
+def test_a_params_file_encoded_twice_is_read_as_bazel_meant_it(tmp_path: Path) -> None:
+    name = "dätä_日本.txt"
+    twice = (
+        name.encode("utf-8").decode("latin-1").encode("utf-8")
+    )  # as Bazel 4.2 writes
+    params = tmp_path / "m.params"
+    params.write_bytes(b"train\n--data\nu/" + twice + b"\n--target\n//u:m\n")
+    assert runner.expand_argv([f"@{params}"]) == [
+        "train", "--data", f"u/{name}", "--target", "//u:m",
+    ]  # fmt: skip
+    # Encoded once (a newer Bazel, a person): as it is.
+    params.write_bytes(f"train\n--data\nu/{name}\n".encode())
+    assert runner.expand_argv([f"@{params}"]) == ["train", "--data", f"u/{name}"]
+    # Not UTF-8 once more (é alone is byte e9), or ASCII: as they are.
+    for argv in (["--data", "dätä"], ["--data", "Ã©té"], ["plain"]):
+        assert runner.undo_double_utf8(argv) == argv
+    # A worker's arguments (WorkRequest strings) the same way.
+    assert runner.undo_double_utf8(["--data", "Ã©"]) == ["--data", "é"]
+
+
 def test_a_recorded_traceback_names_the_script_relative_to_the_execroot(
     work: Path, capsys
 ) -> None:
