@@ -284,8 +284,10 @@ def record_failure(args: argparse.Namespace, error: RunnerError) -> None:
         record = failed_init or failure_record("train", args.target, error)
         remove_path(args.model_output_path)
         os.makedirs(os.path.dirname(args.model_output_path) or ".", exist_ok=True)
-        with open(args.model_output_path, "wb") as f:
-            f.write(FAILED_MODEL_HEADER + format_failure(record).encode("utf-8"))
+        write_atomic(
+            args.model_output_path,
+            FAILED_MODEL_HEADER.decode("ascii") + format_failure(record),
+        )
     else:
         failed_model = (
             read_failed_model(args.model_path)

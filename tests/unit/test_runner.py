@@ -827,6 +827,60 @@ def test_allow_failure_records_a_crashing_training(work: Path, capsys) -> None:
     }
 
 
+def test_a_failure_record_appears_whole_in_one_rename(
+    work: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crash = write_py(work, "crash.py", "import sys; sys.exit(4)\n")
+    model = work / "out" / "model.bin"
+    renames: list[tuple[bytes, bool]] = []
+    real_replace = os.replace
+
+    def replace(src, dst) -> None:
+        if os.path.abspath(dst) == str(model):
+            renames.append((Path(src).read_bytes(), os.path.lexists(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    assert run_main(train(crash.name, "--allow-failure"), capsys)[0] == 0
+    # Nothing was at the model's path until the whole record was moved there.
+    assert renames == [(model.read_bytes(), False)]
+    assert read_failed_model(model)["exit_code"] == 4
+
+
+def test_a_failure_record_is_written_whole_or_not_at_all(
+    work: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The disk fills up half-way through the record.
+    crash = write_py(work, "crash.py", "import sys; sys.exit(4)\n")
+    real_open = open
+
+    class HalfWritten:
+        def __init__(self, f) -> None:
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.f.close()
+
+        def write(self, data) -> int:
+            self.f.write(data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+
+    def filling_open(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        inside = os.path.abspath(path).startswith(str(work / "out") + os.sep)
+        return HalfWritten(f) if "w" in mode and inside else f
+
+    monkeypatch.setattr("builtins.open", filling_open)
+    code, err = run_main(train(crash.name, "--allow-failure"), capsys)
+    monkeypatch.undo()
+    assert code == 1
+    assert_error(err, "No space left on device")
+    assert os.listdir(work / "out") == []  # no half record, no temporary file
+
+
 def test_a_params_file_encoded_twice_is_read_as_bazel_meant_it(tmp_path: Path) -> None:
     name = "dätä_日本.txt"
     twice = (
