@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -263,6 +265,34 @@ def test_gates_cards_and_the_served_model(repo: Workspace, tmp_path: Path) -> No
     missing = repo.bazel("run", "//mnist:predict", "--", "no/such.png")
     assert missing.returncode == 2
     assert "predict.py: error: cannot read the image no/such.png" in missing.stderr
+
+    # A PNG that claims 20000x20000 pixels (a few bytes): refused, not decoded.
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(png_header(20000, 20000))
+    wide = tmp_path / "wide.png"
+    wide.write_bytes(png_header(5000, 10))
+    for path, size in (
+        (huge, "is 20000x20000 pixels, larger than 4096x4096"),
+        (wide, "is 5000x10 pixels, larger than 4096x4096"),
+    ):
+        refused = repo.bazel("run", "//mnist:predict", "--", str(path))
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        assert refused.stderr.endswith(
+            f"predict.py: error: cannot read the image {path}: it {size}; a digit "
+            "image should be small: crop or scale it to about 28x28\n"
+        ), refused.stderr[-2000:]
+        assert "Traceback" not in refused.stderr
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG file's signature, header and end: the size, no pixels."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body)
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit gray
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
 
 # The commands docs/models-as-dependencies.md shows.
