@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Callable, Protocol
 
 from contract import ContractError, RunnerError, ScriptFailed, error_line
@@ -145,12 +145,38 @@ def _environment_modules() -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def missing_module_hint(stderr_tail: str) -> str:
-    """What to add to `deps` when the script failed importing a module, else ""."""
+# Variables of `env` that change where Python finds its standard library.
+_PYTHON_HOME_ENV = ("PYTHONHOME", "PYTHONPLATLIBDIR")
+
+
+def missing_module_hint(stderr_tail: str, env: Mapping[str, str] | None = None) -> str:
+    """What to add to `deps` when the script failed importing a module, else "".
+
+    A module of the standard library (`encodings`, when Python cannot even
+    start) is no `deps` problem: the hint names the variables of the
+    script's environment `env` that moved the standard library, if any.
+    """
     found = _MISSING_MODULE.findall(stderr_tail)
     if not found:
         return ""
     module = found[-1]
+    if module in sys.stdlib_module_names:
+        moved = [f"{k}={env[k]}" for k in _PYTHON_HOME_ENV if env and env.get(k)]
+        start = (
+            "Python could not start"
+            if "Fatal Python error" in stderr_tail
+            else "The script could not import a module"
+        )
+        return (
+            f"{start}: it found no `{module}`, a module of its own standard "
+            "library (not something `deps` gives); "
+            + (
+                f"the target's `env` sets {', '.join(moved)}, which points Python "
+                "away from it: remove that from `env`."
+                if moved
+                else "the Python environment's interpreter is incomplete."
+            )
+        )
     index = _environment_modules()
     modules = index.get("modules", {}) if index else {}
     if isinstance(modules, dict) and module in modules:
@@ -359,7 +385,7 @@ def run_script(
         else:
             return
         stderr_tail = tail(stderr_log)
-        hint = missing_module_hint(stderr_tail)
+        hint = missing_module_hint(stderr_tail, env)
         if hint:
             message += hint + "\n"
         if stderr_tail:

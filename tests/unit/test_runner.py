@@ -881,6 +881,25 @@ def test_a_failure_record_is_written_whole_or_not_at_all(
     assert os.listdir(work / "out") == []  # no half record, no temporary file
 
 
+def test_pythonhome_in_env_is_named_not_a_missing_dependency(
+    work: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The runner itself starts with -I; the script's Python honours PYTHONHOME.
+    monkeypatch.setenv("PYTHONHOME", str(work / "nowhere"))
+    script = write_py(work, "train.py", RECORD_ARGV)
+    code, err = run_main(train(script.name), capsys)
+    assert code == 1
+    assert_error(
+        err,
+        f"train script {script.name} exited with code 1\n"
+        "Python could not start: it found no `encodings`, a module of its own "
+        "standard library (not something `deps` gives); the target's `env` sets "
+        f"PYTHONHOME={work / 'nowhere'}, which points Python away from it: remove "
+        "that from `env`.\n",
+    )
+    assert "which is in none of its `deps`" not in err
+
+
 def test_a_params_file_encoded_twice_is_read_as_bazel_meant_it(tmp_path: Path) -> None:
     name = "dätä_日本.txt"
     twice = (
