@@ -144,12 +144,11 @@ def probe_dir() -> Iterator[Path]:
         path.rmdir()
 
 
-def test_a_trial_cannot_write_outside_its_declared_output(
-    ws: Workspace, probe_dir: Path
-) -> None:
-    ws.write("escape/data.txt", "x\n")
+def escape_attempts(ws: Workspace, package: str, probe_dir: Path) -> dict[str, str]:
+    """What the fixture's `escape` behaviour got trying to write in `probe_dir` and beside its model."""
+    ws.write(f"{package}/data.txt", "x\n")
     ws.write(
-        "escape/BUILD",
+        f"{package}/BUILD",
         LOAD
         + model_build(
             training_data='"data.txt"',
@@ -157,8 +156,14 @@ def test_a_trial_cannot_write_outside_its_declared_output(
             env=json.dumps({"PROBE_DIR": str(probe_dir)}),
         ),
     )
-    ws.build("//escape:m")
-    escapes = json.loads(ws.bin("escape/m.model").read_text())["escapes"]
+    ws.build(f"//{package}:m")
+    return json.loads(ws.bin(f"{package}/m.model").read_text())["escapes"]
+
+
+def test_a_trial_cannot_write_outside_its_declared_output(
+    ws: Workspace, probe_dir: Path
+) -> None:
+    escapes = escape_attempts(ws, "escape", probe_dir)
     # The file system outside the sandbox is read-only to a trial ...
     assert escapes["probe_dir"] == "Read-only file system"
     assert list(probe_dir.iterdir()) == []
@@ -332,17 +337,5 @@ hyperparam_search(
         assert json.loads(model["hyperparams_arg"]) == {"v": value}
     assert not pwned.exists()
     # The probe: a trial can write there, so a shell would have.
-    ws.write("hostile_probe/data.txt", "x\n")
-    ws.write(
-        "hostile_probe/BUILD",
-        LOAD
-        + model_build(
-            training_data='"data.txt"',
-            hyperparams='{"behaviour": "escape"}',
-            env=json.dumps({"PROBE_DIR": str(tmp_path)}),
-        ),
-    )
-    ws.build("//hostile_probe:m")
-    escapes = json.loads(ws.bin("hostile_probe/m.model").read_text())["escapes"]
-    assert escapes["probe_dir"] == "written"
+    assert escape_attempts(ws, "hostile_probe", tmp_path)["probe_dir"] == "written"
     assert (tmp_path / "escaped.txt").read_text() == "escaped\n"

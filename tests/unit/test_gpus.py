@@ -432,15 +432,9 @@ def sandboxed_gpu_trial(tmp: Path) -> None:
     )
     (shared / "devices").write_text("0\n")
     (shared / "devices").chmod(0o644)
-    listed = other_user.run(
-        "unshare",
-        "--user",
-        "--map-current-user",
-        other_user.PYTHON,
-        "-c",
-        script,
-        check=False,
-    )
+    # A user namespace of the other user's, as Bazel's sandbox makes.
+    sandboxed = ("unshare", "--user", "--map-current-user", other_user.PYTHON, "-c")
+    listed = other_user.run(*sandboxed, script, check=False)
     assert listed.stdout.splitlines() == [f"['{OTHER_UID}', '{OTHER_UID}', '1']"]
     assert listed.stderr.splitlines()[-1] == (
         f"contract.MachineError: the GPU list {shared}/devices is owned by a user this "
@@ -450,14 +444,6 @@ def sandboxed_gpu_trial(tmp: Path) -> None:
     )
     # Without the list: root's shared directory (uid 65534 there) is used.
     (shared / "devices").unlink()
-    shared_ok = other_user.run(
-        "unshare",
-        "--user",
-        "--map-current-user",
-        other_user.PYTHON,
-        "-c",
-        script,
-        check=False,
-    )
+    shared_ok = other_user.run(*sandboxed, script, check=False)
     assert shared_ok.stdout.splitlines()[1:] == ["['0']"], shared_ok.stderr
     assert (shared / "0.lock").stat().st_uid == OTHER_UID
