@@ -26,13 +26,14 @@ the user that no one else may write.  Symbolic links, FIFOs and devices are
 never opened as lock files or GPU lists.  In Bazel's sandbox (a user
 namespace that maps only the user's uid) root's files and other users' look
 alike: there a directory of an unmapped owner passes as root's (it can hold
-or free GPUs, not choose them), a GPU list does not.  Root creates the default directory
-with mode 1777 (shared by every user, as ``/tmp`` is); another user creates
-it with mode 0755 (their own: others are told so and how to share it).  A
-trial waits for its GPUs at most its target's ``timeout`` (without one,
-``DATABAZEL_GPU_WAIT`` seconds of its ``env``, 3600 by default; 0: no limit),
-then fails naming the GPUs and the processes that hold them; these failures
-are ``MachineError``s, never recorded as a trial's result.
+or free GPUs, not choose them), a GPU list does not.  Root creates the
+default directory with mode 1777 (shared by every user, as ``/tmp`` is);
+another user creates it with mode 0755 (their own: others are told so and
+how to share it).  A trial waits for its GPUs at most its target's
+``timeout`` (without one, ``DATABAZEL_GPU_WAIT`` seconds of its ``env``,
+3600 by default; 0: no limit), then fails naming the GPUs and the processes
+that hold them; these failures are ``MachineError``s, never recorded as a
+trial's result.
 
 Which GPU a trial ran on is decided at run time, outside the action: it is
 never part of the cache key.  A trial without ``gpus`` gets
