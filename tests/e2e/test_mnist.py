@@ -60,7 +60,7 @@ def test_mnist_search_is_complete_cached_and_deterministic(repo: Workspace) -> N
         alpha, epochs = t["hyperparams"]["alpha"], int(t["hyperparams"]["epochs"])
         chains[alpha] = max(chains.get(alpha, 0), epochs)
     # bzl_halving: every trial has an action per epoch up to max_epochs (a
-    # stopped trial's write its stop record), and is evaluated at each rung.
+    # stopped trial's actions write its stop record), and is evaluated at each rung.
     halving = json.loads(repo.bin("mnist/bzl_halving.json").read_text())
     rungs = sorted({t["epochs"] for t in halving["trials"]})
     assert rungs == [1, 3, 9]  # min_epochs 1, eta 3, max_epochs 9
