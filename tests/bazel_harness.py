@@ -190,7 +190,8 @@ class Result:
         A missing log fails the test (an assertion that nothing ran must not
         pass because nothing was logged), unless the build failed before it
         ran anything and Bazel said so ("INFO: 0 processes."). The spawns that
-        succeeded must be as many as Bazel counted.
+        succeeded (and the tests that ran, passed or failed) must be as many as
+        Bazel counted.
         """
         processes = processes_run(self.stderr)
         tail = self.stderr[-3000:]
@@ -208,8 +209,13 @@ class Result:
                 f"no `INFO: N processes` line to check the execution log against:\n{tail}"
             )
         spawns = _read_execution_log(self.execution_log)
+        # Bazel counts a test that ran and failed (its test action completed),
+        # not another spawn that failed.
         succeeded = sum(
-            1 for s in spawns if not s.get("status") and not s.get("exitCode")
+            1
+            for s in spawns
+            if s.get("mnemonic") == "TestRunner"
+            or (not s.get("status") and not s.get("exitCode"))
         )
         if succeeded != processes:
             raise AssertionError(

@@ -79,6 +79,13 @@ def test_the_log_must_agree_with_bazels_count(tmp_path: Path) -> None:
         short.executed()
     with pytest.raises(AssertionError, match="no `INFO: N processes` line"):
         Result(0, "", "", log).executed()
+    # A test that ran and failed counts, as Bazel counts it.
+    tests = tmp_path / "exec_3.binpb"
+    tests.write_bytes(spawn("DatabazelTrain") + spawn("TestRunner", exit_code=1))
+    failed_test = Result(
+        3, "", "INFO: 4 processes: 2 internal, 2 linux-sandbox.\n", tests
+    )
+    assert failed_test.executed() == 2
     empty = tmp_path / "exec_2.binpb"
     empty.write_bytes(b"")
     assert Result(0, "", "INFO: 1 process: 1 internal.\n", empty).executed() == 0
