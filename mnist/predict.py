@@ -29,6 +29,13 @@ from PIL import Image
 
 PROG = "predict.py"
 SIDE = 28  # the training images are 28x28
+# A digit is a small picture: a larger one is refused before it is decoded
+# (a 20000x20000 PNG of a few kilobytes would take gigabytes).
+MAX_SIDE = 4096
+
+
+class ImageError(Exception):
+    pass
 
 
 def runfiles_root() -> Path:
@@ -36,9 +43,21 @@ def runfiles_root() -> Path:
     return Path(__file__).absolute().parents[1]
 
 
+_SMALLER = f"a digit image should be small: crop or scale it to about {SIDE}x{SIDE}"
+
+
 def pixels(path: Path) -> np.ndarray:
     """An image as one row of features, preprocessed like lib.load_split (0..1)."""
+    # Pillow's own limit (a DecompressionBombError, later) gives way to ours,
+    # checked on the header before any pixel is decoded.
+    Image.MAX_IMAGE_PIXELS = None
     with Image.open(path) as image:
+        width, height = image.size
+        if max(width, height) > MAX_SIDE:
+            raise ImageError(
+                f"it is {width}x{height} pixels, larger than {MAX_SIDE}x{MAX_SIDE}; "
+                f"{_SMALLER}"
+            )
         gray = image.convert("L")
         if gray.size != (SIDE, SIDE):
             gray = gray.resize((SIDE, SIDE))
@@ -68,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.images:
         try:
             features = pixels(cwd / name)
-        except OSError as e:
+        except (OSError, ImageError) as e:
             print(f"{PROG}: error: cannot read the image {name}: {e}", file=sys.stderr)
             return 2
         print(int(model.predict(features)[0]), flush=True)

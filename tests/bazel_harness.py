@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import os
+import re
 import shutil
+import socket
 import stat
 import subprocess
 import textwrap
 import time
 import types
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,6 +148,82 @@ def processes_under(path: Path) -> list[int]:
     return found
 
 
+def tool(*args: str) -> subprocess.CompletedProcess[str]:
+    """Runs tools/ARGS[0] with the other arguments; the caller checks the result."""
+    return subprocess.run(
+        [str(REPO / "tools" / args[0]), *args[1:]],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+# The exit status of tools/cache_server.sh and tools/buildgrid.sh for a port in use.
+PORT_IN_USE = 3
+
+
+def start_on_a_free_port(
+    start: Callable[[int], subprocess.CompletedProcess[str]], tries: int = 5
+) -> int:
+    """Starts a server with `start(port)` on a free port of 127.0.0.1; returns the port.
+
+    A port is free when it is picked, but another process may take it before
+    the server binds it: a start that says so (PORT_IN_USE) is tried again
+    on another port; any other failure fails the test.
+    """
+    for _ in range(tries):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = start(port)
+        if proc.returncode != PORT_IN_USE:
+            assert proc.returncode == 0, f"{proc.args}:\n{proc.stdout}{proc.stderr}"
+            return port
+    raise AssertionError(
+        f"{tries} ports in a row were taken before the server bound them"
+    )
+
+
+def missing_server(kind: str) -> str | None:
+    """Why the servers of the remote tests cannot run here (None: they can).
+
+    `./setup.sh --no-remote` installs neither nginx's WebDAV module nor BuildGrid.
+    """
+    if kind == "nginx":
+        nginx = shutil.which("nginx")  # as tools/cache_server.sh finds it
+        version = (
+            subprocess.run([nginx, "-V"], capture_output=True, text=True, check=False)
+            if nginx
+            else None
+        )
+        if version is None or "--with-http_dav_module" not in version.stderr:
+            return (
+                "needs nginx with WebDAV (tools/cache_server.sh), which "
+                "`./setup.sh --no-remote` does not install; run ./setup.sh"
+            )
+    elif kind == "buildgrid":
+        venv = os.environ.get("DATABAZEL_BUILDGRID_VENV") or str(
+            REPO / ".local" / "buildgrid-venv"
+        )
+        if not os.access(os.path.join(venv, "bin", "bgd"), os.X_OK):
+            return (
+                f"needs BuildGrid in {venv} (tools/buildgrid.sh), which "
+                "`./setup.sh --no-remote` does not install; run ./setup.sh"
+            )
+    else:
+        raise ValueError(kind)
+    return None
+
+
+def needs_server(kind: str):  # noqa: ANN201 - a pytest mark
+    """A mark that skips a test, saying why, where `missing_server(kind)` is missing."""
+    import pytest
+
+    reason = missing_server(kind)
+    return pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
 def wait_until(condition, seconds: float, what: str) -> None:
     """Polls `condition()` every 0.1 s; fails the test after `seconds`."""
     deadline = time.monotonic() + seconds
@@ -160,12 +239,71 @@ def progress_events(log: Path) -> list[tuple[str, str]]:
     return [tuple(line.split()) for line in log.read_text().splitlines()]  # type: ignore[misc]
 
 
+def processes_run(stderr: str) -> int | None:
+    """The processes a build ran, from Bazel's `INFO: N processes: ...` line (None without one).
+
+    "42 processes: 17 internal, 25 linux-sandbox.": the non-internal ones ran
+    (cache hits included; a spawn that failed is not counted).
+    """
+    match = re.search(r"^INFO: (\d+) process(?:es)?(:.*|\.)$", stderr, re.MULTILINE)
+    if not match:
+        return None
+    parts = dict(
+        (kind.strip(" ."), int(count))
+        for count, kind in re.findall(r"(\d+) ([\w-]+)", match.group(2) or "")
+    )
+    return int(match.group(1)) - parts.get("internal", 0)
+
+
 @dataclasses.dataclass
 class Result:
+    """What `bazel ARGS` did: exit status, output and (for builds) its execution log."""
+
     returncode: int
     stdout: str
     stderr: str
-    spawns: list[dict]
+    execution_log: Path | None = None
+
+    @functools.cached_property
+    def spawns(self) -> list[dict]:
+        """The spawns of the execution log, checked against Bazel's `INFO: N processes` line.
+
+        A missing log fails the test (an assertion that nothing ran must not
+        pass because nothing was logged), unless the build failed before it
+        ran anything and Bazel said so ("INFO: 0 processes."). The spawns that
+        succeeded (and the tests that ran, passed or failed) must be as many as
+        Bazel counted.
+        """
+        processes = processes_run(self.stderr)
+        tail = self.stderr[-3000:]
+        if self.execution_log is None:
+            raise AssertionError("this command wrote no execution log")
+        if not self.execution_log.exists():
+            if self.returncode != 0 and processes == 0:
+                return []
+            raise AssertionError(
+                f"Bazel wrote no execution log at {self.execution_log} "
+                f"(exit {self.returncode}):\n{tail}"
+            )
+        if processes is None:
+            raise AssertionError(
+                f"no `INFO: N processes` line to check the execution log against:\n{tail}"
+            )
+        spawns = _read_execution_log(self.execution_log)
+        # Bazel counts a test that ran and failed (its test action completed),
+        # not another spawn that failed.
+        succeeded = sum(
+            1
+            for s in spawns
+            if s.get("mnemonic") == "TestRunner"
+            or (not s.get("status") and not s.get("exitCode"))
+        )
+        if succeeded != processes:
+            raise AssertionError(
+                f"the execution log has {succeeded} spawns that succeeded, "
+                f"Bazel counted {processes} processes:\n{tail}"
+            )
+        return spawns
 
     def executed(self, mnemonic: str | None = None) -> int:
         """Spawns Bazel really ran (not served by a cache), optionally of one mnemonic."""
@@ -197,8 +335,6 @@ def _read_execution_log(path: Path) -> list[dict]:
     _SPAWN_STRINGS and _SPAWN_INTS are decoded, with databazel's protocol
     buffer reader (databazel/private/wire.py).
     """
-    if not path.exists():
-        return []
     data = path.read_bytes()
     spawns, pos = [], 0
     while pos < len(data):
@@ -359,12 +495,7 @@ class Workspace:
             stdin=subprocess.DEVNULL,
             check=False,
         )
-        result = Result(
-            proc.returncode,
-            proc.stdout,
-            proc.stderr,
-            _read_execution_log(log) if log else [],
-        )
+        result = Result(proc.returncode, proc.stdout, proc.stderr, log)
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"bazel {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-6000:]}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import sys
@@ -130,14 +131,14 @@ def test_processes_are_counted_from_bazels_line_never_per_mnemonic() -> None:
     assert bench.processes_run("INFO: 1 process: 1 internal.\n") == 0
     assert bench.processes_run("INFO: 0 processes.\n") == 0
     assert bench.processes_run("ERROR: no such target\n") is None
-    result = bench.ProcessCount(bench.Result(0, "", stderr, []), 25)
+    result = bench.ProcessCount(bench.Result(0, "", stderr), 25)
     assert result.executed() == 25
     with pytest.raises(ValueError, match="not the spawns of each mnemonic"):
         result.executed("DatabazelTrain")
     with pytest.raises(ValueError, match="not the spawns of each mnemonic"):
         result.executed_by_mnemonic()
     with pytest.raises(ValueError):
-        bench.ProcessCount(bench.Result(1, "", "", []), None).executed()
+        bench.ProcessCount(bench.Result(1, "", ""), None).executed()
 
 
 def test_the_remote_part_reads_worker_logs_and_renders_side_by_side(
@@ -184,7 +185,19 @@ def test_the_remote_part_reads_worker_logs_and_renders_side_by_side(
 def test_the_halving_part_compares_with_the_full_grid_over_the_same_trials() -> None:
     import halving
 
-    assert len(halving.alphas()) == 9  # //mnist:bzl_halving's grid
+    # //mnist:bzl_halving's grid, read from mnist/BUILD another way (Starlark
+    # parses as Python here): the call's `grid` argument.
+    (call,) = [
+        node
+        for node in ast.walk(ast.parse((REPO / "mnist/BUILD").read_text()))
+        if isinstance(node, ast.Call)
+        and any(
+            k.arg == "name" and ast.literal_eval(k.value) == "bzl_halving"
+            for k in node.keywords
+        )
+    ]
+    grid = next(k.value for k in call.keywords if k.arg == "grid")
+    assert halving.alphas() == ast.literal_eval(grid)["alpha"]
     build = halving._build_file()
     assert build.count(json.dumps(halving.alphas())) == 2
     run = {"time": 30.0, "runs": [30.0], "processes": 120, "trained_epochs": 21}

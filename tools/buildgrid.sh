@@ -10,9 +10,16 @@
 #   bazel build --config=remote --remote_executor=grpc://127.0.0.1:PORT ...
 #   tools/buildgrid.sh stop STATE_DIR
 #
+# Exit status 3: PORT is in use.
+#
 # The workers share a content cache, STATE_DIR/work/cache (docs/remote-execution.md).
 #
 # Needs the BuildGrid venv ./setup.sh makes in .local/buildgrid-venv.
+#
+# On a machine with other users (tools/state_dir.py): STATE_DIR must be yours
+# (made, mode 0700, if missing), and nothing in or above it may be another
+# user's to change; `stop` stops only the server and workers this STATE_DIR
+# started, whatever its pid files say.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${DATABAZEL_BUILDGRID_VENV:-$ROOT/.local/buildgrid-venv}
@@ -22,10 +29,17 @@ usage() { echo "usage: $0 start STATE_DIR PORT [WORKERS] | stop STATE_DIR" >&2; 
 action=$1
 state=$(realpath -m "$2")
 
+# The pid in PIDFILE if it is this STATE_DIR's server or worker (by its command line).
+ours() {
+    local pattern="server start $state/bgd.yml "
+    case "$1" in */worker-*.pid) pattern="--work-dir $state/work/$(basename "$1" .pid | cut -d- -f2) " ;; esac
+    python3 "$ROOT/tools/state_dir.py" pid buildgrid.sh "$1" "$pattern"
+}
+
 stop_pids() { # PIDFILE...: TERM to all, then KILL what is left after 5 s
-    local pidfile pids=()
+    local pidfile pid pids=()
     for pidfile in "$@"; do
-        [ -f "$pidfile" ] && pids+=("$(cat "$pidfile")")
+        if [ -f "$pidfile" ] && pid=$(ours "$pidfile"); then pids+=("$pid"); fi
     done
     [ ${#pids[@]} = 0 ] && return 0
     kill -TERM "${pids[@]}" 2>/dev/null || true
@@ -57,14 +71,17 @@ start)
         echo "$0: no BuildGrid in $VENV; run ./setup.sh" >&2
         exit 1
     fi
-    if [ -f "$state/bgd.pid" ] && kill -0 "$(cat "$state/bgd.pid")" 2>/dev/null; then
+    # Workers link their actions' inputs (symbolic links among them) under work/.
+    python3 "$ROOT/tools/state_dir.py" check --mode 0700 --links-under work buildgrid.sh "$state"
+    if ours "$state/bgd.pid" >/dev/null 2>&1; then
         echo "$0: already running in $state" >&2
         exit 1
     fi
     mkdir -p "$state/cas" "$state/logs" "$state/work"
     # An empty connection string makes BuildGrid 0.2 create its SQLite
     # database (with its tables) in a temporary file for the server's lifetime.
-    cat >"$state/bgd.yml" <<CONF
+    conf=$(mktemp "$state/.bgd.yml.XXXXXX")
+    cat >"$conf" <<CONF
 server:
   - !channel
     address: "127.0.0.1:$port"
@@ -111,16 +128,21 @@ instances:
       - !bytestream
         storage: *cas
 CONF
+    mv -f "$conf" "$state/bgd.yml"
     setsid "$VENV/bin/bgd" server start "$state/bgd.yml" >"$state/logs/bgd.log" 2>&1 </dev/null &
     echo $! >"$state/bgd.pid"
     if ! "$VENV/bin/python" -c "import grpc, sys
 try:
-    grpc.channel_ready_future(grpc.insecure_channel('127.0.0.1:$port')).result(timeout=30)
+    grpc.channel_ready_future(grpc.insecure_channel('127.0.0.1:$port')).result(timeout=120)
 except grpc.FutureTimeoutError:
     sys.exit(1)"; then
+        stop_pids "$state/bgd.pid"
+        if grep -q "Failed to bind to address 127.0.0.1:$port" "$state/logs/bgd.log"; then
+            echo "$0: port $port of 127.0.0.1 is in use" >&2
+            exit 3
+        fi
         echo "$0: BuildGrid did not start on 127.0.0.1:$port; $state/logs/bgd.log says:" >&2
         tail -n 30 "$state/logs/bgd.log" >&2
-        stop_pids "$state/bgd.pid"
         exit 1
     fi
     for i in $(seq "$workers"); do
@@ -128,8 +150,9 @@ except grpc.FutureTimeoutError:
             --name "worker-$i" --work-dir "$state/work/$i" --cache-dir "$state/work/cache" >"$state/logs/worker-$i.log" 2>&1 </dev/null &
         echo $! >"$state/worker-$i.pid"
     done
-    # Ready when every worker has its bot session.
-    for _ in $(seq 100); do
+    # Ready when every worker has its bot session. (Both waits are long: on a
+    # loaded machine BuildGrid took over 30 s to start.)
+    for _ in $(seq 600); do
         ready=$(cat "$state"/logs/worker-*.log | grep -c ": connected to " || true)
         [ "$ready" = "$workers" ] && break
         sleep 0.1

@@ -18,8 +18,15 @@
 # Needs nginx with the dav module (Debian: nginx-extras; ./setup.sh installs it).
 # Run as root, nginx's workers run as www-data, which gets the store; STATE_DIR
 # must then be traversable by www-data (for example a directory made directly
-# under /tmp). PORT must be unprivileged (1024-65535).
+# under /tmp). PORT must be unprivileged (1024-65535); exit status 3: it is in use.
+#
+# On a machine with other users (tools/state_dir.py): STATE_DIR must be yours
+# (made, mode 0700, or 0711 for root, if missing), and nothing in or above it
+# may be another user's to change; the store is readable only by the server
+# (files 0600), it serves no symbolic link, and `stop` stops only the nginx
+# this STATE_DIR started, whatever a pid file says.
 set -euo pipefail
+TOOLS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 usage() { echo "usage: $0 start [--writers FILE] [--readers FILE] STATE_DIR PORT | stop STATE_DIR" >&2; exit 2; }
 [ $# -ge 2 ] || usage
@@ -38,6 +45,8 @@ done
 [ $# -ge 1 ] || usage
 state=$(realpath -m "$1")
 pidfile=$state/nginx.pid
+# The nginx of this STATE_DIR: its master's command line names its configuration.
+ours() { python3 "$TOOLS/state_dir.py" pid cache_server.sh "$pidfile" " -c $state/nginx.conf "; }
 
 # Writes an nginx user file ({SSHA}: salted SHA-1) from `user:password` lines.
 htpasswd() {
@@ -58,8 +67,11 @@ for source in sources:
             lines.append(f"{user}:{{SSHA}}{base64.b64encode(digest + salt).decode()}\n")
 if not lines:
     sys.exit(f"cache_server.sh: no user:password line in {' '.join(sources)}")
-with open(out, "w", encoding="utf-8") as f:
+tmp = f"{out}.{os.getpid()}"
+fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+with os.fdopen(fd, "w", encoding="utf-8") as f:
     f.writelines(lines)
+os.replace(tmp, out)
 PY
 }
 
@@ -72,16 +84,23 @@ start)
         exit 2
     fi
     command -v nginx >/dev/null || { echo "$0: no nginx on PATH; run ./setup.sh" >&2; exit 1; }
-    if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-        echo "$0: already running in $state (pid $(cat "$pidfile"))" >&2
+    if [ "$(id -u)" = 0 ]; then
+        python3 "$TOOLS/state_dir.py" check --mode 0711 --owner www-data cache_server.sh "$state"
+    else
+        python3 "$TOOLS/state_dir.py" check --mode 0700 cache_server.sh "$state"
+    fi
+    if pid=$(ours 2>/dev/null); then
+        echo "$0: already running in $state (pid $pid)" >&2
         exit 1
     fi
     mkdir -p "$state/store" "$state/tmp" "$state/logs"
+    chmod 700 "$state/store" "$state/tmp" "$state/logs"
+    chmod -R go= "$state/store"  # blobs of an older start were world-readable
     user_line=""
     if [ "$(id -u)" = 0 ]; then
         user_line="user www-data;"
-        chmod 755 "$state"
-        chown www-data: "$state/store" "$state/tmp"
+        chmod 711 "$state"
+        chown -h www-data: "$state/store" "$state/tmp"
         if ! runuser -u www-data -- test -w "$state/store"; then
             echo "$0: nginx's worker user www-data cannot write $state/store; choose a STATE_DIR whose parents it can traverse (for example under /tmp)" >&2
             exit 1
@@ -103,7 +122,8 @@ start)
         chmod 640 "$f"
         [ "$(id -u)" != 0 ] || chgrp www-data "$f"
     done
-    cat >"$state/nginx.conf" <<CONF
+    conf=$(mktemp "$state/.nginx.conf.XXXXXX")
+    cat >"$conf" <<CONF
 $user_line
 worker_processes 1;
 pid $pidfile;
@@ -122,12 +142,21 @@ http {
         client_max_body_size 0;
         dav_methods PUT;
         create_full_put_path on;
-        dav_access user:rw group:r all:r;
+        dav_access user:rw;
+        disable_symlinks on;
         location / { $access }
     }
 }
 CONF
-    nginx -q -p "$state" -e "$state/logs/error.log" -c "$state/nginx.conf"
+    mv -f "$conf" "$state/nginx.conf"
+    if ! out=$(nginx -q -p "$state" -e "$state/logs/error.log" -c "$state/nginx.conf" 2>&1); then
+        if grep -q "Address already in use" <<<"$out"; then
+            echo "$0: port $port of 127.0.0.1 is in use" >&2
+            exit 3
+        fi
+        echo "$out" >&2
+        exit 1
+    fi
     # Ready when the port answers (a miss is a 404).
     for _ in $(seq 50); do
         if python3 -c "import urllib.request, sys
@@ -148,11 +177,10 @@ except OSError:
     ;;
 stop)
     [ $# = 1 ] || usage
-    if [ ! -f "$pidfile" ]; then
+    if ! pid=$(ours); then
         echo "cache_server.sh: not running in $state"
         exit 0
     fi
-    pid=$(cat "$pidfile")
     kill -QUIT "$pid" 2>/dev/null || true
     for _ in $(seq 50); do
         kill -0 "$pid" 2>/dev/null || break

@@ -56,7 +56,7 @@ COMMON_ATTRS = {
     ),
     "gpus": attr.int(
         default = 0,
-        doc = "GPUs the script needs, like Ray Tune's `resources_per_trial={\"gpu\": N}`. Bazel 4.2 schedules no GPUs, so the runner takes N of the machine's GPUs for the script (an exclusive lock on each, shared by every build on the machine; while fewer are free the trial waits, holding its `--jobs` slot), sets `CUDA_VISIBLE_DEVICES` to them and frees them when the script has exited. Which GPU a trial ran on is never part of its cache key. 0: the script gets `CUDA_VISIBLE_DEVICES=\"\"` (no GPU) unless `env` sets it. For remote execution give the target `exec_properties = {\"gpu\": \"N\"}` too (`hyperparam_search(gpus = N)` does it for its trials): Bazel 4.2 takes platform properties from the target only. See docs/deep-learning.md.",
+        doc = "GPUs the script needs, like Ray Tune's `resources_per_trial={\"gpu\": N}`. Bazel 4.2 schedules no GPUs, so the runner takes N of the machine's GPUs for the script (an exclusive lock on each, shared by every build on the machine; while fewer are free the trial waits, holding its `--jobs` slot, at most its `timeout` or `DATABAZEL_GPU_WAIT` seconds of `env` (3600 by default), then fails naming what holds them), sets `CUDA_VISIBLE_DEVICES` to them and frees them when the script has exited. Which GPU a trial ran on is never part of its cache key. 0: the script gets `CUDA_VISIBLE_DEVICES=\"\"` (no GPU) unless `env` sets it. For remote execution give the target `exec_properties = {\"gpu\": \"N\"}` too (`hyperparam_search(gpus = N)` does it for its trials): Bazel 4.2 takes platform properties from the target only. See docs/deep-learning.md.",
     ),
     "network": attr.bool(
         default = False,

@@ -50,6 +50,14 @@ class FailedModel(RunnerError):
     """evaluate got a failed training's record instead of a model."""
 
 
+class MachineError(RunnerError):
+    """The machine cannot run the trial now (its GPUs): an error, never a recorded result.
+
+    ``allow_failure`` records what the trial did; a busy or unsafe GPU lock
+    directory says nothing about the trial, and a record of it would be cached.
+    """
+
+
 def error_line(target: str, message: str) -> str:
     """Return the user-facing error text for `target`."""
     return f"{ERROR_PREFIX}{target}: {message}"

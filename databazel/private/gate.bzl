@@ -3,6 +3,10 @@
 load(":common.bzl", "PY_TOOLCHAIN_TYPE", "python_runtime")
 load(":providers.bzl", "MetricsInfo", "SearchReportInfo")
 
+# The largest finite double, 1.7976931348623157e308: its exponent and digits.
+_MAX_EXPONENT = 308
+_MAX_DIGITS = "17976931348623157"
+
 def is_number(text):
     """Whether `text` is a decimal number such as `0.9`, `-1`, `1e-3` or `.5`.
 
@@ -10,21 +14,45 @@ def is_number(text):
       text: the string to check.
 
     Returns:
-      True for a finite decimal number.
+      True for a decimal number that is finite as a double (`1e999` is not:
+      it would be infinity).
     """
     s = text.strip()
     if s[:1] in ("+", "-"):
         s = s[1:]
     mantissa, e, exponent = s.lower().partition("e")
+    negative_exponent = False
     if e:
         if exponent[:1] in ("+", "-"):
+            negative_exponent = exponent[:1] == "-"
             exponent = exponent[1:]
         if not exponent.isdigit():
             return False
     whole, _, fraction = mantissa.partition(".")
     if not whole and not fraction:
         return False
-    return (not whole or whole.isdigit()) and (not fraction or fraction.isdigit())
+    if not ((not whole or whole.isdigit()) and (not fraction or fraction.isdigit())):
+        return False
+    return _is_finite(whole, fraction, exponent.lstrip("0"), negative_exponent)
+
+def _is_finite(whole, fraction, exponent, negative_exponent):
+    """Whether whole.fraction x 10^(+/-exponent) (digit strings) is below the largest double."""
+    digits = (whole + fraction).lstrip("0")
+    if not digits:
+        return True  # zero
+    if len(exponent) > 6:  # beyond any number of digits a BUILD file holds
+        return negative_exponent
+    integer_digits = len(whole.lstrip("0"))
+    leading_zeros = len(fraction) - len(fraction.lstrip("0")) if not integer_digits else 0
+    power = int(exponent or "0")
+
+    # The power of ten of the first significant digit.
+    magnitude = (integer_digits - 1 if integer_digits else -1 - leading_zeros) + (-power if negative_exponent else power)
+    if magnitude != _MAX_EXPONENT:
+        return magnitude < _MAX_EXPONENT
+    significant = digits[:len(_MAX_DIGITS)]
+    significant += "0" * (len(_MAX_DIGITS) - len(significant))
+    return significant <= _MAX_DIGITS
 
 def _shell_quote(s):
     return "'" + s.replace("'", "'\\''") + "'"
@@ -42,7 +70,7 @@ def _metrics_test_impl(ctx):
             if not metric:
                 fail("{}: `{}` has an empty metric name".format(ctx.label, bound))
             if not is_number(value):
-                fail("{}: `{}` of metric {} must be a number written as a string, such as \"0.9\"; got {}".format(ctx.label, bound, repr(metric), repr(value)))
+                fail("{}: `{}` of metric {} must be a finite number written as a string, such as \"0.9\"; got {}".format(ctx.label, bound, repr(metric), repr(value)))
 
     python = python_runtime(ctx)
     interpreter = python.executable.short_path if type(python.executable) == "File" else python.executable
@@ -59,10 +87,13 @@ def _metrics_test_impl(ctx):
     ]
     if search:
         words.append("--search")
+
+    # One word each, `--at-least=NAME=NUMBER`: a metric may be named like an
+    # option (`-n`), which argparse would take for one as a word of its own.
     for metric, value in sorted(ctx.attr.at_least.items()):
-        words.extend(["--at-least", "{}={}".format(metric, value.strip())])
+        words.append("--at-least={}={}".format(metric, value.strip()))
     for metric, value in sorted(ctx.attr.at_most.items()):
-        words.extend(["--at-most", "{}={}".format(metric, value.strip())])
+        words.append("--at-most={}={}".format(metric, value.strip()))
     launcher = ctx.actions.declare_file(ctx.label.name + ".gate.sh")
     ctx.actions.write(
         launcher,

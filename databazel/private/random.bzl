@@ -392,7 +392,7 @@ def _space_size(space):
             return None
     return size
 
-def validate_search_space(where, space, num_trials, seed, fixed_hyperparams = {}):
+def validate_search_space(where, space, num_trials, seed, fixed_hyperparams = {}, count_attr = "num_trials"):
     """Fails with a message naming `where` unless the random search is well-formed.
 
     Args:
@@ -402,11 +402,13 @@ def validate_search_space(where, space, num_trials, seed, fixed_hyperparams = {}
       num_trials: the number of trials, a positive int.
       seed: the seed, an int.
       fixed_hyperparams: hyperparameters every trial gets; must not overlap the space.
+      count_attr: the attribute that set `num_trials`, for error messages
+        (`trials_per_round` for the random first round of a tpe search).
     """
     if type(space) != "dict" or not space:
         fail("{}: `search_space` must be a non-empty dict from hyperparameter name to a list of values or uniform(...), loguniform(...), randint(...), got {}".format(where, repr(space)))
     if type(num_trials) != "int" or num_trials < 1:
-        fail("{}: `num_trials` must be a positive int, got {}".format(where, repr(num_trials)))
+        fail("{}: `{}` must be a positive int, got {}".format(where, count_attr, repr(num_trials)))
     if type(seed) != "int":
         fail("{}: `seed` must be an int, got {}".format(where, repr(seed)))
     validate_names(where, "search_space", space, fixed_hyperparams)
@@ -414,9 +416,9 @@ def validate_search_space(where, space, num_trials, seed, fixed_hyperparams = {}
         _validate_entry(where, key, entry)
     size = _space_size(space)
     if size != None and num_trials > size:
-        fail("{}: `num_trials` is {} but the search space has only {} distinct points; lower `num_trials` (or use the grid strategy to try them all)".format(where, num_trials, size))
+        fail("{}: `{}` is {} but the search space has only {} distinct points; lower `{}` (or use the grid strategy to try them all)".format(where, count_attr, num_trials, size, count_attr))
 
-def expand_random(where, prefix, space, num_trials, seed, fixed_hyperparams = {}):
+def expand_random(where, prefix, space, num_trials, seed, fixed_hyperparams = {}, count_attr = "num_trials"):
     """The trials of a random search: the first `num_trials` distinct draws.
 
     Draw `i` depends only on `seed`, `i` and the hyperparameter names, so the
@@ -431,11 +433,12 @@ def expand_random(where, prefix, space, num_trials, seed, fixed_hyperparams = {}
       num_trials: how many trials.
       seed: the seed.
       fixed_hyperparams: hyperparameters every trial gets in addition.
+      count_attr: the attribute that set `num_trials`, for error messages.
 
     Returns:
       A list of structs with `name` and `hyperparams`, as `expand_grid` returns.
     """
-    validate_search_space(where, space, num_trials, seed, fixed_hyperparams)
+    validate_search_space(where, space, num_trials, seed, fixed_hyperparams, count_attr)
     trials = []
     names = {}
     max_draws = _MAX_DRAWS_PER_TRIAL * num_trials
@@ -451,7 +454,7 @@ def expand_random(where, prefix, space, num_trials, seed, fixed_hyperparams = {}
         hyperparams.update({k: v for k, v in combination})
         trials.append(struct(name = name, hyperparams = hyperparams))
     if len(trials) < num_trials:
-        fail("{}: found only {} distinct trials in {} draws; lower `num_trials` or widen the search space".format(where, len(trials), max_draws))
+        fail("{}: found only {} distinct trials in {} draws; lower `{}` or widen the search space".format(where, len(trials), max_draws, count_attr))
     return trials
 
 def encode_space(space):

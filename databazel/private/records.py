@@ -6,6 +6,7 @@ them."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 from typing import Any, TypedDict
 
@@ -42,8 +43,24 @@ def signal_name(returncode: int) -> str:
         return str(-returncode)
 
 
+def relative_to_execroot(text: str, execroot: str | None = None) -> str:
+    """`text` with the paths under the execroot (default: the working directory) relative.
+
+    The execroot is a sandbox's, another each build (for example
+    /dev/shm/bazel-sandbox.<hash>/linux-sandbox/311/execroot/ws), and a
+    traceback names the script by it: a record holding it would differ
+    between clean builds and checkouts.
+    """
+    root = os.getcwd() if execroot is None else execroot
+    for base in dict.fromkeys((root, os.path.realpath(root))):
+        base = base.rstrip(os.sep)
+        if len(base) > 1:
+            text = text.replace(base + os.sep, "")
+    return text
+
+
 def failure_record(stage: str, target: str, error: RunnerError) -> FailureRecord:
-    """The record of a trial that failed with `error` in `stage`."""
+    """The record of a trial that failed with `error` in `stage` (paths execroot-relative)."""
     returncode = error.returncode if isinstance(error, ScriptFailed) else None
     if isinstance(error, OutputContractError):
         returncode = 0  # the script exited 0 but broke the contract
@@ -55,8 +72,10 @@ def failure_record(stage: str, target: str, error: RunnerError) -> FailureRecord
         "signal": signal_name(returncode)
         if returncode is not None and returncode < 0
         else None,
-        "error": str(error),
-        "stderr_tail": error.stderr_tail if isinstance(error, ScriptFailed) else "",
+        "error": relative_to_execroot(str(error)),
+        "stderr_tail": relative_to_execroot(error.stderr_tail)
+        if isinstance(error, ScriptFailed)
+        else "",
     }
 
 

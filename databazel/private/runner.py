@@ -54,9 +54,11 @@ The user script is invoked without a shell, with stdin from /dev/null::
   SIGHUP sent to the runner stop the script the same way.
 * ``--gpus N``: before the script starts, the runner takes N of the
   machine's GPUs (``gpus.py``: an exclusive lock on each, waiting while fewer
-  are free), runs the script with ``CUDA_VISIBLE_DEVICES`` naming them and
-  the locks inherited, and frees them when both have exited.  Without it the
-  script gets ``CUDA_VISIBLE_DEVICES=""`` unless the environment sets it.
+  are free, at most ``--timeout`` or ``gpus.wait_limit``'s default), runs the
+  script with ``CUDA_VISIBLE_DEVICES`` naming them and the locks inherited,
+  and frees them when both have exited.  Without it the script gets
+  ``CUDA_VISIBLE_DEVICES=""`` unless the environment sets it.  A GPU the
+  runner cannot get fails the action even with ``--allow-failure``.
 * ``--args JSON`` (both subcommands; the target's ``args``): a JSON list of
   templates (``templates.py``) replacing the command lines above: the script
   gets exactly those arguments, one per template, with ``{data}``,
@@ -116,6 +118,7 @@ sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 from contract import (  # noqa: E402
     ContractError,
     FailedModel,
+    MachineError,
     OutputContractError,
     RunnerError,
     encode_hyperparams,
@@ -365,6 +368,7 @@ def _run_on_gpus(
             args.target,
             gpus.lock_dir(),
             notice=lambda line: print(f"databazel: {line}", file=sys.stderr),
+            limit=gpus.wait_limit(args.timeout),
         )
         if args.gpus
         else contextlib.nullcontext(([], []))
@@ -391,8 +395,10 @@ def record_failure(args: argparse.Namespace, error: RunnerError) -> None:
         record = failed_init or failure_record("train", args.target, error)
         remove_path(args.model_output_path)
         os.makedirs(os.path.dirname(args.model_output_path) or ".", exist_ok=True)
-        with open(args.model_output_path, "wb") as f:
-            f.write(FAILED_MODEL_HEADER + format_failure(record).encode("utf-8"))
+        write_atomic(
+            args.model_output_path,
+            FAILED_MODEL_HEADER.decode("ascii") + format_failure(record),
+        )
     else:
         failed_model = (
             read_failed_model(args.model_path)
@@ -481,12 +487,31 @@ def expand_argv(argv: list[str]) -> list[str]:
     """The arguments, with a last `@FILE` (Bazel's params file) replaced by its lines.
 
     Bazel passes the arguments in a params file, one per line, so that the
-    same action can also run in a persistent worker.
+    same action can also run in a persistent worker. Either way non-ASCII
+    arguments come UTF-8 encoded twice (`undo_double_utf8`).
     """
     if argv and argv[-1].startswith("@"):
         with open(argv[-1][1:], encoding="utf-8") as f:
-            return argv[:-1] + f.read().splitlines()
-    return argv
+            argv = argv[:-1] + f.read().splitlines()
+    return undo_double_utf8(argv)
+
+
+def undo_double_utf8(argv: list[str]) -> list[str]:
+    """`argv` decoded once more if Bazel encoded it twice, else `argv`.
+
+    Bazel 4.2 holds a string as its UTF-8 bytes, one character each, and
+    writes params files and WorkRequests in UTF-8 again: `dätä_日本.txt`
+    arrives as `dÃ¤tÃ¤_æ\x97¥æ\x9c¬.txt`. Arguments whose characters are all
+    below 256 and whose bytes are UTF-8 are such; a character above 255 (or
+    bytes that are not UTF-8) says they were encoded once, as a newer Bazel
+    or a person calling the runner does.
+    """
+    if all(arg.isascii() for arg in argv):
+        return argv
+    try:
+        return [arg.encode("latin-1").decode("utf-8") for arg in argv]
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return argv
 
 
 WORKER_SAVED_ENV = "DATABAZEL_WORKER_SAVED_ENV"
@@ -550,8 +575,8 @@ def _run(args: argparse.Namespace) -> int:
                 evaluate(args)
             return 0
         except RunnerError as e:
-            if not args.allow_failure:
-                raise
+            if not args.allow_failure or isinstance(e, MachineError):
+                raise  # an error of the machine (its GPUs) is no result of the trial
             record_failure(args, e)
             print(
                 f"databazel: warning: {args.target}: the trial failed; recorded as "

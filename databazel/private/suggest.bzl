@@ -144,7 +144,7 @@ def expand_tpe(where, name, search_space, num_rounds, trials_per_round, seed, fi
     seed = 0 if seed == None else seed
     trials = [
         struct(name = t.name, hyperparams = t.hyperparams, hyperparams_file = None, round = 0)
-        for t in expand_random(where, name, search_space, trials_per_round, seed, fixed_hyperparams)
+        for t in expand_random(where, name, search_space, trials_per_round, seed, fixed_hyperparams, count_attr = "trials_per_round")
     ]
     space = encode_space(search_space)
     for round in range(1, num_rounds):

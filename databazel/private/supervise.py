@@ -12,7 +12,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Callable
 
 import isolation
@@ -132,16 +132,44 @@ def script_env(pythonpath: Sequence[str]) -> dict[str, str]:
 _MISSING_MODULE = re.compile(r"ModuleNotFoundError: No module named '([^'.]+)")
 
 
-def missing_module_hint(stderr_tail: str, pythonpath: Sequence[str] = ()) -> str:
+# Variables of `env` that change where Python finds its standard library.
+_PYTHON_HOME_ENV = ("PYTHONHOME", "PYTHONPLATLIBDIR")
+
+
+def missing_module_hint(
+    stderr_tail: str,
+    pythonpath: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> str:
     """What to add to `deps` when the script failed importing a module, else "".
 
     `pythonpath`: the script's import roots, which name the package
-    repositories the target already uses (distributions.py).
+    repositories the target already uses (distributions.py). A module of the
+    standard library (`encodings`, when Python cannot even start) is no
+    `deps` problem: the hint names the variables of the script's environment
+    `env` that moved the standard library, if any.
     """
     found = _MISSING_MODULE.findall(stderr_tail)
     if not found:
         return ""
     module = found[-1]
+    if module in sys.stdlib_module_names:
+        moved = [f"{k}={env[k]}" for k in _PYTHON_HOME_ENV if env and env.get(k)]
+        start = (
+            "Python could not start"
+            if "Fatal Python error" in stderr_tail
+            else "The script could not import a module"
+        )
+        return (
+            f"{start}: it found no `{module}`, a module of its own standard "
+            "library (not something `deps` gives); "
+            + (
+                f"the target's `env` sets {', '.join(moved)}, which points Python "
+                "away from it: remove that from `env`."
+                if moved
+                else "the Python environment's interpreter is incomplete."
+            )
+        )
     import distributions  # only on this error path: it reads the output base
 
     providers, hubs = distributions.providers(module, pythonpath)
@@ -332,7 +360,7 @@ def run_script(
                 TIMES["collected"] = time.monotonic()
             return
         stderr_tail = tail(stderr_log)
-        hint = missing_module_hint(stderr_tail, pythonpath)
+        hint = missing_module_hint(stderr_tail, pythonpath, env)
         if hint:
             message += hint + "\n"
         if stderr_tail:

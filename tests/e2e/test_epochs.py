@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
-from bazel_harness import Probe, Workspace
+from bazel_harness import Probe, Workspace, wait_until
 
 LOAD = (
     'load("@databazel//databazel:defs.bzl", "evaluate", "hyperparam_search", "model")\n'
@@ -77,7 +76,9 @@ def test_epochs_are_chained_actions_and_changing_their_number_reruns_only_new_on
     assert "--epoch" not in plain and "--init-model-path" not in plain
     assert plain[plain.index("--model-output-path") + 1].endswith("epochs/plain.model")
     assert not ws.bin("epochs/m.model").exists()  # the output is the last checkpoint
-    assert json.loads(ws.bin("epochs/e.epoch-5.metrics.json").read_text())["accuracy"]
+    # The fixture scores 1 / (1 + |x - 1|); without x (0) that is 0.5.
+    metrics = json.loads(ws.bin("epochs/e.epoch-5.metrics.json").read_text())
+    assert (metrics["accuracy"], metrics["loss"]) == (0.5, 0.5)
 
     # Raising epochs from 5 to 8: exactly the 3 new epochs, and one evaluation.
     write_chain(ws, 8)
@@ -86,11 +87,16 @@ def test_epochs_are_chained_actions_and_changing_their_number_reruns_only_new_on
     assert raised.executed("DatabazelEvaluate") == 1
     assert read_model(ws, "epochs/m.epoch-8.model")["epochs_seen"] == list(range(1, 9))
 
-    # Lowering it to 3: nothing trains, and epoch 3 was evaluated... never: one evaluation.
+    # Lowering it to 3: nothing trains (the model is the epoch-3 checkpoint,
+    # as built the first time), and epoch 3, never evaluated yet, is.
+    epoch_3 = ws.bin("epochs/m.epoch-3.model").read_bytes()
     write_chain(ws, 3)
-    lowered = ws.build("//epochs:m")
-    assert lowered.executed("DatabazelTrain") == 0
-    assert lowered.executed() == 0
+    lowered = ws.build("//epochs:m", "//epochs:e")
+    assert lowered.executed_by_mnemonic() == {"DatabazelEvaluate": 1}
+    assert ws.bin("epochs/m.epoch-3.model").read_bytes() == epoch_3
+    assert json.loads(epoch_3)["epochs_seen"] == [1, 2, 3]
+    assert ws.bin("epochs/e.epoch-3.metrics.json").is_file()
+    assert ws.build("//epochs:m", "//epochs:e").executed() == 0
 
     # Each checkpoint can be built on its own: output group epoch_K.
     write_chain(ws, 8)
@@ -169,13 +175,6 @@ def _log(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def _wait_until(condition, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 @pytest.mark.parametrize("how", ["sigkill_server", "ctrl_c"])
 def test_a_build_stopped_during_epoch_4_resumes_at_epoch_4(
     ws: Workspace, tmp_path: Path, how: str, probe: Probe
@@ -198,7 +197,7 @@ def test_a_build_stopped_during_epoch_4_resumes_at_epoch_4(
     )
     client = ws.start("build", *flags, "//epochs:m")
     try:
-        _wait_until(lambda: "blocked 4" in _log(log), 180, "epoch 4 to start")
+        wait_until(lambda: "blocked 4" in _log(log), 180, "epoch 4 to start")
         if how == "sigkill_server":
             server = ws.server_pid()
             assert server is not None
@@ -269,7 +268,10 @@ def test_trials_differing_only_in_epochs_share_their_common_epochs(
             k for k in (2, 3, 5) if k <= n
         ]
     assert report["best"]["hyperparams"]["x"] == "1"
-    assert read_model(ws, "epochsearch/s__x-1__chain/model.epoch-5.json")
+    # The x=1 trials share one chain of checkpoints, epochs 1 to 5.
+    chain = read_model(ws, "epochsearch/s__x-1__chain/model.epoch-5.json")
+    assert chain["epochs_seen"] == [1, 2, 3, 4, 5]
+    assert json.loads(chain["hyperparams_arg"]) == {"x": "1"}
 
     # A larger epoch count trains only the epochs beyond the old largest one.
     write_epoch_search(ws, ["2", "3", "5", "7"], learning_curve=False)

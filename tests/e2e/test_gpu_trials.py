@@ -10,9 +10,13 @@ GPU trials running at once (so the test needs no timing).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import other_user
+import pytest
 from bazel_harness import PROBE_CLIENT, Probe, Workspace
+from other_user import OTHER_UID, needs_root
 
 # Bazel runs as many local actions at once as it has CPUs (2 here): give it 5.
 JOBS = ("--jobs=5", "--local_cpu_resources=5")
@@ -171,3 +175,145 @@ hyperparam_search(
         assert "gpus = 1" in rules[segment]
     # ... but not the rungs, which only rank metrics files.
     assert '"gpu"' not in rules["h__rung-0"]
+
+
+# --- a machine shared with another user -----------------------------------------
+
+# Run by the other user: takes the flock of each path and holds it until killed.
+HOLD_FOREVER = """
+import fcntl, os, sys, time
+for path in sys.argv[1:]:
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+@needs_root
+@pytest.mark.parametrize("mode", ["sandboxed", "warm"])
+def test_another_user_cannot_redirect_or_hang_gpu_trials(
+    ws: Workspace, mode: str
+) -> None:
+    flags = ("--@databazel//databazel:warm",) if mode == "warm" else ()
+    with other_user.shared_tmp() as tmp:
+        another_user_plants_and_holds(ws, tmp, flags)
+
+
+def another_user_plants_and_holds(
+    ws: Workspace, tmp: Path, flags: tuple[str, ...]
+) -> None:
+    # 1. The other user made the lock directory first (mode 0777), with the
+    #    GPU list and a lock file of their choosing.
+    planted = tmp / "planted"
+    other_user.python(
+        "import os, sys\n"
+        "os.mkdir(sys.argv[1]); os.chmod(sys.argv[1], 0o777)\n"
+        "open(sys.argv[1] + '/devices', 'w').write('7\\n')\n"
+        "open(sys.argv[1] + '/7.lock', 'w').close()\n",
+        str(planted),
+    )
+    # 2. A lock directory shared as documented (root's, mode 1777), in which
+    #    the other user wrote the GPU list.
+    shared = tmp / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    other_user.python(
+        "open(__import__('sys').argv[1], 'w').write('7\\n')", f"{shared}/devices"
+    )
+    # 3. Root's GPU list in a shared directory, whose one GPU the other user
+    #    locked and never lets go.
+    held = tmp / "held"
+    held.mkdir()
+    held.chmod(0o1777)
+    (held / "devices").write_text("0\n")
+    holder = other_user.start_python(HOLD_FOREVER, f"{held}/0.lock")
+    log = tmp / "log"
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
+        ws.write("gpushared/train.py", TRAIN)
+        ws.write("gpushared/data.txt", "x\n")
+        env = {"GPU_LOG": str(log), "RELEASE_FILE": "/nonexistent"}
+        ws.write(
+            "gpushared/BUILD",
+            LOAD
+            + "".join(
+                _model(name, 1, {**env, "DATABAZEL_GPU_LOCK_DIR": str(directory)})
+                for name, directory in [("planted", planted), ("listed", shared)]
+            )
+            + _model("held", 1, {**env, "DATABAZEL_GPU_LOCK_DIR": str(held)}).replace(
+                "    gpus = 1,\n", "    gpus = 1,\n    timeout = 3,\n"
+            ),
+        )
+        result = ws.bazel(
+            "build",
+            "--keep_going",
+            *flags,
+            "//gpushared:planted",
+            "//gpushared:listed",
+            "//gpushared:held",
+            timeout=300,  # before the fix the held GPU hung the build without end
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode != 0
+    errors = {
+        target.split(":")[1]: message
+        for _, _, target, message in (
+            line.split(": ", 3)
+            for line in result.stderr.splitlines()
+            if line.startswith("databazel: error: //gpushared:")
+        )
+    }
+    assert sorted(errors) == ["held", "listed", "planted"], result.stderr[-3000:]
+    # The other user, as a sandboxed action sees them (its user namespace maps
+    # only root) or as a warm worker does.
+    other = (
+        f"(uid {OTHER_UID}|a user this action's sandbox does not map "
+        r"\(all of them show uid 65534 there\))"
+    )
+    assert re.fullmatch(
+        re.escape(f"the GPU lock directory {planted} is owned by ")
+        + other
+        + re.escape(
+            ", not by you or root; another user could choose or hold your trials' "
+            "GPUs. Remove it (or have its owner do so), have root create it for "
+            f"every user (`install -d -m 1777 {planted}`), or set "
+            "DATABAZEL_GPU_LOCK_DIR in the target's `env` to a directory of your own"
+        ),
+        errors["planted"],
+    ), errors["planted"]
+    assert re.fullmatch(
+        re.escape(f"the GPU list {shared}/devices is owned by ")
+        + other
+        + re.escape(
+            ", not by you or root: it is not trusted to choose your trials' GPUs; "
+            "remove it (or make it yours, mode 0644)"
+        ),
+        errors["listed"],
+    ), errors["listed"]
+    # The holder by pid where the action sees it; else where to look.
+    assert re.fullmatch(
+        re.escape(
+            f"waited 3 s for 1 of the 1 GPUs in {held}, the most the target's timeout "
+            "of 3 s allows, and fewer were free; 0: held by "
+        )
+        + "("
+        + re.escape(f"pid {holder.pid} (uid {OTHER_UID}: {other_user.PYTHON} -c ")
+        + ".*"
+        + "|"
+        + re.escape(
+            "a process this action cannot see (outside its sandbox: `lslocks` on the "
+            "host names it)"
+        )
+        + ")",
+        errors["held"],
+    ), errors["held"]
+    # No script ran: no GPU was handed out, nothing half-done.
+    assert not log.exists()
+    for name in ("planted", "listed", "held"):
+        assert not ws.bin(f"gpushared/{name}.model").exists()
+    assert result.executed("DatabazelTrain") == 3  # three failed spawns
+    assert not (planted / "0.lock").exists() and not (shared / "7.lock").exists()

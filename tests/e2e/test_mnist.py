@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -38,25 +41,41 @@ SEARCHES = (
     "//mnist:bzl_epochs",
     "//mnist:bzl_halving",
 )
+# The searches among them, each with plots = True.
+PLOTTED = ("bzl_search", "bzl_random_search", "bzl_epochs", "bzl_halving")
 
 
 def test_mnist_search_is_complete_cached_and_deterministic(repo: Workspace) -> None:
     if not DATA.exists():
         pytest.fail(f"{DATA} is missing: run ./setup.sh first")
     first = repo.build(*SEARCHES, flags=("--jobs=2",))
-    # bzl_training + 12 grid trials + 8 random trials + 2 alphas x 6 epochs,
-    # and bzl_halving's 9 trials x 9 epochs (21 train, the others are stopped)
-    assert first.executed("DatabazelTrain") == 21 + 12 + 81
-    # ... bzl_epochs evaluates each of its 12 checkpoints once (learning_curve),
-    # bzl_halving each trial at its 3 rungs
-    assert first.executed("DatabazelEvaluate") == 21 + 12 + 27
-    assert first.executed("DatabazelPlot") == 4
+    # What runs, from what mnist/BUILD declares (as the reports show it).
+    trials = {
+        s: json.loads(repo.bin(f"mnist/{s}.json").read_text())["trials"]
+        for s in PLOTTED
+    }
+    # bzl_epochs: one chain of checkpoints per alpha, as long as its most epochs.
+    chains: dict[str, int] = {}
+    for t in trials["bzl_epochs"]:
+        alpha, epochs = t["hyperparams"]["alpha"], int(t["hyperparams"]["epochs"])
+        chains[alpha] = max(chains.get(alpha, 0), epochs)
+    # bzl_halving: every trial has an action per epoch up to max_epochs (a
+    # stopped trial's actions write its stop record), and is evaluated at each rung.
     halving = json.loads(repo.bin("mnist/bzl_halving.json").read_text())
+    rungs = sorted({t["epochs"] for t in halving["trials"]})
+    assert rungs == [1, 3, 9]  # min_epochs 1, eta 3, max_epochs 9
     assert sorted(t["epochs"] for t in halving["trials"]) == [1] * 6 + [3, 3, 9]
     assert halving["best"]["epochs"] == 9 and halving["best"]["status"] == "ok"
+    plain = 1 + len(trials["bzl_search"]) + len(trials["bzl_random_search"])
+    trained = plain + sum(chains.values()) + len(trials["bzl_halving"]) * rungs[-1]
+    # bzl_epochs evaluates each of its checkpoints once (learning_curve).
+    evaluated = plain + sum(chains.values()) + len(trials["bzl_halving"]) * len(rungs)
+    assert first.executed("DatabazelTrain") == trained
+    assert first.executed("DatabazelEvaluate") == evaluated
+    assert first.executed("DatabazelPlot") == len(PLOTTED)
 
     report = json.loads(repo.bin("mnist/bzl_search.json").read_text())
-    assert len(report["trials"]) == 12
+    assert len(report["trials"]) == 4 * 3  # C x max_iter of mnist/BUILD
     assert (
         len({tuple(sorted(t["hyperparams"].items())) for t in report["trials"]}) == 12
     )
@@ -124,10 +143,30 @@ def test_mnist_search_is_complete_cached_and_deterministic(repo: Workspace) -> N
     assert again.executed() == 0, again.executed_by_mnemonic()
 
     before = _digests(repo.bin("mnist"))
-    # models and checkpoints, metrics files, 3 x (7 report files and the
-    # manifest), 2 x 3 + 4 plots; bzl_halving's 81 checkpoints, 27 metrics
-    # files, 8 report files and 2 plots
-    assert len(before) == 33 + 33 + 3 * 8 + 2 * 3 + 4 + 81 + 27 + 8 + 2
+    # Every model and checkpoint, metrics file and plot, and each search's
+    # report files (the same set of them for each search).
+    models = [p for p in before if p.endswith(".pkl") and ".best" not in p]
+    metrics = [p for p in before if p.endswith(".metrics.json")]
+    plots = {p for p in before if p.endswith(".png")}
+    assert (len(models), len(metrics)) == (trained, evaluated)
+    assert sorted(p.split("/")[-1] for p in plots) == sorted(
+        name
+        for search in PLOTTED
+        for name in os.listdir(repo.bin(f"mnist/{search}.plots"))
+    )
+    report_files = {
+        search: {
+            p.removeprefix(search)
+            for p in before
+            if p.startswith(f"{search}.") and p not in plots
+        }
+        for search in PLOTTED
+    }
+    assert len({frozenset(files) for files in report_files.values()}) == 1, report_files
+    assert {".json", ".csv", ".md", ".best.pkl"} <= report_files["bzl_search"]
+    assert len(before) == trained + evaluated + len(plots) + sum(
+        map(len, report_files.values())
+    )
     runners = {
         (s.get("mnemonic"), s.get("runner"))
         for s in first.spawns
@@ -235,6 +274,34 @@ def test_gates_cards_and_the_served_model(repo: Workspace, tmp_path: Path) -> No
     missing = repo.bazel("run", "//mnist:predict", "--", "no/such.png")
     assert missing.returncode == 2
     assert "predict.py: error: cannot read the image no/such.png" in missing.stderr
+
+    # A PNG that claims 20000x20000 pixels (a few bytes): refused, not decoded.
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(png_header(20000, 20000))
+    wide = tmp_path / "wide.png"
+    wide.write_bytes(png_header(5000, 10))
+    for path, size in (
+        (huge, "is 20000x20000 pixels, larger than 4096x4096"),
+        (wide, "is 5000x10 pixels, larger than 4096x4096"),
+    ):
+        refused = repo.bazel("run", "//mnist:predict", "--", str(path))
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        assert refused.stderr.endswith(
+            f"predict.py: error: cannot read the image {path}: it {size}; a digit "
+            "image should be small: crop or scale it to about 28x28\n"
+        ), refused.stderr[-2000:]
+        assert "Traceback" not in refused.stderr
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG file's signature, header and end: the size, no pixels."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body)
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit gray
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
 
 # The commands docs/models-as-dependencies.md shows.

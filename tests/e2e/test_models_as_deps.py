@@ -69,10 +69,11 @@ metrics_test(
 )
 
 
-def write_gates(ws: Workspace, x: str, extra: str = "") -> None:
+def write_gates(ws: Workspace, x: str, extra: str = "", more: str = "") -> None:
+    """The gates package; `more`: further BUILD lines."""
     ws.write("gates/train.txt", "training rows\n")
     ws.write("gates/test.txt", "test rows\n")
-    ws.write("gates/BUILD", GATE_BUILD.format(x=x, extra=extra))
+    ws.write("gates/BUILD", GATE_BUILD.format(x=x, extra=extra) + more)
 
 
 def test_gates_pass_fail_with_the_bar_and_are_cached(ws: Workspace) -> None:
@@ -160,18 +161,42 @@ def test_a_failed_trial_record_fails_the_gate(ws: Workspace) -> None:
     )
 
 
-def test_a_bar_that_is_not_a_number_fails_at_analysis(ws: Workspace) -> None:
-    write_gates(ws, "1")
-    with (ws.root / "gates" / "BUILD").open("a") as build:
-        build.write(
-            '\nmetrics_test(name = "bad", at_least = {"accuracy": "high"}, metrics = ":e")\n'
-        )
-    result = ws.bazel("test", "//gates:bad")
-    assert result.returncode != 0
-    assert (
-        '//gates:bad: `at_least` of metric "accuracy" must be a number written '
-        'as a string, such as "0.9"; got "high"' in result.stderr
+def test_a_bar_that_is_not_a_finite_number_fails_at_analysis(ws: Workspace) -> None:
+    write_gates(
+        ws,
+        "1",
+        more='\nmetrics_test(name = "bad", at_least = {"accuracy": "high"}, metrics = ":e")\n'
+        # Python would read it as infinity, when the test runs.
+        'metrics_test(name = "huge", at_most = {"n": "1e999"}, metrics = ":e")\n',
     )
+    result = ws.bazel("test", "--keep_going", "//gates:bad", "//gates:huge")
+    assert result.returncode != 0
+    assert result.executed() == 0  # analysis: nothing ran
+    for target, bound, metric, value in [
+        ("bad", "at_least", "accuracy", "high"),
+        ("huge", "at_most", "n", "1e999"),
+    ]:
+        assert (
+            f'//gates:{target}: `{bound}` of metric "{metric}" must be a finite number '
+            f'written as a string, such as "0.9"; got "{value}"' in result.stderr
+        ), result.stderr[-3000:]
+
+
+def test_a_metric_named_like_an_option_is_a_metric(ws: Workspace) -> None:
+    # The contract allows any name; `-n` is not gate.py's option.
+    write_gates(
+        ws,
+        "1",
+        more='\nmetrics_test(name = "dash", at_most = {"-n": "5", "--help": "1"}, '
+        'metrics = ":e")\n',
+    )
+    result = ws.bazel("test", "--test_output=errors", "//gates:dash")
+    assert result.returncode == 3, result.stderr[-3000:]  # failed, not broken
+    for metric in ("--help", "-n"):
+        assert (
+            f'FAILED //gates:dash: //gates:e: no metric "{metric}" (it has: accuracy, '
+            "data_files, loss)" in result.stdout
+        ), result.stdout[-3000:]
 
 
 def sha256(data: bytes) -> str:

@@ -32,18 +32,14 @@ grids = st.dictionaries(
 )
 
 
-def trial_names(ws: Workspace, grid: dict[str, list[str]]) -> list[str]:
-    """The model targets Bazel creates for `grid`."""
+def search(name: str, grid: dict[str, list[str]]) -> str:
     literal = ", ".join(
         f"{starlark_string(k)}: [{', '.join(map(starlark_string, vs))}]"
         for k, vs in grid.items()
     )
-    ws.write(
-        "names/BUILD",
-        LOAD
-        + f"""
+    return f"""
 hyperparam_search(
-    name = "p",
+    name = "{name}",
     eval_executable = "//scripts:evaluate.py",
     grid = {{{literal}}},
     metric = "accuracy",
@@ -51,11 +47,23 @@ hyperparam_search(
     train_executable = "//scripts:train.py",
     training_data = "BUILD",
 )
-""",
+"""
+
+
+def trial_names(
+    ws: Workspace, grids: dict[str, dict[str, list[str]]]
+) -> dict[str, list[str]]:
+    """The model targets Bazel creates for each search (by name) of `grids`: one query."""
+    ws.write(
+        "names/BUILD", LOAD + "".join(search(name, g) for name, g in grids.items())
     )
     result = ws.bazel("query", "kind(model, //names:all)", "--output=label")
     assert result.returncode == 0, result.stderr[-3000:]
-    return [label.split(":", 1)[1] for label in result.stdout.split()]
+    names: dict[str, list[str]] = {name: [] for name in grids}
+    for label in result.stdout.split():
+        target = label.split(":", 1)[1]
+        names[target.split("__", 1)[0]].append(target)
+    return names
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -63,7 +71,11 @@ hyperparam_search(
 def test_trial_names_are_valid_distinct_bounded_and_stable(
     ws: Workspace, grid: dict[str, list[str]]
 ) -> None:
-    names = trial_names(ws, grid)
+    # The same grid with one more value (longer than any other, so new).
+    first = next(iter(grid))
+    grown = {**grid, first: [*grid[first], max(grid[first], key=len) + "_"]}
+    found = trial_names(ws, {"p": grid, "q": grown})
+    names = found["p"]
     assert len(names) == math.prod(len(v) for v in grid.values())
     assert len(set(names)) == len(names)
     for name in names:
@@ -71,8 +83,8 @@ def test_trial_names_are_valid_distinct_bounded_and_stable(
         assert name.startswith("p__")
         assert len(name) <= MAX_TRIAL_NAME_LENGTH
 
-    # Removing a value renames no other trial (so growing a grid re-uses results).
-    first = next(iter(grid))
-    if len(grid[first]) > 1:
-        smaller = trial_names(ws, {**grid, first: grid[first][:-1]})
-        assert set(smaller) < set(names)
+    # Adding a value renames no other trial (so growing a grid re-uses results),
+    # whatever the grid.
+    larger = {name.removeprefix("q__") for name in found["q"]}
+    assert len(larger) == math.prod(len(v) for v in grown.values())
+    assert {name.removeprefix("p__") for name in names} < larger

@@ -10,8 +10,6 @@ import hashlib
 import json
 import re
 import shutil
-import socket
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +19,11 @@ from bazel_harness import (
     REPO,
     Probe,
     Workspace,
+    needs_server,
     progress_events,
     remote_flags,
+    start_on_a_free_port,
+    tool,
     wait_until,
 )
 
@@ -31,6 +32,9 @@ LOAD = (
 )
 TRIALS = ["0", "1", "2", "3"]
 SPAWNED = ("DatabazelTrain", "DatabazelEvaluate", "DatabazelReport")
+# `./setup.sh --no-remote` installs neither: their tests skip, saying so.
+needs_nginx = needs_server("nginx")
+needs_buildgrid = needs_server("buildgrid")
 
 
 def search_build(name: str, xs: list[str] = TRIALS, **extra: str) -> str:
@@ -52,6 +56,11 @@ hyperparam_search(
     )
 
 
+def trial_actions(trials: list[str] = TRIALS) -> int:
+    """The actions of a search of these trials: a training and an evaluation each, a report."""
+    return 2 * len(trials) + 1
+
+
 def write_search(ws: Workspace, pkg: str, **extra: str) -> None:
     ws.write(f"{pkg}/train.txt", f"{pkg} training data\n")
     ws.write(f"{pkg}/test.txt", f"{pkg} test data\n")
@@ -64,12 +73,6 @@ def search_outputs(ws: Workspace, pkg: str) -> dict[str, bytes]:
     names += [f"s__x-{x}__eval.metrics.json" for x in TRIALS]
     names += ["s.json"]
     return {name: ws.bin(f"{pkg}/{name}").read_bytes() for name in names}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -91,12 +94,15 @@ class CacheServer:
     def __init__(self) -> None:
         # Directly under /tmp: nginx's worker user must reach the store.
         self.state = Path(tempfile.mkdtemp(prefix="databazel-cache-", dir="/tmp"))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.flag = f"--remote_cache={self.url}"
+        self.port = 0
+        self.url = self.flag = ""
 
     def start(self) -> None:
-        _run_tool("cache_server.sh", "start", str(self.state), str(self.port))
+        self.port = start_on_a_free_port(
+            lambda port: tool("cache_server.sh", "start", str(self.state), str(port))
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.flag = f"--remote_cache={self.url}"
 
     def stop(self) -> None:
         _run_tool("cache_server.sh", "stop", str(self.state))
@@ -111,13 +117,7 @@ class CacheServer:
 
 
 def _run_tool(script: str, *args: str) -> None:
-    proc = subprocess.run(
-        [str(REPO / "tools" / script), *args],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    proc = tool(script, *args)
     assert proc.returncode == 0, f"{script} {' '.join(args)}: {proc.stderr}"
 
 
@@ -134,9 +134,13 @@ def cache_server() -> Iterator[CacheServer]:
 class BuildGrid:
     """tools/buildgrid.sh: BuildGrid and two fixture workers on 127.0.0.1."""
 
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, workers: int = 2) -> None:
         self.state = state
-        self.port = free_port()
+        self.port = start_on_a_free_port(
+            lambda port: tool(
+                "buildgrid.sh", "start", str(state), str(port), str(workers)
+            )
+        )
         self.flag = f"--remote_executor=grpc://127.0.0.1:{self.port}"
         # What the docs give: `--config=remote` of .bazelrc, on this port.
         self.config = remote_flags(self.port)
@@ -164,12 +168,10 @@ class BuildGrid:
 
 @contextlib.contextmanager
 def started_grid(state: Path) -> Iterator[BuildGrid]:
-    grid = BuildGrid(state)
     try:
-        _run_tool("buildgrid.sh", "start", str(grid.state), str(grid.port), "2")
-        yield grid
+        yield BuildGrid(state)
     finally:
-        _run_tool("buildgrid.sh", "stop", str(grid.state))
+        _run_tool("buildgrid.sh", "stop", str(state))
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +202,9 @@ def test_after_clean_expunge_the_disk_cache_serves_every_trial(
         other.bazel("clean", "--expunge", check=True)
         again = other.build("//diskcache:s", flags=(disk_cache,))
         assert again.executed_by_mnemonic() == {}, again.executed_by_mnemonic()
-        assert sum(s.get("mnemonic") in SPAWNED for s in again.spawns) == 9
+        assert (
+            sum(s.get("mnemonic") in SPAWNED for s in again.spawns) == trial_actions()
+        )
         other._bin = None
         assert search_outputs(other, "diskcache") == expected
 
@@ -213,6 +217,7 @@ def test_the_documented_disk_cache_config_is_in_bazelrc() -> None:
 # --- HTTP remote cache (nginx WebDAV) --------------------------------------------------
 
 
+@needs_nginx
 def test_a_warm_http_cache_serves_a_search_to_an_empty_output_base(
     ws: Workspace, cache_server: CacheServer
 ) -> None:
@@ -226,11 +231,12 @@ def test_a_warm_http_cache_serves_a_search_to_an_empty_output_base(
         again = other.build("//httpcache:s", flags=(cache_server.flag,))
         assert again.executed_by_mnemonic() == {}, again.executed_by_mnemonic()
         hits = [s for s in again.spawns if s.get("mnemonic") in SPAWNED]
-        assert len(hits) == 2 * len(TRIALS) + 1
+        assert len(hits) == trial_actions()
         assert all(s.get("remoteCacheHit") for s in hits)
         assert search_outputs(other, "httpcache") == expected
 
 
+@needs_nginx
 def test_stopping_the_cache_server_mid_build_still_ends_in_a_correct_local_build(
     ws: Workspace, tmp_path: Path, probe: Probe
 ) -> None:
@@ -299,6 +305,7 @@ def test_stopping_the_cache_server_mid_build_still_ends_in_a_correct_local_build
 # --- remote execution (BuildGrid) ------------------------------------------------------
 
 
+@needs_buildgrid
 def test_remote_execution_on_two_workers_matches_a_local_build_byte_for_byte(
     ws: Workspace, remote_ws: Workspace, buildgrid: BuildGrid
 ) -> None:
@@ -325,7 +332,7 @@ def test_remote_execution_on_two_workers_matches_a_local_build_byte_for_byte(
     remote_ws.bazel("clean", check=True)
     again = remote_ws.build("//remote:s", flags=(buildgrid.flag,))
     assert again.executed_by_mnemonic() == {}, again.executed_by_mnemonic()
-    assert sum(s.get("mnemonic") in SPAWNED for s in again.spawns) == 9
+    assert sum(s.get("mnemonic") in SPAWNED for s in again.spawns) == trial_actions()
     assert buildgrid.worker_runs() == runs
     assert search_outputs(remote_ws, "remote") == expected
 
@@ -334,6 +341,7 @@ def _databazel_errors(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "databazel: error:" in line]
 
 
+@needs_buildgrid
 def test_a_trial_failing_remotely_reports_its_stderr_as_locally(
     ws: Workspace, remote_ws: Workspace, buildgrid: BuildGrid
 ) -> None:
@@ -361,6 +369,7 @@ model(
     assert _databazel_errors(local.stderr), local.stderr[-3000:]
 
 
+@needs_buildgrid
 def test_exec_properties_of_a_search_reach_each_of_its_remote_actions(
     ws: Workspace, remote_ws: Workspace, buildgrid: BuildGrid
 ) -> None:
@@ -487,6 +496,7 @@ def _sklearn_outputs(ws: Workspace) -> dict[str, bytes]:
     return {name: ws.bin(f"s/{name}").read_bytes() for name in names}
 
 
+@needs_buildgrid
 def test_a_search_importing_scikit_learn_runs_remotely_from_an_empty_grid_first_try(
     sklearn_ws: Workspace, tmp_path: Path
 ) -> None:
@@ -524,7 +534,7 @@ def test_a_search_importing_scikit_learn_runs_remotely_from_an_empty_grid_first_
         # requires: thousands of files. A worker fetches a file once; after
         # that, the content cache the two workers share links it.
         roots = grid.input_roots()
-        assert len(roots) == 2 * len(SKLEARN_CS) + 1, roots
+        assert len(roots) == trial_actions(SKLEARN_CS), roots
         heavy = [r for r in roots if r["files"] > 1000]
         assert len(heavy) == 2 * len(SKLEARN_CS), roots
         # Each worker fetches at most once (both may start at the same time).

@@ -204,6 +204,33 @@ def test_with_allow_failed_trials_a_crashing_trial_is_recorded_and_ranked_last(
     assert "train exited with code 3" in run.stdout
 
 
+def test_a_failure_record_and_card_name_paths_relative_to_the_execroot(
+    ws: Workspace,
+) -> None:
+    # A traceback names the script by the path it ran from: in a sandbox,
+    # /dev/shm/bazel-sandbox.<hash>/linux-sandbox/<n>/execroot/fixture/...,
+    # another each build. The record keeps the execroot-relative path.
+    write_failing(ws, "failpath", {"behaviour": ["ok", "raise"]}, allow=True)
+    name = "failpath/s__behaviour-raise"
+    cards = ("--output_groups=+cards",)
+    ws.build("//failpath:s", f"//{name.replace('/', ':', 1)}", flags=cards)
+    record = ws.bin(f"{name}.model").read_bytes()
+    failure = json.loads(record.split(b"\n", 1)[1])
+    assert failure["stderr_tail"].splitlines()[-1] == (
+        "ValueError: the learning rate is too high"
+    )
+    assert '  File "scripts/train.py", line ' in failure["stderr_tail"], failure
+    card = ws.bin(f"{name}.model.card.json").read_bytes()
+    for text in (record.decode(), card.decode()):
+        assert "/execroot/" not in text and str(ws.output_base) not in text
+    # Byte for byte the same after a clean build (another sandbox).
+    ws.bazel("clean", check=True)
+    again = ws.build("//failpath:s", f"//{name.replace('/', ':', 1)}", flags=cards)
+    assert again.executed("DatabazelTrain") == 2
+    assert ws.bin(f"{name}.model").read_bytes() == record
+    assert ws.bin(f"{name}.model.card.json").read_bytes() == card
+
+
 def test_without_allow_failed_trials_a_crashing_trial_fails_the_build_naming_it(
     ws: Workspace,
 ) -> None:

@@ -123,7 +123,8 @@ def test_rounds_are_cached_and_raising_num_rounds_runs_only_the_new_round(
     assert header.startswith("rank,name,status,round,x,fixed,accuracy")
 
     # A rebuild is a no-op.
-    assert tws.build("//tpe:s").executed() == 0
+    again = tws.build("//tpe:s")
+    assert again.executed() == 0, (again.executed_by_mnemonic(), again.stderr[-3000:])
 
     # Raising num_rounds from 2 to 3: one suggestion and its 2 trials.
     before = suggestions(tws, "tpe")
@@ -166,10 +167,13 @@ def test_a_recorded_failure_does_not_stop_the_round(tws: Workspace) -> None:
     assert result.executed("DatabazelSuggest") == 1
     assert result.executed("DatabazelTrain") == 6
     report = json.loads(tws.bin("tpe_fail/s.json").read_text())
-    failed_round_0 = [
-        t for t in report["trials"] if t["round"] == 0 and t["status"] == "failed"
-    ]
-    assert failed_round_0, "the seed must draw a failing trial in round 0"
+    # Exactly the trials drawn with "exit3" failed, and round 1 ran all its trials.
+    assert {t["name"]: t["status"] for t in report["trials"]} == {
+        t["name"]: "failed" if t["hyperparams"]["behaviour"] == "exit3" else "ok"
+        for t in report["trials"]
+    }
+    round_0 = [t["status"] for t in report["trials"] if t["round"] == 0]
+    assert sorted(round_0) == ["failed", "failed", "ok"]  # what seed 0 draws
     assert [t["round"] for t in report["trials"]].count(1) == 3
     assert report["best"]["status"] == "ok"
 
@@ -250,8 +254,22 @@ def test_suggested_values_fill_the_command_line_template(tws: Workspace) -> None
             search(rounds=2, space=', "epochs": ["1", "2"]'),
             "//tpe_err:s: a tpe search can't search over `epochs`",
         ),
+        (
+            search(rounds=2, per_round=3).replace("uniform(-4, 4)", '["1", "2"]'),
+            "//tpe_err:s: `trials_per_round` is 3 but the search space has only 2 "
+            "distinct points; lower `trials_per_round` (or use the grid strategy "
+            "to try them all)",
+        ),
     ],
-    ids=["num_trials", "num_rounds", "suggest_deps", "random", "max_trials", "epochs"],
+    ids=[
+        "num_trials",
+        "num_rounds",
+        "suggest_deps",
+        "random",
+        "max_trials",
+        "epochs",
+        "trials_per_round",
+    ],
 )
 def test_mistakes_fail_at_load_time(tws: Workspace, build: str, message: str) -> None:
     tws.write("tpe_err/data.txt", "data\n")

@@ -34,6 +34,21 @@ def test_parse_bar() -> None:
         gate.parse_bar("at_most", "loss=nan")
 
 
+def test_a_metric_named_like_an_option_in_one_word(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As metrics_test passes bars: `--at-most=NAME=NUMBER`, one word.
+    path = metrics_file(tmp_path, '{"-n": 3, "--help": 1}')
+    code, lines = run(
+        capsys, "--metrics-file", path, "--at-most=-n=5", "--at-least=--help=2"
+    )
+    assert code == 1
+    assert lines == [
+        "FAILED //p:gate: //p:eval: --help = 1, below the bar: at_least 2.0",
+        "PASSED //p:gate: //p:eval: -n = 3, ok: at_most 5.0",
+    ]
+
+
 def test_every_bar_is_checked_and_reported(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import plot
+import pytest
 from pngcheck import png_size
 
 PLOT = Path(plot.__file__).resolve()
@@ -44,7 +45,31 @@ def write_report(path: Path, trials: list[dict[str, Any]]) -> Path:
     return path
 
 
-def test_grid_plots_with_a_heatmap_and_a_failed_cell(tmp_path: Path) -> None:
+@pytest.fixture()
+def figures(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The matplotlib figure of each image plot.py saves, by file name (still written)."""
+    saved: dict[str, Any] = {}
+    original = plot._save
+
+    def save(fig: Any, path: str) -> None:
+        saved[Path(path).name] = fig
+        original(fig, path)
+
+    monkeypatch.setattr(plot, "_save", save)
+    return saved
+
+
+def texts(ax: Any) -> dict[tuple[float, float], str]:
+    return {tuple(t.get_position()): t.get_text() for t in ax.texts}
+
+
+def ticks(labels: Any) -> list[str]:
+    return [label.get_text() for label in labels]
+
+
+def test_grid_plots_with_a_heatmap_and_a_failed_cell(
+    tmp_path: Path, figures: dict[str, Any]
+) -> None:
     values = [
         ("0.01", "50", 0.9),
         ("0.01", "100", 0.92),
@@ -74,9 +99,43 @@ def test_grid_plots_with_a_heatmap_and_a_failed_cell(tmp_path: Path) -> None:
     for path in outputs.values():
         assert png_size(path) == (640, 480)
 
+    # The pair is a heatmap: C across (numeric order), max_iter up, each cell
+    # its score, the failed trial's cell empty and marked.
+    heatmap, colorbar = figures["C__max_iter.png"].axes
+    assert colorbar.get_ylabel() == "accuracy"
+    (image,) = heatmap.images
+    cells = image.get_array()
+    assert cells.shape == (2, 3)
+    assert [[round(float(v), 2) for v in row] for row in cells.filled(-1)] == [
+        [0.9, 0.97, 0.8],
+        [0.92, -1, 0.85],
+    ]
+    assert texts(heatmap) == {
+        (0, 0): "0.9", (1, 0): "0.97", (2, 0): "0.8",
+        (0, 1): "0.92", (1, 1): "failed", (2, 1): "0.85",
+    }  # fmt: skip
+    assert ticks(heatmap.get_xticklabels()) == ["0.01", "1", "100"]
+    assert ticks(heatmap.get_yticklabels()) == ["50", "100"]
+    assert (heatmap.get_xlabel(), heatmap.get_ylabel()) == ("C", "max_iter")
+    assert heatmap.get_title() == f"{TARGET}: accuracy over C and max_iter"
+
+    # A single plot: every successful trial a point on a log axis (C spans
+    # 0.01 to 100), the best per value joined, the best trial a star.
+    (single,) = figures["C.png"].axes
+    assert single.get_xscale() == "log"
+    points, star = single.collections
+    assert sorted(map(tuple, points.get_offsets().tolist())) == sorted(
+        (float(c), a) for c, _, a in ok
+    )
+    assert star.get_offsets().tolist() == [[1.0, 0.97]]
+    (best_line,) = single.lines
+    assert best_line.get_xydata().tolist() == [[0.01, 0.92], [1.0, 0.97], [100.0, 0.85]]
+    # max_iter spans a factor of 2: a linear axis.
+    assert figures["max_iter.png"].axes[0].get_xscale() == "linear"
+
 
 def test_random_search_pair_is_a_scatter_plot_and_categorical_axes_work(
-    tmp_path: Path,
+    tmp_path: Path, figures: dict[str, Any]
 ) -> None:
     trials = [
         trial(1, {"lr": "0.0123", "act": "relu"}, 0.9),
@@ -103,6 +162,23 @@ def test_random_search_pair_is_a_scatter_plot_and_categorical_axes_work(
     )
     assert png_size(out) == (640, 480)
     assert png_size(single) == (640, 480)
+
+    # Not a full grid: a scatter plot, lr on a log axis, act as categories
+    # in order of first appearance, each point coloured by its score.
+    pair = figures["pair.png"].axes[0]
+    assert len(pair.images) == 0
+    (points,) = pair.collections
+    assert points.get_offsets().tolist() == [[0.0123, 0.0], [0.5, 1.0], [1.2e-05, 0.0]]
+    assert points.get_array().tolist() == [0.9, 0.8, 0.7]
+    assert pair.get_xscale() == "log"
+    assert ticks(pair.get_yticklabels()) == ["relu", "tanh"]
+    categorical = figures["act.png"].axes[0]
+    assert ticks(categorical.get_xticklabels()) == ["relu", "tanh"]
+    assert categorical.collections[0].get_offsets().tolist() == [
+        [0.0, 0.9],
+        [1.0, 0.8],
+        [0.0, 0.7],
+    ]
 
 
 def test_images_are_byte_identical_across_runs(tmp_path: Path) -> None:

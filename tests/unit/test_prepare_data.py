@@ -213,20 +213,46 @@ def test_load_real_mnist_checks_published_md5s_by_default(tmp_path):
         pd.load_real_mnist(mirrors=[str(tmp_path)])
 
 
-def test_load_real_mnist_tries_mirrors_in_order(tmp_path):
+def recorded_fetches(monkeypatch) -> list[tuple[str, float]]:
+    """Every (location, timeout) prepare_data fetches from now on."""
+    calls: list[tuple[str, float]] = []
+    real_fetch = pd._fetch
+
+    def recording_fetch(location, timeout):
+        calls.append((location, timeout))
+        return real_fetch(location, timeout)
+
+    monkeypatch.setattr(pd, "_fetch", recording_fetch)
+    return calls
+
+
+def test_load_real_mnist_tries_mirrors_in_order(monkeypatch, tmp_path):
     arrays = fake_mnist()
     good = tmp_path / "good"
     bad = tmp_path / "bad"
     md5s = write_mirror(good, arrays)
     write_mirror(bad, fake_mnist(seed=1))  # wrong content: md5 mismatch
-    start = time.monotonic()
+    missing = str(tmp_path / "missing")
+    calls = recorded_fetches(monkeypatch)
     got = pd.load_real_mnist(
-        mirrors=[UNREACHABLE, str(tmp_path / "missing"), bad.as_uri(), str(good)],
+        mirrors=[UNREACHABLE, missing, bad.as_uri(), str(good)],
         timeout=2,
         md5s=md5s,
     )
-    assert time.monotonic() - start < 10
     np.testing.assert_array_equal(got["x_train"], arrays["x_train"])
+    # In order, each with the timeout; the unreachable and the missing mirror
+    # once (not again for each file), the bad one for every file.
+    first, *others = list(pd._ARRAY_FILES.values())
+    assert calls == [
+        (pd._join(UNREACHABLE, first), 2),
+        (pd._join(missing, first), 2),
+        (pd._join(bad.as_uri(), first), 2),
+        (pd._join(str(good), first), 2),
+    ] + [
+        (pd._join(mirror, name), 2)
+        for name in others
+        for mirror in (bad.as_uri(), str(good))
+    ]
 
 
 def test_unreachable_mirror_is_not_retried_for_every_file(monkeypatch, tmp_path):
@@ -350,7 +376,7 @@ def test_write_npz_is_atomic_and_leaves_no_temp_files(tmp_path):
     assert sorted(os.listdir(out.parent)) == ["mnist.npz"]
 
 
-def test_prepare_is_idempotent_without_force(tmp_path):
+def test_prepare_is_idempotent_without_force(monkeypatch, tmp_path):
     pytest.importorskip("sklearn")
     out = tmp_path / "mnist.npz"
     message = pd.prepare(out, source="digits")
@@ -360,9 +386,9 @@ def test_prepare_is_idempotent_without_force(tmp_path):
     assert "1437 train / 360 test" in message
     before = (out.read_bytes(), out.stat().st_mtime_ns)
 
-    start = time.monotonic()
+    calls = recorded_fetches(monkeypatch)
     again = pd.prepare(out, source="mnist", mirrors=[UNREACHABLE])
-    assert time.monotonic() - start < 1
+    assert calls == []  # nothing fetched
     assert "already exists" in again and "--force" in again
     assert (out.read_bytes(), out.stat().st_mtime_ns) == before
 
@@ -390,12 +416,13 @@ def test_prepare_real_mnist_from_local_mirror(tmp_path):
         np.testing.assert_array_equal(data["x_train"], arrays["x_train"])
 
 
-def test_auto_falls_back_to_digits_when_mirror_unreachable(tmp_path):
+def test_auto_falls_back_to_digits_when_mirror_unreachable(monkeypatch, tmp_path):
     pytest.importorskip("sklearn")
     out = tmp_path / "mnist.npz"
-    start = time.monotonic()
+    calls = recorded_fetches(monkeypatch)
     message = pd.prepare(out, source="auto", timeout=2, mirrors=[UNREACHABLE])
-    assert time.monotonic() - start < 15
+    # One try, with the timeout, then the fallback.
+    assert calls == [(pd._join(UNREACHABLE, next(iter(pd._ARRAY_FILES.values()))), 2)]
     assert (
         "bundled handwritten digits (offline fallback; 1437 train / 360 test" in message
     )

@@ -52,14 +52,34 @@ def decisions(root: Path) -> dict[str, Any]:
     }
 
 
-def test_the_best_third_is_promoted_ties_to_the_first_name(tmp_path: Path) -> None:
-    scores = {"a": 0.5, "b": 0.9, "c": 0.1, "d": 0.9, "e": 0.2, "f": 0.3, "g": 0.4}
+def test_the_best_third_is_promoted(tmp_path: Path) -> None:
+    scores = {"a": 0.5, "b": 0.9, "c": 0.1, "d": 0.8, "e": 0.2, "f": 0.3, "g": 0.4}
     manifest = write_rung(tmp_path, {k: {"acc": v} for k, v in scores.items()})
     assert rung.main(["--target", TARGET, "--manifest", str(manifest)]) == 0
     got = decisions(tmp_path)
-    # 7 // 3 = 2 promoted: b and d (a tie: both are better than the rest).
+    # 7 // 3 = 2 promoted: the two best.
     assert {k for k, v in got.items() if v == records.PROMOTED} == {"b", "d"}
     assert got["a"] == {"status": "stopped", "epoch": 3, "rung": TARGET}
+
+
+def test_a_tie_at_the_cut_goes_to_the_first_name_not_the_first_listed(
+    tmp_path: Path,
+) -> None:
+    # Three tied for the two places (6 // 3), listed out of name order.
+    scores = {"e": 0.9, "d": 0.9, "a": 0.2, "b": 0.9, "c": 0.1, "f": 0.3}
+    manifest = write_rung(tmp_path, {k: {"acc": v} for k, v in scores.items()})
+    assert rung.main(["--target", TARGET, "--manifest", str(manifest)]) == 0
+    got = decisions(tmp_path)
+    assert sorted(k for k, v in got.items() if v == records.PROMOTED) == ["b", "d"]
+    assert got["e"] == {"status": "stopped", "epoch": 3, "rung": TARGET}
+    # The same in min mode.
+    manifest = write_rung(
+        tmp_path, {k: {"acc": -v} for k, v in scores.items()}, mode="min"
+    )
+    assert rung.main(["--target", TARGET, "--manifest", str(manifest)]) == 0
+    assert sorted(
+        k for k, v in decisions(tmp_path).items() if v == records.PROMOTED
+    ) == ["b", "d"]
 
 
 def test_min_mode_and_at_least_one_is_promoted(tmp_path: Path) -> None:

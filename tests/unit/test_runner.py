@@ -831,6 +831,140 @@ def test_allow_failure_records_a_crashing_training(work: Path, capsys) -> None:
     }
 
 
+def test_a_failure_record_appears_whole_in_one_rename(
+    work: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crash = write_py(work, "crash.py", "import sys; sys.exit(4)\n")
+    model = work / "out" / "model.bin"
+    renames: list[tuple[bytes, bool]] = []
+    real_replace = os.replace
+
+    def replace(src, dst) -> None:
+        if os.path.abspath(dst) == str(model):
+            renames.append((Path(src).read_bytes(), os.path.lexists(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    assert run_main(train(crash.name, "--allow-failure"), capsys)[0] == 0
+    # Nothing was at the model's path until the whole record was moved there.
+    assert renames == [(model.read_bytes(), False)]
+    assert read_failed_model(model)["exit_code"] == 4
+
+
+def test_a_failure_record_is_written_whole_or_not_at_all(
+    work: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The disk fills up half-way through the record.
+    crash = write_py(work, "crash.py", "import sys; sys.exit(4)\n")
+    real_open = open
+
+    class HalfWritten:
+        def __init__(self, f) -> None:
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.f.close()
+
+        def write(self, data) -> int:
+            self.f.write(data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+
+    def filling_open(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        inside = os.path.abspath(path).startswith(str(work / "out") + os.sep)
+        return HalfWritten(f) if "w" in mode and inside else f
+
+    monkeypatch.setattr("builtins.open", filling_open)
+    code, err = run_main(train(crash.name, "--allow-failure"), capsys)
+    monkeypatch.undo()
+    assert code == 1
+    assert_error(err, "No space left on device")
+    assert os.listdir(work / "out") == []  # no half record, no temporary file
+
+
+def test_pythonhome_in_env_is_named_not_a_missing_dependency(
+    work: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The runner itself starts with -I; the script's Python honours PYTHONHOME.
+    monkeypatch.setenv("PYTHONHOME", str(work / "nowhere"))
+    script = write_py(work, "train.py", RECORD_ARGV)
+    code, err = run_main(train(script.name), capsys)
+    assert code == 1
+    assert_error(
+        err,
+        f"train script {script.name} exited with code 1\n"
+        "Python could not start: it found no `encodings`, a module of its own "
+        "standard library (not something `deps` gives); the target's `env` sets "
+        f"PYTHONHOME={work / 'nowhere'}, which points Python away from it: remove "
+        "that from `env`.\n",
+    )
+    assert "which is in none of its `deps`" not in err
+
+
+def test_a_params_file_encoded_twice_is_read_as_bazel_meant_it(tmp_path: Path) -> None:
+    name = "dätä_日本.txt"
+    twice = (
+        name.encode("utf-8").decode("latin-1").encode("utf-8")
+    )  # as Bazel 4.2 writes
+    params = tmp_path / "m.params"
+    params.write_bytes(b"train\n--data\nu/" + twice + b"\n--target\n//u:m\n")
+    assert runner.expand_argv([f"@{params}"]) == [
+        "train", "--data", f"u/{name}", "--target", "//u:m",
+    ]  # fmt: skip
+    # Encoded once (a newer Bazel, a person): as it is.
+    params.write_bytes(f"train\n--data\nu/{name}\n".encode())
+    assert runner.expand_argv([f"@{params}"]) == ["train", "--data", f"u/{name}"]
+    # Not UTF-8 once more (é alone is byte e9), or ASCII: as they are.
+    for argv in (["--data", "dätä"], ["--data", "Ã©té"], ["plain"]):
+        assert runner.undo_double_utf8(argv) == argv
+    # A worker's arguments (WorkRequest strings) the same way.
+    assert runner.undo_double_utf8(["--data", "Ã©"]) == ["--data", "é"]
+
+
+def test_a_recorded_traceback_names_the_script_relative_to_the_execroot(
+    work: Path, capsys
+) -> None:
+    # The execroot is a sandbox's, another each build: the record keeps none of it.
+    (work / "scripts").mkdir()
+    script = write_py(work / "scripts", "train.py", "raise ValueError('diverged')\n")
+    code, _ = run_main(train("scripts/train.py", "--allow-failure"), capsys)
+    assert code == 0 and script.exists()
+    record = read_failed_model(work / "out/model.bin")
+    assert record["stderr_tail"] == (
+        "Traceback (most recent call last):\n"
+        '  File "scripts/train.py", line 1, in <module>\n'
+        "    raise ValueError('diverged')\n"
+        "ValueError: diverged"
+    )
+    assert str(work) not in json.dumps(record)
+
+
+def test_a_gpu_the_machine_cannot_give_is_an_error_even_with_allow_failure(
+    work: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The machine's problem, not the trial's: a record of it would be cached
+    # and served on a machine that has the GPUs.
+    locks = work / "gpus"
+    locks.mkdir()
+    (locks / "devices").write_text("# no GPU here\n")
+    monkeypatch.setenv("DATABAZEL_GPU_LOCK_DIR", str(locks))
+    script = write_py(work, "train.py", RECORD_ARGV)
+    for extra in ([], ["--allow-failure"]):
+        code, err = run_main(train(script.name, "--gpus", "1", *extra), capsys)
+        assert code == 1
+        assert_error(err, f"{TARGET} declares gpus = 1, and this machine has none")
+        assert "warning" not in err
+        assert not (work / "out/model.bin").exists()
+    # A trial that fails on its GPU is recorded as usual.
+    (locks / "devices").write_text("0\n")
+    crash = write_py(work, "crash.py", "import sys; sys.exit(4)\n")
+    assert run_main(train(crash.name, "--gpus", "1", "--allow-failure"), capsys)[0] == 0
+    assert read_failed_model(work / "out/model.bin")["exit_code"] == 4
+
+
 def test_allow_failure_records_a_killed_training_and_a_contract_violation(
     work: Path, capsys
 ) -> None:

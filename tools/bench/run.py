@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import resource
 import shutil
 import statistics
@@ -49,7 +48,7 @@ import tpe  # noqa: E402
 import torch_search  # noqa: E402
 import trials  # noqa: E402
 from bare_loop import action_env, mnist_loop  # noqa: E402
-from bazel_harness import Result, Workspace  # noqa: E402
+from bazel_harness import Result, Workspace, processes_run  # noqa: E402
 from render import plot, render, verdicts  # noqa: E402
 
 TRAIN_SH = """#!/bin/sh
@@ -199,21 +198,6 @@ def genrules_build(actions: int) -> str:
     )
 
 
-def processes_run(stderr: str) -> int | None:
-    """The processes a build ran, from Bazel's `INFO: N processes: ...` line (None without one).
-
-    "42 processes: 17 internal, 25 linux-sandbox.": the non-internal ones ran.
-    """
-    match = re.search(r"INFO: (\d+) process(?:es)?(:.*)?", stderr)
-    if not match:
-        return None
-    parts = dict(
-        (kind.strip(" ."), int(count))
-        for count, kind in re.findall(r"(\d+) ([\w-]+)", match.group(2) or "")
-    )
-    return int(match.group(1)) - parts.get("internal", 0)
-
-
 NO_EXECUTION_LOG = (
     "the bench writes no execution log: it counts the processes a build ran "
     "(Bazel's INFO line), not the spawns of each mnemonic"
@@ -224,7 +208,7 @@ class ProcessCount(Result):
     """A build's result that knows how many processes ran, but not of which mnemonic."""
 
     def __init__(self, result: Result, processes: int | None) -> None:
-        super().__init__(result.returncode, result.stdout, result.stderr, [])
+        super().__init__(result.returncode, result.stdout, result.stderr)
         self.processes = processes
 
     def executed(self, mnemonic: str | None = None) -> int:
