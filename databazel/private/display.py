@@ -1,4 +1,4 @@
-"""How databazel prints numbers for people: 4 significant digits, ties marked.
+"""How databazel prints numbers and text for people: 4 significant digits, ties marked.
 
 The leaderboard, the Markdown and HTML reports, `bazel run //pkg:search --
 --against OTHER.json` and the gate messages print metrics with
@@ -7,7 +7,8 @@ integers in full). When different values of one column would print alike, each
 of them is printed with the fewest more digits that tell them apart, followed
 by TIE_MARK (``0.97222*`` and ``0.97218*``): a tie that is not one is never
 hidden. Equal values print alike, unmarked. The JSON and CSV reports keep
-every digit (``repr``). Stdlib only.
+every digit (``repr``). Text from BUILD files and scripts that goes into
+Markdown is escaped (`markdown_cell`). Stdlib only.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ TIE_MARK = "*"
 _MAX_DIGITS = 17
 
 TIE_NOTE = (
-    f"{TIE_MARK} differs from another value of its column only beyond "
-    f"{SIGNIFICANT_DIGITS} significant digits, so both show the digits that tell "
-    "them apart"
+    f"A value marked {TIE_MARK} differs from another value of its column only "
+    f"beyond {SIGNIFICANT_DIGITS} significant digits, so both show the digits that "
+    "tell them apart"
 )
 
 
@@ -77,3 +78,14 @@ def format_column(values: Sequence[float | int | None], mark: bool = True) -> li
 def any_marked(cells: Sequence[str]) -> bool:
     """Whether `format_column` widened and marked one of `cells`."""
     return any(cell.endswith(TIE_MARK) for cell in cells)
+
+
+def markdown_cell(text: str) -> str:
+    """Text for one line of Markdown: a table cell, a heading or a sentence.
+
+    Line breaks become spaces and `|` is escaped; `<`, `>` and `&` are written
+    as entities, so that a renderer that passes HTML through shows a value
+    such as `<script>` as text.
+    """
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return " ".join(text.splitlines()).replace("|", "\\|")

@@ -48,7 +48,7 @@ _RESOLVED = os.path.dirname(os.path.realpath(__file__))
 sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 
 from contract import RunnerError  # noqa: E402
-from display import TIE_NOTE, any_marked, format_column  # noqa: E402
+from display import TIE_NOTE, any_marked  # noqa: E402
 from outputs import fail_without_outputs, write_atomic  # noqa: E402
 from plot import Axis, load_report  # noqa: E402
 from report import columns, describe_failure, table  # noqa: E402
@@ -318,22 +318,28 @@ def _label_curves(figure: Any, study: Any, target: str) -> None:
             trace.line.dash = "dot"
 
 
-def _leaderboard(report: dict[str, Any]) -> list[str]:
-    """The leaderboard as an HTML table, numbers as the text leaderboard has them."""
+def _readable_table(report: dict[str, Any]) -> tuple[list[list[str]], int]:
+    """The leaderboard's rows as the text leaderboard has them, and where the metrics start."""
     trials = report["trials"]
     names = list(report.get("hyperparam_names", []))
     hp_columns, metric_columns = columns(names, trials, report["metric"])
     rows = table(trials, hp_columns, metric_columns, readable=True)
-    first_metric = len(rows[0]) - len(metric_columns)
+    return rows, len(rows[0]) - len(metric_columns)
+
+
+def _leaderboard(
+    report: dict[str, Any], rows: list[list[str]], first_metric: int
+) -> list[str]:
+    """The leaderboard as an HTML table, with each trial's number (#) after its rank."""
     status = rows[0].index("status")
-    head = ["#"] + rows[0]
+    head = rows[0][:1] + ["#"] + rows[0][1:]
     lines = [
         "<table>",
         "<thead><tr>" + "".join(f"<th>{_e(c)}</th>" for c in head) + "</tr></thead>",
         "<tbody>",
     ]
-    for trial, row in zip(trials, rows[1:]):
-        cells = [f'<td class="number">{_e(trial.get("number", ""))}</td>']
+    for trial, row in zip(report["trials"], rows[1:]):
+        cells = []
         for index, cell in enumerate(row):
             if index == status:
                 cells.append(f'<td class="status status-{_e(cell)}">{_e(cell)}</td>')
@@ -341,21 +347,22 @@ def _leaderboard(report: dict[str, Any]) -> list[str]:
                 cells.append(f'<td class="number">{_e(cell)}</td>')
             else:
                 cells.append(f"<td>{_e(cell)}</td>")
+        cells.insert(1, f'<td class="number">{_e(trial.get("number", ""))}</td>')
         best = ' class="best"' if trial["name"] == report["best"]["name"] else ""
         lines.append(f"<tr{best}>" + "".join(cells) + "</tr>")
     lines += ["</tbody>", "</table>"]
-    metric_cells = [c for row in rows[1:] for c in row[first_metric:]]
-    if any_marked(metric_cells):
+    if any_marked([c for row in rows[1:] for c in row[first_metric:]]):
         lines.append(f'<p class="note">{_e(TIE_NOTE)}.</p>')
     return lines
 
 
-def _summary(report: dict[str, Any], fixed: dict[str, str]) -> list[str]:
+def _summary(
+    report: dict[str, Any], best_value: str, fixed: dict[str, str]
+) -> list[str]:
     trials = report["trials"]
     metric, mode, best = report["metric"], report["mode"], report["best"]
     direction = "higher is better" if mode == "max" else "lower is better"
-    (best_value,) = format_column([best["metrics"][metric]])
-    counts = {}
+    counts: dict[str, int] = {}
     for trial in trials:
         counts[trial["status"]] = counts.get(trial["status"], 0) + 1
     tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
@@ -400,6 +407,7 @@ def render_page(report: dict[str, Any]) -> str:
     params, fixed = study_params(report)
     study = build_study(report, params)
     views = draw_views(report, study, params)
+    rows, first_metric = _readable_table(report)
     search = _e(report["search"])
     body = [
         "<!DOCTYPE html>",
@@ -414,14 +422,15 @@ def render_page(report: dict[str, Any]) -> str:
         "</head>",
         "<body>",
         f"<h1>Hyperparameter search {search}</h1>",
-        *_summary(report, fixed),
+        *_summary(report, rows[1][first_metric], fixed),
         '<h2 id="leaderboard">Leaderboard</h2>',
-        *_leaderboard(report),
+        *_leaderboard(report, rows, first_metric),
     ]
     for view in views:
         body.append(f'<h2 id="{view.key}">{_e(view.title)}</h2>')
         body += [f'<p class="note">{note}</p>' for note in view.notes]
         if view.figure is not None:
+            view.figure.update_layout(title_text="")  # the section's heading says it
             body.append(
                 pio.to_html(
                     view.figure,

@@ -36,7 +36,12 @@ _RESOLVED = os.path.dirname(os.path.realpath(__file__))
 sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 
 from contract import RunnerError, error_line  # noqa: E402
-from display import format_column, format_delta, format_number  # noqa: E402
+from display import (  # noqa: E402
+    format_column,
+    format_delta,
+    format_number,
+    markdown_cell,
+)
 
 HEADER = ("trial", "change", "what", "before", "after", "delta")
 
@@ -196,18 +201,14 @@ def render_text(comparison: Comparison, other: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _md(text: str) -> str:
-    return " ".join(text.splitlines()).replace("|", "\\|")
-
-
 def render_markdown(comparison: Comparison, other: str) -> str:
     after = comparison.after
     lines = [
-        f"**{_md(after['search'])}** against {_md(other)}: ranked by "
-        f"{_md(after['metric'])} ({after['mode']})",
+        f"**{markdown_cell(after['search'])}** against {markdown_cell(other)}: ranked by "
+        f"{markdown_cell(after['metric'])} ({after['mode']})",
         "",
-        *(f"- {_md(line.strip())}" for line in _notes(comparison, other)),
-        *(f"- {_md(line.strip())}" for line in _best_lines(comparison)),
+        *(f"- {markdown_cell(line.strip())}" for line in _notes(comparison, other)),
+        *(f"- {markdown_cell(line.strip())}" for line in _best_lines(comparison)),
         f"- {_summary(comparison)}",
     ]
     if comparison.rows:
@@ -217,7 +218,7 @@ def render_markdown(comparison: Comparison, other: str) -> str:
             "|" + "|".join(" --- " for _ in HEADER) + "|",
         ]
         lines += [
-            "| " + " | ".join(_md(c) for c in row.cells()) + " |"
+            "| " + " | ".join(markdown_cell(c) for c in row.cells()) + " |"
             for row in comparison.rows
         ]
     return "\n".join(lines) + "\n"

@@ -79,7 +79,7 @@ _RESOLVED = os.path.dirname(os.path.realpath(__file__))
 sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 
 from contract import RunnerError, parse_hyperparams  # noqa: E402
-from display import TIE_NOTE, any_marked, format_column  # noqa: E402
+from display import TIE_NOTE, any_marked, format_column, markdown_cell  # noqa: E402
 from outputs import copy_atomic, fail_without_outputs, write_atomic  # noqa: E402
 from records import (  # noqa: E402
     Evaluation,
@@ -440,10 +440,6 @@ def render_csv(rows: list[list[str]]) -> str:
     return buffer.getvalue()
 
 
-def _cell(text: str) -> str:
-    return " ".join(text.splitlines()).replace("|", "\\|")
-
-
 def _fence(text: str) -> str:
     """`text` in a fenced code block whose fence no line of it can close."""
     fence = "```"
@@ -472,9 +468,9 @@ def render_markdown(
     failed = [(p, t) for p, t in enumerate(ranked, start=1) if t.failure is not None]
     best_value = rows[1][len(rows[0]) - len(metric_columns)]
     summary = (
-        f"Ranked by {_cell(metric)} ({mode}, {direction}). "
-        f"Best trial: {_cell(best.name)} with {_cell(metric)} = "
-        f"{best_value} (model: {_cell(best.model)})."
+        f"Ranked by {markdown_cell(metric)} ({mode}, {direction}). "
+        f"Best trial: {markdown_cell(best.name)} with {markdown_cell(metric)} = "
+        f"{best_value} (model: {markdown_cell(best.model)})."
     )
     stopped = sum(1 for t in ranked if t.status == "stopped")
     if stopped:
@@ -485,30 +481,32 @@ def render_markdown(
     if failed:
         summary += f" {len(failed)} of {len(ranked)} trials failed (ranked last)."
     lines = [
-        f"# Hyperparameter search {_cell(target)}",
+        f"# Hyperparameter search {markdown_cell(target)}",
         "",
         summary,
         "",
-        "| " + " | ".join(_cell(c) for c in rows[0]) + " |",
+        "| " + " | ".join(markdown_cell(c) for c in rows[0]) + " |",
         "|" + "|".join(" --- " for _ in rows[0]) + "|",
     ]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows[1:]]
+    lines += [
+        "| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in rows[1:]
+    ]
     note = _tie_note(rows, metric_columns)
     if note:
         lines += ["", *note]
     if plots:
         lines += ["", "## Plots"]
         for title, path in plots:
-            lines += ["", f"![{_cell(title)}]({path})"]
+            lines += ["", f"![{markdown_cell(title)}]({path})"]
     if failed:
         lines += ["", "## Failed trials"]
         for position, trial in failed:
             assert trial.failure is not None
             lines += [
                 "",
-                f"### {position}. {_cell(trial.name)}",
+                f"### {position}. {markdown_cell(trial.name)}",
                 "",
-                f"{describe_failure(trial.failure)} ({_cell(trial.failure['target'])}).",
+                f"{describe_failure(trial.failure)} ({markdown_cell(trial.failure['target'])}).",
                 "",
                 _fence(trial.failure["error"]),
             ]
