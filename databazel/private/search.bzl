@@ -138,7 +138,10 @@ def _search_report_impl(ctx):
                 transitive_files = python.files,
             ),
         ),
-        OutputGroupInfo(cards = depset([card])),
+        OutputGroupInfo(
+            cards = depset([card]),
+            html = depset([html] if html else []),
+        ),
         SearchReportInfo(
             json = outputs.json,
             csv = outputs.csv,
@@ -173,7 +176,8 @@ are ranked last and can't be the best; if every trial failed, the build fails.
 `hyperparam_search` creates one; use it directly to rank any set of `evaluate`
 targets. Trials whose evaluation covers several epochs (`evaluate(learning_curve = True)`)
 get their `learning_curve` (the metrics of each evaluated epoch) in the JSON report.
-Output group `cards` has the lineage card of the best model, `<name>.best.card.json`.""",
+Output group `cards` has the lineage card of the best model, `<name>.best.card.json`;
+output group `html` the HTML report alone (`bazel build //pkg:search --output_groups=html`).""",
     attrs = dict(CARD_ATTRS, **{
         "hyperparam_names": attr.string_list(
             doc = "Order of the hyperparameter columns in the CSV and Markdown leaderboards.",

@@ -51,6 +51,7 @@ def test_mnist_search_is_complete_cached_and_deterministic(repo: Workspace) -> N
     # bzl_halving each trial at its 3 rungs
     assert first.executed("DatabazelEvaluate") == 21 + 12 + 27
     assert first.executed("DatabazelPlot") == 4
+    assert first.executed("DatabazelHtml") == 4  # the HTML reports
     halving = json.loads(repo.bin("mnist/bzl_halving.json").read_text())
     assert sorted(t["epochs"] for t in halving["trials"]) == [1] * 6 + [3, 3, 9]
     assert halving["best"]["epochs"] == 9 and halving["best"]["status"] == "ok"
@@ -124,14 +125,14 @@ def test_mnist_search_is_complete_cached_and_deterministic(repo: Workspace) -> N
     assert again.executed() == 0, again.executed_by_mnemonic()
 
     before = _digests(repo.bin("mnist"))
-    # models and checkpoints, metrics files, 3 x (7 report files and the
-    # manifest), 2 x 3 + 4 plots; bzl_halving's 81 checkpoints, 27 metrics
-    # files, 8 report files and 2 plots
-    assert len(before) == 33 + 33 + 3 * 8 + 2 * 3 + 4 + 81 + 27 + 8 + 2
+    # models and checkpoints, metrics files, 3 x (7 report files, the
+    # manifest and the HTML report), 2 x 3 + 4 plots; bzl_halving's 81
+    # checkpoints, 27 metrics files, 9 report files and 2 plots
+    assert len(before) == 33 + 33 + 3 * 9 + 2 * 3 + 4 + 81 + 27 + 9 + 2
     repo.bazel("clean", check=True)
     # Rebuilt warm (persistent workers, docs/warm-workers.md): every model,
-    # checkpoint, metrics file, report and plot is byte-identical to the
-    # sandboxed build.
+    # checkpoint, metrics file, report, plot and HTML report is byte-identical
+    # to the sandboxed build.
     warm = repo.build(*SEARCHES, flags=("--jobs=2", "--config=warm"))
     runners = {
         (s.get("mnemonic"), s.get("runner"))
@@ -167,7 +168,7 @@ def test_gates_cards_and_the_served_model(repo: Workspace, tmp_path: Path) -> No
     best = report["best"]
     assert (
         f"PASSED //mnist:bzl_search_gate: //mnist:bzl_search (best trial "
-        f"{best['label']}): accuracy = {best['metrics']['accuracy']!r}, ok: "
+        f"{best['label']}): accuracy = {best['metrics']['accuracy']:.4g}, ok: "
         "at_least 0.96" in gates.stdout
     )
 
