@@ -51,7 +51,10 @@ def built(repo: Workspace) -> Workspace:
     if not DATA.exists():
         pytest.fail(f"{DATA} is missing: run ./setup.sh first")
     targets = [f"//mnist:{name}" for name in PAGES]
-    repo.build(*targets, "//mnist:bzl_bayes", flags=("--jobs=2",))
+    # A no-op after test_mnist.py; run alone, every search is built here.
+    repo.bazel(
+        "build", "--jobs=2", *targets, "//mnist:bzl_bayes", check=True, timeout=2400
+    )
     return repo
 
 
