@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import html_report
+import pytest
 import report
 
 HTML_REPORT = Path(html_report.__file__).resolve()
@@ -125,8 +126,16 @@ def grid(root: Path) -> Path:
     return write_report(root, trials, ["C", "v"])
 
 
-def test_a_grid_search_page(tmp_path: Path) -> None:
-    text = page(grid(tmp_path), tmp_path / "s.html")
+@pytest.fixture(scope="module")
+def grid_page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The report of a grid search and its page, written once for the module's tests."""
+    root = tmp_path_factory.mktemp("grid")
+    report_json = grid(root)
+    return report_json, page(report_json, root / "s.html")
+
+
+def test_a_grid_search_page(grid_page: tuple[Path, str]) -> None:
+    _, text = grid_page
     assert plot_ids(text) == [
         "plot-history",
         "plot-parallel",
@@ -149,8 +158,8 @@ def test_a_grid_search_page(tmp_path: Path) -> None:
     assert '<td class="status status-failed">failed</td>' in text
 
 
-def test_untrusted_text_is_text(tmp_path: Path) -> None:
-    text = page(grid(tmp_path), tmp_path / "s.html")
+def test_untrusted_text_is_text(grid_page: tuple[Path, str]) -> None:
+    _, text = grid_page
     # No value reaches the page as markup: not in the leaderboard, the failure,
     # nor the plots' data (where plotly.js shows the entity as the character).
     assert HOSTILE not in text
@@ -161,9 +170,10 @@ def test_untrusted_text_is_text(tmp_path: Path) -> None:
     assert "&lt;\\u002fscript&gt;&lt;script&gt;alert(1)&lt;\\u002fscript&gt;" in data
 
 
-def test_the_page_is_the_same_bytes_every_time(tmp_path: Path) -> None:
-    report_json = grid(tmp_path)
-    first = page(report_json, tmp_path / "a.html")
+def test_the_page_is_the_same_bytes_every_time(
+    grid_page: tuple[Path, str], tmp_path: Path
+) -> None:
+    report_json, first = grid_page
     # Again in a new interpreter, as Bazel runs it.
     again = subprocess.run(
         [
@@ -220,8 +230,10 @@ def test_a_search_of_one_trial_says_what_is_not_drawn(tmp_path: Path) -> None:
     assert text.count("No hyperparameter takes two values in this search.") == 3
 
 
-def test_without_optuna_it_says_what_to_add(tmp_path: Path) -> None:
-    report_json = grid(tmp_path)
+def test_without_optuna_it_says_what_to_add(
+    grid_page: tuple[Path, str], tmp_path: Path
+) -> None:
+    report_json, _ = grid_page
     out = tmp_path / "s.html"
     # -S: no site-packages, so no optuna (as in a search without html_deps).
     result = subprocess.run(
