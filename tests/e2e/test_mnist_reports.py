@@ -200,12 +200,12 @@ def check_runs(repo: Workspace, search: str, runs: dict) -> None:
             run["tags"]["databazel.model_sha256"] == hashlib.sha256(model).hexdigest()
         )
         assert "lineage_card.json" in run["artifacts"]
+        # As JSON gives them back: [step, value] lists.
         curve = [
-            (p["epoch"], p["metrics"]["accuracy"]) for p in trial["learning_curve"]
+            [p["epoch"], p["metrics"]["accuracy"]] for p in trial["learning_curve"]
         ]
-        assert run["history"]["accuracy"] == (
-            curve or [(0, trial["metrics"]["accuracy"])]
-        )
+        steps = curve or [[0, trial["metrics"]["accuracy"]]]
+        assert run["history"]["accuracy"] == steps
 
 
 def test_mlflow_export_to_sqlite_logs_nothing_twice(
