@@ -292,7 +292,7 @@ def draw_views(report: dict[str, Any], study: Any, params: list[Param]) -> list[
                     "Each trial's metric at every evaluated epoch (Optuna's "
                     "intermediate values); the curves of trials that early "
                     "stopping stopped are dotted and end at the epoch they "
-                    "stopped at. A legend entry is a trial's number (#)."
+                    "stopped at. Hover a curve for its trial's number (#)."
                 ]
                 if pruned
                 else [

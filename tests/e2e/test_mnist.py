@@ -43,7 +43,8 @@ SEARCHES = (
 def test_mnist_search_is_complete_cached_and_deterministic(repo: Workspace) -> None:
     if not DATA.exists():
         pytest.fail(f"{DATA} is missing: run ./setup.sh first")
-    first = repo.build(*SEARCHES, flags=("--jobs=2",))
+    # From nothing: the environments, 114 trainings, 4 plot and HTML steps.
+    first = repo.bazel("build", "--jobs=2", *SEARCHES, check=True, timeout=2400)
     # bzl_training + 12 grid trials + 8 random trials + 2 alphas x 6 epochs,
     # and bzl_halving's 9 trials x 9 epochs (21 train, the others are stopped)
     assert first.executed("DatabazelTrain") == 21 + 12 + 81
