@@ -6,12 +6,15 @@
 #   2. when Bazel cannot download its own dependencies (no network), writes
 #      repository overrides to .bazelrc.local (git-ignored) -- and only then;
 #   3. prepares the Python environment of the build (@databazel_python, from
-#      requirements_lock.txt), the developer environment .venv (tests, ruff) and
-#      buildifier (npm, into .local/buildifier);
-#   4. for the remote cache and remote execution tests (--no-remote skips
-#      this): nginx with WebDAV (Debian's nginx-extras; no service is started)
-#      and BuildGrid, pinned in tools/buildgrid-requirements.txt, in
-#      .local/buildgrid-venv;
+#      requirements_lock.txt), the developer environment .venv (tests, ruff),
+#      buildifier (npm, into .local/buildifier) and, for the browser test of
+#      the HTML reports, Debian's chromium and chromium-driver;
+#   4. the servers the tests start (--no-remote skips this): for the remote
+#      cache and remote execution tests nginx with WebDAV (Debian's
+#      nginx-extras; no service is started) and BuildGrid, pinned in
+#      tools/buildgrid-requirements.txt, in .local/buildgrid-venv; for the
+#      MLflow export tests an MLflow tracking server, pinned in
+#      tools/mlflow-server-requirements.txt, in .local/mlflow-venv;
 #   5. writes the MNIST example's data, mnist/data/mnist.npz (real MNIST when it
 #      can be downloaded, otherwise scikit-learn's bundled handwritten digits).
 #
@@ -150,9 +153,16 @@ if [ "$want_dev" = 1 ]; then
         (cd "$bfy" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
         echo "$bfy_stamp" >"$bfy/.databazel-stamp"
     fi
+
+    # The browser test of the HTML reports (tests/e2e/test_mnist.py) drives
+    # headless Chromium through chromedriver.
+    if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+        say "installing Debian's chromium and chromium-driver (the HTML reports' browser test)"
+        apt_install chromium chromium-driver
+    fi
 fi
 
-# --- 4. Remote cache and remote execution servers (for the tests) -----------
+# --- 4. The servers the tests start ------------------------------------------
 if [ "$want_remote" = 1 ]; then
     if ! nginx -V 2>&1 | grep -q -- --with-http_dav_module; then
         say "installing nginx-extras (nginx with WebDAV, for tools/cache_server.sh)"
@@ -173,6 +183,15 @@ if [ "$want_remote" = 1 ]; then
         python3 -m venv "$bg"
         "$bg/bin/python" -m pip install -q --disable-pip-version-check --only-binary=:all: -r tools/buildgrid-requirements.txt
         echo "$bg_stamp" >"$bg/.databazel-stamp"
+    fi
+    ml=$LOCAL/mlflow-venv
+    ml_stamp=$(sha256sum tools/mlflow-server-requirements.txt | cut -c1-16)
+    if [ ! -x "$ml/bin/python" ] || [ "$(cat "$ml/.databazel-stamp" 2>/dev/null)" != "$ml_stamp" ]; then
+        say "installing an MLflow tracking server into .local/mlflow-venv (tools/mlflow-server-requirements.txt)"
+        rm -rf "$ml"
+        python3 -m venv "$ml"
+        "$ml/bin/python" -m pip install -q --disable-pip-version-check --only-binary=:all: --no-deps -r tools/mlflow-server-requirements.txt
+        echo "$ml_stamp" >"$ml/.databazel-stamp"
     fi
 fi
 

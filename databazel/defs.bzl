@@ -11,6 +11,7 @@ load("@databazel//databazel:defs.bzl", "hyperband", "successive_halving")  # ear
 load("//databazel/private:early_stopping.bzl", _hyperband = "hyperband", _successive_halving = "successive_halving")
 load("//databazel/private:evaluate.bzl", _evaluate = "evaluate")
 load("//databazel/private:gate.bzl", _metrics_test = "metrics_test")
+load("//databazel/private:mlflow.bzl", _search_mlflow = "search_mlflow")
 load("//databazel/private:model.bzl", _model = "model")
 load("//databazel/private:providers.bzl", _MetricsInfo = "MetricsInfo", _ModelInfo = "ModelInfo", _SearchReportInfo = "SearchReportInfo")
 load("//databazel/private:random.bzl", _loguniform = "loguniform", _randint = "randint", _uniform = "uniform")
@@ -21,6 +22,7 @@ evaluate = _evaluate
 hyperparam_search = _hyperparam_search
 search_report = _search_report
 search_best = _search_best
+search_mlflow = _search_mlflow
 metrics_test = _metrics_test
 
 # Search-space entries of a random search (`hyperparam_search(strategy = "random", ...)`).

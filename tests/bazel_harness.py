@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import functools
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -514,6 +515,44 @@ class Workspace:
         if self._bin is None:
             self._bin = Path(self.bazel("info", "bazel-bin", check=True).stdout.strip())
         return self._bin / relpath
+
+    def action_inputs(self, expression: str) -> list[tuple[str, str, set[str]]]:
+        """(mnemonic, first output, input paths) of each action `bazel aquery EXPRESSION` lists."""
+        out = self.bazel("aquery", "--output=jsonproto", expression, check=True).stdout
+        graph = json.loads(out)
+        fragments = {f["id"]: f for f in graph.get("pathFragments", [])}
+
+        def path(fragment_id: int) -> str:
+            parts = []
+            while fragment_id:
+                fragment = fragments[fragment_id]
+                parts.append(fragment["label"])
+                fragment_id = fragment.get("parentId", 0)
+            return "/".join(reversed(parts))
+
+        artifacts = {
+            a["id"]: path(a["pathFragmentId"]) for a in graph.get("artifacts", [])
+        }
+        depsets = {d["id"]: d for d in graph.get("depSetOfFiles", [])}
+        expanded: dict[int, set[str]] = {}
+
+        def files(depset_id: int) -> set[str]:
+            if depset_id not in expanded:
+                node = depsets[depset_id]
+                found = {artifacts[a] for a in node.get("directArtifactIds", [])}
+                for child in node.get("transitiveDepSetIds", []):
+                    found |= files(child)
+                expanded[depset_id] = found
+            return expanded[depset_id]
+
+        actions = []
+        for action in graph.get("actions", []):
+            inputs: set[str] = set()
+            for depset_id in action.get("inputDepSetIds", []):
+                inputs |= files(depset_id)
+            first = artifacts[action["outputIds"][0]] if action.get("outputIds") else ""
+            actions.append((action.get("mnemonic", ""), first, inputs))
+        return actions
 
     def shutdown(self) -> None:
         subprocess.run(

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Re-resolves requirements.in and requirements_torch.in into the hash-pinned
-# requirements_lock.txt and requirements_torch_lock.txt that @databazel_python
-# and @databazel_torch install. Run after editing either; commit all four.
+# Re-resolves requirements.in, requirements_torch.in and requirements_mlflow.in
+# into the hash-pinned requirements_lock.txt, requirements_torch_lock.txt and
+# requirements_mlflow_lock.txt that @databazel_python, @databazel_torch and
+# @databazel_mlflow install. Run after editing any of them; commit them all.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 venv=$(mktemp -d)
@@ -16,3 +17,7 @@ python3 -m venv "$venv"
 "$venv/bin/pip-compile" -q --generate-hashes --allow-unsafe --strip-extras \
     --no-emit-index-url --no-emit-find-links \
     --output-file requirements_torch_lock.txt requirements_torch.in
+# The MLflow client for the `<search>.mlflow` export targets (@databazel_mlflow).
+"$venv/bin/pip-compile" -q --generate-hashes --allow-unsafe --strip-extras \
+    --no-emit-index-url --no-emit-find-links \
+    --output-file requirements_mlflow_lock.txt requirements_mlflow.in

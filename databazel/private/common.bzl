@@ -1,5 +1,6 @@
 """What `model` and `evaluate` share: attributes, the interpreter, the user's script, the runner action."""
 
+load("@bazel_skylib//lib:shell.bzl", "shell")
 load(":settings.bzl", "IsolateInfo", "WarmInfo")
 
 PY_TOOLCHAIN_TYPE = "@bazel_tools//tools/python:toolchain_type"
@@ -218,7 +219,7 @@ def dependencies(ctx, deps = None, data = None):
     )
 
 def tool_packages(ctx, deps):
-    """What a databazel tool (plot.py, suggest.py) needs to import the packages `deps`.
+    """What a databazel tool (plot.py, html_report.py, suggest.py) needs to import the packages `deps`.
 
     Args:
       ctx: the rule context.
@@ -233,6 +234,43 @@ def tool_packages(ctx, deps):
     if packages.import_paths:
         env["PYTHONPATH"] = ":".join(packages.import_paths)
     return struct(inputs = packages.inputs, env = env)
+
+def runfiles_launcher(ctx, name, python, arguments, description):
+    """Writes the executable of a `bazel run` or `bazel test` target that runs a databazel tool.
+
+    The launcher changes to the target's runfiles (where `bazel run` and
+    `bazel test` start it; started directly, it finds them beside itself) and
+    runs the interpreter isolated (`-I -S`) on `arguments`, then the
+    arguments it was given.
+
+    Args:
+      ctx: the rule context.
+      name: the launcher's file name.
+      python: the interpreter, from `python_runtime(ctx)`.
+      arguments: the tool's path and its arguments, paths relative to this
+        workspace's directory in the runfiles (`File.short_path`).
+      description: what the target does, for the launcher's comment.
+
+    Returns:
+      The launcher File; make it the target's executable, with `python.files`
+      and the files of `arguments` in its runfiles.
+    """
+    interpreter = python.executable.short_path if type(python.executable) == "File" else python.executable
+    launcher = ctx.actions.declare_file(name)
+    ctx.actions.write(
+        launcher,
+        "\n".join([
+            "#!/bin/sh",
+            "# " + " ".join(description.splitlines()),
+            "if [ -d \"$0.runfiles/{ws}\" ]; then cd \"$0.runfiles/{ws}\" || exit 2".format(ws = ctx.workspace_name),
+            "elif [ -n \"${{RUNFILES_DIR:-}}\" ]; then cd \"$RUNFILES_DIR/{ws}\" || exit 2".format(ws = ctx.workspace_name),
+            "fi",
+            "exec {} -I -S {} \"$@\"".format(shell.quote(interpreter), " ".join([shell.quote(a) for a in arguments])),
+            "",
+        ]),
+        is_executable = True,
+    )
+    return launcher
 
 def describe_hyperparams(hyperparams, limit = 160):
     """Hyperparameters for progress messages.

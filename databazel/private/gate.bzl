@@ -1,6 +1,6 @@
 """`metrics_test`: a quality gate, a test that fails when a model's metrics are past their bars."""
 
-load(":common.bzl", "PY_TOOLCHAIN_TYPE", "python_runtime")
+load(":common.bzl", "PY_TOOLCHAIN_TYPE", "python_runtime", "runfiles_launcher")
 load(":providers.bzl", "MetricsInfo", "SearchReportInfo")
 
 # The largest finite double, 1.7976931348623157e308: its exponent and digits.
@@ -54,9 +54,6 @@ def _is_finite(whole, fraction, exponent, negative_exponent):
     significant += "0" * (len(_MAX_DIGITS) - len(significant))
     return significant <= _MAX_DIGITS
 
-def _shell_quote(s):
-    return "'" + s.replace("'", "'\\''") + "'"
-
 def _metrics_test_impl(ctx):
     subject = ctx.attr.metrics
     if MetricsInfo in subject:
@@ -73,10 +70,7 @@ def _metrics_test_impl(ctx):
                 fail("{}: `{}` of metric {} must be a finite number written as a string, such as \"0.9\"; got {}".format(ctx.label, bound, repr(metric), repr(value)))
 
     python = python_runtime(ctx)
-    interpreter = python.executable.short_path if type(python.executable) == "File" else python.executable
-    words = [
-        interpreter,
-        "-S",
+    arguments = [
         ctx.file._gate.short_path,
         "--target",
         str(ctx.label),
@@ -86,23 +80,20 @@ def _metrics_test_impl(ctx):
         metrics_file.short_path,
     ]
     if search:
-        words.append("--search")
+        arguments.append("--search")
 
     # One word each, `--at-least=NAME=NUMBER`: a metric may be named like an
     # option (`-n`), which argparse would take for one as a word of its own.
     for metric, value in sorted(ctx.attr.at_least.items()):
-        words.append("--at-least={}={}".format(metric, value.strip()))
+        arguments.append("--at-least={}={}".format(metric, value.strip()))
     for metric, value in sorted(ctx.attr.at_most.items()):
-        words.append("--at-most={}={}".format(metric, value.strip()))
-    launcher = ctx.actions.declare_file(ctx.label.name + ".gate.sh")
-    ctx.actions.write(
-        launcher,
-        "#!/bin/sh\n# Quality gate {} on the metrics of {}.\nexec {}\n".format(
-            ctx.label,
-            subject.label,
-            " ".join([_shell_quote(w) for w in words]),
-        ),
-        is_executable = True,
+        arguments.append("--at-most={}={}".format(metric, value.strip()))
+    launcher = runfiles_launcher(
+        ctx,
+        ctx.label.name + ".gate.sh",
+        python,
+        arguments,
+        "Quality gate {} on the metrics of {}.".format(ctx.label, subject.label),
     )
     runfiles = ctx.runfiles(
         files = [metrics_file] + ctx.files._gate_modules,

@@ -7,9 +7,10 @@ Usage (written by the rule into the test's launcher)::
 
 PATH is an `evaluate` target's metrics file or, with ``--search``, a search
 report's JSON (the best trial's metrics are checked). Every bar is checked and
-reported, one line each; the exit status is 1 if any metric is past its bar,
-missing, or if the evaluation recorded a failure instead of metrics, and 0
-otherwise. Stdlib only.
+reported, one line each, with the metric and the bar to 4 significant digits
+(more where they would print alike but differ: display.py). The exit status
+is 1 if any metric is past its bar, missing, or if the evaluation recorded a
+failure instead of metrics, and 0 otherwise. Stdlib only.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ _RESOLVED = os.path.dirname(os.path.realpath(__file__))
 sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 
 from contract import RunnerError  # noqa: E402
+from display import format_column  # noqa: E402
 from records import parse_evaluation  # noqa: E402
 
 BOUNDS = {"at_least": "below", "at_most": "above"}
@@ -102,8 +104,10 @@ def check(metrics: dict[str, float | int], bars: list[Bar]) -> list[tuple[bool, 
         value = metrics[bar.metric]
         passed = value >= bar.value if bar.bound == "at_least" else value <= bar.value
         verdict = "ok" if passed else BOUNDS[bar.bound] + " the bar"
+        # 4 significant digits, or the digits that tell the value from the bar.
+        shown, bar_shown = format_column([value, bar.value], mark=False)
         results.append(
-            (passed, f"{bar.metric} = {value!r}, {verdict}: {bar.bound} {bar.value!r}")
+            (passed, f"{bar.metric} = {shown}, {verdict}: {bar.bound} {bar_shown}")
         )
     return results
 

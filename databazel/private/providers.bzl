@@ -39,6 +39,7 @@ SearchReportInfo = provider(
         "best_hyperparams": "File: the best trial's hyperparameters, a JSON object of strings.",
         "best_card": "File: the lineage card of `best_model` (the winning trial's card, with its metrics and the search).",
         "plots": "list[File]: the PNG plots (empty unless `plots = True`).",
+        "html": "File: the interactive HTML report `<name>.html` (None unless `plots = True`).",
         "metric": "str: the metric trials are ranked by.",
         "mode": "str: `max` or `min`.",
         "trials": "list[MetricsInfo]: every trial of the search, in grid order.",

@@ -34,13 +34,17 @@ trial a failed one.  Successful trials are ranked by the chosen metric (max:
 highest first, min: lowest first), then the failed ones; ties keep manifest
 order.  Hyperparameter columns follow hyperparam_names, then any other
 hyperparameter keys, sorted.  Metric columns are the chosen metric, then the
-other metric names, sorted.  Numbers are written with repr().  The best trial's
-model file is copied byte for byte.  A trial's optional "learning_curve"
-lists the metrics files of the epochs its evaluation covered; the JSON report
-gives each trial ``"learning_curve": [{"epoch": K, "metrics": {...}}, ...]``
-(empty metrics for an epoch whose evaluation failed; an empty list for a trial
-evaluated once).  The best trial's
-model file is copied byte for byte, and its hyperparameters are written as
+other metric names, sorted.  The JSON and CSV reports write numbers with
+repr() (every digit); the Markdown report and the leaderboard as people read
+them (display.py: 4 significant digits, and values of a column that would
+print alike but differ with the digits that tell them apart, marked ``*``).
+Each trial's JSON has its ``number``, its position in the manifest (the
+search's order, 0 first), and the report the ``hyperparam_names``.  A
+trial's optional "learning_curve" lists the metrics files of the epochs its
+evaluation covered; the JSON report gives each trial ``"learning_curve":
+[{"epoch": K, "metrics": {...}}, ...]`` (empty metrics for an epoch whose
+evaluation failed; an empty list for a trial evaluated once).  The best
+trial's model file is copied byte for byte, and its hyperparameters are written as
 JSON; if every trial failed, that is an error.  ``--plot`` adds an image link
 (relative to the Markdown file) to the Markdown report.  All outputs are
 written atomically; on any error none is written and one
@@ -75,6 +79,7 @@ _RESOLVED = os.path.dirname(os.path.realpath(__file__))
 sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 
 from contract import RunnerError, parse_hyperparams  # noqa: E402
+from display import TIE_NOTE, any_marked, format_column, markdown_cell  # noqa: E402
 from outputs import copy_atomic, fail_without_outputs, write_atomic  # noqa: E402
 from records import (  # noqa: E402
     Evaluation,
@@ -119,6 +124,7 @@ class Trial:
     learning_curve: tuple[tuple[int, dict[str, float | int]], ...] = ()
     halving: Halving | None = None
     round: int | None = None
+    number: int = 0  # its position in the manifest (the search's order), 0 first
 
     @property
     def status(self) -> str:
@@ -131,6 +137,7 @@ class Trial:
         return {
             **extra,
             "rank": rank,
+            "number": self.number,
             "name": self.name,
             "label": self.label,
             "hyperparams": self.hyperparams,
@@ -269,6 +276,7 @@ def _trial(
         tuple((epoch, e["metrics"]) for epoch, e in points),
         halving,
         round_,
+        index,
     )
 
 
@@ -344,56 +352,79 @@ def best_trial(ranked: list[Trial]) -> Trial:
 
 
 def columns(
-    names: list[str], trials: list[Trial], metric: str
+    names: list[str], trials: list[dict[str, Any]], metric: str
 ) -> tuple[list[str], list[str]]:
-    """The hyperparameter columns and the metric columns, in table order."""
-    extra_hp = {k for t in trials for k in t.hyperparams if k not in names}
-    other_metrics = {k for t in trials for k in t.metrics if k != metric}
+    """The hyperparameter columns and the metric columns, in table order.
+
+    `trials` are in the JSON report's form (`Trial.to_json`).
+    """
+    extra_hp = {k for t in trials for k in t["hyperparams"] if k not in names}
+    other_metrics = {k for t in trials for k in t["metrics"] if k != metric}
     return list(names) + sorted(extra_hp), [metric] + sorted(other_metrics)
 
 
-def halving_columns(trials: list[Trial]) -> list[str]:
-    """The early-stopping columns: none, `rung` and `epochs`, or also `bracket`."""
-    if not any(t.halving for t in trials):
-        return []
-    hyperband = any(t.halving and t.halving.bracket is not None for t in trials)
-    return (["bracket"] if hyperband else []) + ["rung", "epochs"]
+def extra_columns(trials: list[dict[str, Any]]) -> list[str]:
+    """The columns between `status` and the hyperparameters.
+
+    `round` in a search in rounds; `rung` and `epochs` in a search with early
+    stopping, after `bracket` with Hyperband.
+    """
+    rounds = ["round"] if any(t.get("round") is not None for t in trials) else []
+    if not any("rung" in t for t in trials):
+        return rounds
+    hyperband = any(t.get("bracket") is not None for t in trials)
+    return rounds + (["bracket"] if hyperband else []) + ["rung", "epochs"]
 
 
 def table(
-    ranked: list[Trial], hp_columns: list[str], metric_columns: list[str]
+    trials: list[dict[str, Any]],
+    hp_columns: list[str],
+    metric_columns: list[str],
+    readable: bool = False,
 ) -> list[list[str]]:
-    """Header row plus one row per trial, best first, as strings."""
-    rounds = ["round"] if any(t.round is not None for t in ranked) else []
-    extra = rounds + halving_columns(ranked)
+    """Header row plus one row per trial, in the order of `trials`, as strings.
+
+    `trials` are in the JSON report's form, best first. Metrics are written
+    with repr() (every digit, for the CSV), or with `readable` as people read
+    them (display.py: 4 significant digits, ties that are not ties marked).
+    """
+    extra = extra_columns(trials)
     rows = [["rank", "name", "status"] + extra + hp_columns + metric_columns]
-    for position, trial in enumerate(ranked, start=1):
-        fields = {
-            **(trial.halving.to_json() if trial.halving else {}),
-            "round": trial.round,
-        }
+    for trial in trials:
         rows.append(
-            [str(position), trial.name, trial.status]
-            + ["" if fields.get(k) is None else str(fields[k]) for k in extra]
-            + [trial.hyperparams.get(k, "") for k in hp_columns]
-            + [
-                repr(trial.metrics[k]) if k in trial.metrics else ""
-                for k in metric_columns
-            ]
+            [str(trial["rank"]), trial["name"], trial["status"]]
+            + ["" if trial.get(k) is None else str(trial[k]) for k in extra]
+            + [trial["hyperparams"].get(k, "") for k in hp_columns]
         )
+    for metric in metric_columns:
+        values = [t["metrics"].get(metric) for t in trials]
+        cells = (
+            format_column(values)
+            if readable
+            else ["" if v is None else repr(v) for v in values]
+        )
+        for row, cell in zip(rows[1:], cells):
+            row.append(cell)
     return rows
 
 
-def render_json(target: str, metric: str, mode: str, ranked: list[Trial]) -> str:
-    trials = [trial.to_json(position) for position, trial in enumerate(ranked, start=1)]
+def _metric_cells(rows: list[list[str]], metric_columns: list[str]) -> list[str]:
+    """The metric cells of a table's rows."""
+    return [cell for row in rows[1:] for cell in row[-len(metric_columns) :]]
+
+
+def render_json(
+    target: str, metric: str, mode: str, names: list[str], trials: list[dict[str, Any]]
+) -> str:
     report = {
         "search": target,
         "metric": metric,
         "mode": mode,
+        "hyperparam_names": names,
         "trials": trials,
         "best": trials[0],
-        "failed": sum(1 for t in ranked if t.failure is not None),
-        "stopped": sum(1 for t in ranked if t.status == "stopped"),
+        "failed": sum(1 for t in trials if t["status"] == "failed"),
+        "stopped": sum(1 for t in trials if t["status"] == "stopped"),
     }
     return (
         json.dumps(
@@ -409,10 +440,6 @@ def render_csv(rows: list[list[str]]) -> str:
     return buffer.getvalue()
 
 
-def _cell(text: str) -> str:
-    return " ".join(text.splitlines()).replace("|", "\\|")
-
-
 def _fence(text: str) -> str:
     """`text` in a fenced code block whose fence no line of it can close."""
     fence = "```"
@@ -421,21 +448,29 @@ def _fence(text: str) -> str:
     return f"{fence}text\n{text}\n{fence}"
 
 
+def _tie_note(rows: list[list[str]], metric_columns: list[str]) -> list[str]:
+    """The line under a readable table that explains TIE_MARK, if a cell has it."""
+    return [TIE_NOTE + "."] if any_marked(_metric_cells(rows, metric_columns)) else []
+
+
 def render_markdown(
     target: str,
     metric: str,
     mode: str,
     ranked: list[Trial],
     rows: list[list[str]],
+    metric_columns: list[str],
     plots: list[tuple[str, str]],
 ) -> str:
+    """The Markdown report; `rows` is the readable table."""
     best = ranked[0]
     direction = "higher is better" if mode == "max" else "lower is better"
     failed = [(p, t) for p, t in enumerate(ranked, start=1) if t.failure is not None]
+    best_value = rows[1][len(rows[0]) - len(metric_columns)]
     summary = (
-        f"Ranked by {_cell(metric)} ({mode}, {direction}). "
-        f"Best trial: {_cell(best.name)} with {_cell(metric)} = "
-        f"{best.metrics[metric]!r} (model: {_cell(best.model)})."
+        f"Ranked by {markdown_cell(metric)} ({mode}, {direction}). "
+        f"Best trial: {markdown_cell(best.name)} with {markdown_cell(metric)} = "
+        f"{best_value} (model: {markdown_cell(best.model)})."
     )
     stopped = sum(1 for t in ranked if t.status == "stopped")
     if stopped:
@@ -446,27 +481,32 @@ def render_markdown(
     if failed:
         summary += f" {len(failed)} of {len(ranked)} trials failed (ranked last)."
     lines = [
-        f"# Hyperparameter search {_cell(target)}",
+        f"# Hyperparameter search {markdown_cell(target)}",
         "",
         summary,
         "",
-        "| " + " | ".join(_cell(c) for c in rows[0]) + " |",
+        "| " + " | ".join(markdown_cell(c) for c in rows[0]) + " |",
         "|" + "|".join(" --- " for _ in rows[0]) + "|",
     ]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows[1:]]
+    lines += [
+        "| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in rows[1:]
+    ]
+    note = _tie_note(rows, metric_columns)
+    if note:
+        lines += ["", *note]
     if plots:
         lines += ["", "## Plots"]
         for title, path in plots:
-            lines += ["", f"![{_cell(title)}]({path})"]
+            lines += ["", f"![{markdown_cell(title)}]({path})"]
     if failed:
         lines += ["", "## Failed trials"]
         for position, trial in failed:
             assert trial.failure is not None
             lines += [
                 "",
-                f"### {position}. {_cell(trial.name)}",
+                f"### {position}. {markdown_cell(trial.name)}",
                 "",
-                f"{describe_failure(trial.failure)} ({_cell(trial.failure['target'])}).",
+                f"{describe_failure(trial.failure)} ({markdown_cell(trial.failure['target'])}).",
                 "",
                 _fence(trial.failure["error"]),
             ]
@@ -481,9 +521,14 @@ def render_markdown(
 
 
 def render_leaderboard(
-    target: str, metric: str, mode: str, ranked: list[Trial], rows: list[list[str]]
+    target: str,
+    metric: str,
+    mode: str,
+    ranked: list[Trial],
+    rows: list[list[str]],
+    metric_columns: list[str],
 ) -> str:
-    """The leaderboard as an aligned text table, for the terminal."""
+    """The leaderboard as an aligned text table, for the terminal; `rows` is the readable table."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [f"{target}: {len(ranked)} trials ranked by {metric} ({mode})", ""]
     for index, row in enumerate(rows):
@@ -492,6 +537,9 @@ def render_leaderboard(
         )
         if index == 0:
             lines.append("  ".join("-" * width for width in widths))
+    note = _tie_note(rows, metric_columns)
+    if note:
+        lines += ["", *note]
     for position, trial in enumerate(ranked, start=1):
         if trial.failure is not None:
             lines += [
@@ -555,13 +603,24 @@ def main(argv: list[str] | None = None) -> int:
         names, trials = load_manifest(args.manifest)
         ranked = rank(trials, args.metric, args.mode)
         best = best_trial(ranked)
-        hp_columns, metric_columns = columns(names, trials, args.metric)
-        rows = table(ranked, hp_columns, metric_columns)
+        records = [t.to_json(position) for position, t in enumerate(ranked, start=1)]
+        hp_columns, metric_columns = columns(names, records, args.metric)
+        readable = table(records, hp_columns, metric_columns, readable=True)
         texts = [
-            render_json(args.target, args.metric, args.mode, ranked),
-            render_csv(rows),
-            render_markdown(args.target, args.metric, args.mode, ranked, rows, plots),
-            render_leaderboard(args.target, args.metric, args.mode, ranked, rows),
+            render_json(args.target, args.metric, args.mode, names, records),
+            render_csv(table(records, hp_columns, metric_columns)),
+            render_markdown(
+                args.target,
+                args.metric,
+                args.mode,
+                ranked,
+                readable,
+                metric_columns,
+                plots,
+            ),
+            render_leaderboard(
+                args.target, args.metric, args.mode, ranked, readable, metric_columns
+            ),
             render_best_hyperparams(best),
         ]
         for path in outputs:

@@ -1,15 +1,16 @@
 """`hyperparam_search`: grid or random trials as `model` and `evaluate` targets, and a report that ranks them."""
 
 load("@bazel_skylib//lib:paths.bzl", "paths")
-load("@bazel_skylib//lib:shell.bzl", "shell")
 load(":card.bzl", "CARD_ATTRS", "best_card")
-load(":common.bzl", "DEFAULT_ENV", "PY_TOOLCHAIN_TYPE", "python_runtime")
+load(":common.bzl", "DEFAULT_ENV", "PY_TOOLCHAIN_TYPE", "python_runtime", "runfiles_launcher")
 load(":early_stopping.bzl", "check_early_stopping", "default_num_trials")
 load(":epochs.bzl", "trial_checkpoint", "trial_evaluation")
 load(":evaluate.bzl", "check_ignore_metrics", _evaluate = "evaluate")
 load(":gpus.bzl", "check_gpus", "gpu_exec_properties")
 load(":grid.bzl", "DEFAULT_MAX_TRIALS", "expand_grid", "trial_name")
 load(":halving.bzl", "early_stopping_trials")
+load(":html_report.bzl", "run_html_report")
+load(":mlflow.bzl", "search_mlflow")
 load(":model.bzl", _model = "model")
 load(":plot.bzl", "declare_plots", "run_plot")
 load(":providers.bzl", "MetricsInfo", "SearchReportInfo")
@@ -104,25 +105,44 @@ def _search_report_impl(ctx):
         use_default_shell_env = False,
         env = DEFAULT_ENV,
     )
+    html = None
     if plots:
         run_plot(ctx, python, outputs.json, plots)
+    if ctx.attr.plots:
+        html = run_html_report(ctx, python, outputs.json)
 
-    # `bazel run` on the report target prints the leaderboard.
-    launcher = ctx.actions.declare_file(ctx.label.name + ".leaderboard.sh")
-    ctx.actions.write(
-        launcher,
-        "#!/bin/sh\n# Prints the leaderboard of {}.\nexec cat {}\n".format(ctx.label, shell.quote(outputs.leaderboard.short_path)),
-        is_executable = True,
+    # `bazel run` on the report target prints the leaderboard, or with
+    # `--against OTHER.json` what changed against another build's report.
+    launcher = runfiles_launcher(
+        ctx,
+        ctx.label.name + ".leaderboard.sh",
+        python,
+        [
+            ctx.file._leaderboard.short_path,
+            "--target",
+            str(ctx.label),
+            "--report",
+            outputs.json.short_path,
+            "--leaderboard",
+            outputs.leaderboard.short_path,
+        ],
+        "Prints the leaderboard of {}; with --against OTHER.json, what changed against another build's report.".format(ctx.label),
     )
     card = best_card(ctx, outputs.json, outputs.best_model, trials)
-    files = depset(report_outputs + [p.file for p in plots])
+    files = depset(report_outputs + [p.file for p in plots] + ([html] if html else []))
     return [
         DefaultInfo(
             files = files,
             executable = launcher,
-            runfiles = ctx.runfiles(files = [outputs.leaderboard]),
+            runfiles = ctx.runfiles(
+                files = [outputs.leaderboard, outputs.json] + ctx.files._leaderboard_modules,
+                transitive_files = python.files,
+            ),
         ),
-        OutputGroupInfo(cards = depset([card])),
+        OutputGroupInfo(
+            cards = depset([card]),
+            html = depset([html] if html else []),
+        ),
         SearchReportInfo(
             json = outputs.json,
             csv = outputs.csv,
@@ -132,6 +152,7 @@ def _search_report_impl(ctx):
             best_hyperparams = outputs.best_hyperparams,
             best_card = card,
             plots = [p.file for p in plots],
+            html = html,
             metric = ctx.attr.metric,
             mode = ctx.attr.mode,
             trials = trials,
@@ -143,15 +164,21 @@ search_report = rule(
     doc = """Ranks the evaluations of a search by one metric.
 
 Writes the report `<name>.json`, `<name>.csv`, `<name>.md` and `<name>.txt`
-(the leaderboard as a text table, which `bazel run` on this target prints), the
-best trial's model `<name>.best.<ext>` (a byte-identical copy) and its
-hyperparameters `<name>.best_hyperparams.json`, and with `plots = True` PNG
-plots in `<name>.plots/`. Trials whose failure was recorded (`allow_failure`)
+(the leaderboard as a text table, which `bazel run` on this target prints;
+`bazel run` on it `-- --against OTHER.json` prints what changed against
+another build's report), the best trial's model `<name>.best.<ext>` (a
+byte-identical copy) and its hyperparameters `<name>.best_hyperparams.json`,
+and with `plots = True` PNG plots in `<name>.plots/` and the interactive HTML
+report `<name>.html`. The Markdown report, the leaderboard and the HTML
+report print metrics to 4 significant digits (values of a column that differ
+only beyond them get the digits that tell them apart, marked `*`); the JSON
+and CSV reports keep every digit. Trials whose failure was recorded (`allow_failure`)
 are ranked last and can't be the best; if every trial failed, the build fails.
 `hyperparam_search` creates one; use it directly to rank any set of `evaluate`
 targets. Trials whose evaluation covers several epochs (`evaluate(learning_curve = True)`)
 get their `learning_curve` (the metrics of each evaluated epoch) in the JSON report.
-Output group `cards` has the lineage card of the best model, `<name>.best.card.json`.""",
+Output group `cards` has the lineage card of the best model, `<name>.best.card.json`;
+output group `html` the HTML report alone (`bazel build //pkg:search --output_groups=html`).""",
     attrs = dict(CARD_ATTRS, **{
         "hyperparam_names": attr.string_list(
             doc = "Order of the hyperparameter columns in the CSV and Markdown leaderboards.",
@@ -165,9 +192,13 @@ Output group `cards` has the lineage card of the best model, `<name>.best.card.j
             values = list(MODES),
             doc = "`max` if a larger metric is better, `min` if a smaller one is.",
         ),
+        "html_deps": attr.label_list(
+            providers = [PyInfo],
+            doc = "The packages the HTML report step imports: optuna and plotly, for example `[requirement(\"optuna\"), requirement(\"plotly\")]` (with their dependencies). Only the HTML action gets them.",
+        ),
         "plots": attr.bool(
             default = False,
-            doc = "Draw PNG plots with matplotlib (the metric against each of `hyperparam_names`, a heatmap or scatter plot of the metric over two hyperparameters when there are exactly two, and the learning curves, the metric against the epoch, when trials evaluated several epochs) into `<name>.plots/`, embedded in the Markdown report. Needs matplotlib in `plot_deps`.",
+            doc = "Draw PNG plots with matplotlib (the metric against each of `hyperparam_names`, a heatmap or scatter plot of the metric over two hyperparameters when there are exactly two, and the learning curves, the metric against the epoch, when trials evaluated several epochs) into `<name>.plots/`, embedded in the Markdown report, and write the interactive HTML report `<name>.html`: one self-contained page (it opens offline) with the leaderboard and Optuna's plots (optimization history, parallel coordinates, hyperparameter importance, slices, contours and, for trials evaluated every epoch, the learning curves), drawn with plotly. Needs matplotlib in `plot_deps` and optuna and plotly in `html_deps`.",
         ),
         "plot_deps": attr.label_list(
             providers = [PyInfo],
@@ -181,6 +212,22 @@ Output group `cards` has the lineage card of the best model, `<name>.best.card.j
         ),
         "trial_rounds": attr.int_list(
             doc = "The round of each of `trials` (same order) in a search in rounds (`strategy = \"tpe\"`): the report gets a `round` column. Empty: no rounds.",
+        ),
+        "_html_report": attr.label(
+            default = Label("//databazel/private:html_report.py"),
+            allow_single_file = True,
+        ),
+        "_html_report_modules": attr.label(
+            default = Label("//databazel/private:html_report_modules"),
+            allow_files = True,
+        ),
+        "_leaderboard": attr.label(
+            default = Label("//databazel/private:leaderboard.py"),
+            allow_single_file = True,
+        ),
+        "_leaderboard_modules": attr.label(
+            default = Label("//databazel/private:leaderboard_modules"),
+            allow_files = True,
         ),
         "_plot": attr.label(
             default = Label("//databazel/private:plot.py"),
@@ -284,6 +331,8 @@ def hyperparam_search(
         allow_failed_trials = False,
         plots = False,
         plot_deps = [],
+        html_deps = [],
+        mlflow_deps = [],
         epochs = None,
         learning_curve = False,
         early_stopping = None,
@@ -304,7 +353,11 @@ def hyperparam_search(
     `search__C-0.1__max_iter-50`, ..., their evaluations
     `search__C-0.1__max_iter-50__eval`, ..., the report target `search`, and
     `search.best`, whose output is the best trial's model (`search.best.<ext>`),
-    to depend on it like on any file (`data = [":search.best"]`).
+    to depend on it like on any file (`data = [":search.best"]`), and
+    `search.mlflow`, which `bazel run` to log the search to MLflow (see
+    `mlflow_deps`). `bazel run //pkg:search` prints the leaderboard, and
+    `bazel run //pkg:search -- --against OTHER.json` what changed against
+    another build's report.
 
     Random search: `strategy = "random"`, `num_trials = N`, `seed = S` and a
     `search_space` whose entries are lists of string values or `uniform(low, high)`,
@@ -346,8 +399,10 @@ def hyperparam_search(
       max_trials: the most trials allowed (default 1000): a larger grid or `num_trials` fails at load time.
       timeout: as in `model` and `evaluate`: seconds each training and each evaluation may run (0: no limit).
       allow_failed_trials: record a failing trial (its exit code and stderr tail) in the report, ranked last, instead of failing the build.
-      plots: draw PNG plots of the metric against the hyperparameters with matplotlib, which `plot_deps` must then provide.
+      plots: draw PNG plots of the metric against the hyperparameters with matplotlib, which `plot_deps` must then provide, and write the interactive HTML report `<name>.html` with Optuna and plotly, which `html_deps` must provide.
       plot_deps: as in `search_report`: the packages of the plot step, such as `["@<env>//:matplotlib"]`.
+      html_deps: as in `search_report`: the packages of the HTML report step, `[requirement("optuna"), requirement("plotly")]`.
+      mlflow_deps: the packages of `<name>.mlflow` (a `search_mlflow` target: `bazel run //pkg:<name>.mlflow -- --tracking-uri URI` logs the search to MLflow): MLflow's client, such as `["@databazel_mlflow//:mlflow-skinny"]`, best from a Python environment of its own. Only that target gets them.
       epochs: train every trial in this many epochs (see `model`). To search over the number of epochs instead, make `epochs` a key of `grid` (or `search_space`) with positive integer strings: trials that differ only in it share one chain of epochs (`<trial without epochs>__chain`, evaluated by `...__chain__eval`), so epochs ["5", "10", "20"] train 20 epochs per combination of the other values, not 35. The script never gets `epochs` in `--hyperparams`, only `--epoch K`.
       learning_curve: evaluate every epoch's checkpoint: the report's JSON gets each trial's `learning_curve` and, with `plots`, a plot of the metric against the epoch. Needs `epochs` or `early_stopping`.
       early_stopping: `successive_halving(max_epochs = N, min_epochs = M, eta = E)` or `hyperband(...)`: train the trials in epochs and stop the worse ones early, at rungs (see docs/early-stopping.md). Not with `epochs`. A random search with `hyperband` and no `num_trials` draws the trials Hyperband asks for.
@@ -409,6 +464,7 @@ def hyperparam_search(
     )
     check_gpus(where, gpus)
     trial_kwargs = dict(kwargs, exec_properties = gpu_exec_properties(gpus, kwargs.get("exec_properties"))) if gpus else kwargs
+    outputs = struct(plots = plots, plot_deps = plot_deps, html_deps = html_deps, mlflow_deps = mlflow_deps)
     if early_stopping != None:
         _report_and_best(
             name,
@@ -416,8 +472,7 @@ def hyperparam_search(
             hyperparam_names,
             metric,
             mode,
-            plots,
-            plot_deps,
+            outputs,
             **kwargs
         )
         return
@@ -438,10 +493,13 @@ def hyperparam_search(
     if epoch_axis:
         for trial in trials:
             _checkpoint_trial(trial, chains[trial.chain].name, **kwargs)
-    _report_and_best(name, [":" + t.name + "__eval" for t in trials], hyperparam_names, metric, mode, plots, plot_deps, trial_rounds = [t.round for t in trials] if strategy == "tpe" else [], **kwargs)
+    _report_and_best(name, [":" + t.name + "__eval" for t in trials], hyperparam_names, metric, mode, outputs, trial_rounds = [t.round for t in trials] if strategy == "tpe" else [], **kwargs)
 
-def _report_and_best(name, evaluations, hyperparam_names, metric, mode, plots, plot_deps, trial_rounds = [], **kwargs):
-    """The search's report target `name`, and `<name>.best`."""
+def _report_and_best(name, evaluations, hyperparam_names, metric, mode, outputs, trial_rounds = [], **kwargs):
+    """The search's report target `name`, `<name>.best` and `<name>.mlflow`.
+
+    `outputs` is struct(plots, plot_deps, html_deps, mlflow_deps).
+    """
     search_report(
         name = name,
         trials = evaluations,
@@ -449,14 +507,23 @@ def _report_and_best(name, evaluations, hyperparam_names, metric, mode, plots, p
         hyperparam_names = hyperparam_names,
         metric = metric,
         mode = mode,
-        plots = plots,
-        plot_deps = plot_deps,
+        plots = outputs.plots,
+        plot_deps = outputs.plot_deps,
+        html_deps = outputs.html_deps,
         **kwargs
     )
     search_best(
         name = name + ".best",
         search = ":" + name,
         **kwargs
+    )
+
+    # Built only by name (`bazel run`), so that `bazel build //...` fetches no MLflow.
+    search_mlflow(
+        name = name + ".mlflow",
+        search = ":" + name,
+        deps = outputs.mlflow_deps,
+        **dict(kwargs, tags = list(kwargs.get("tags", [])) + ["manual"])
     )
 
 def _check_search(where, metric, training_data, train_executable, test_data, eval_executable, mode, max_trials, timeout):

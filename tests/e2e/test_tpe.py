@@ -1,61 +1,20 @@
 """Model-based search in rounds (`strategy = "tpe"`), built for real.
 
-A workspace of its own whose python_env installs optuna and the packages its
-in-memory TPE sampler imports, with the pinned, hashed lines of this
-checkout's requirements_lock.txt (pip takes them from its cache after the
-first run). Optuna's storage back ends (sqlalchemy, alembic and theirs) are
-left out to keep the environment small: python_env gives a package only the
-requirements that are installed. The fixture's scripts score 1 / (1 + |x - 1|).
+The session's workspace with optuna (`optuna_ws`, tests/e2e/conftest.py).
+The fixture's scripts score 1 / (1 + |x - 1|).
 """
 
 from __future__ import annotations
 
 import json
-import re
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from bazel_harness import REPO, Workspace
-
-FIXTURE = Path(__file__).parent / "fixture"
-
-# optuna and what `import optuna` and its TPE sampler import.
-OPTUNA_IMPORTS = ("colorlog", "numpy", "optuna", "packaging", "tqdm")
-
-
-def optuna_lock() -> str:
-    """The blocks of requirements_lock.txt that pin OPTUNA_IMPORTS, with their hashes."""
-    text = (REPO / "requirements_lock.txt").read_text()
-    blocks = {}
-    for block in re.split(r"\n(?=[a-z0-9])", text):
-        match = re.match(r"([a-z0-9._-]+)==", block)
-        if match:
-            lines = [
-                line for line in block.splitlines() if not line.lstrip().startswith("#")
-            ]
-            blocks[match.group(1)] = "\n".join(lines).rstrip(" \\")
-    missing = [name for name in OPTUNA_IMPORTS if name not in blocks]
-    assert not missing, f"requirements_lock.txt pins no {missing}"
-    return "\n".join(blocks[name] for name in OPTUNA_IMPORTS) + "\n"
+from bazel_harness import Workspace
 
 
 @pytest.fixture(scope="module")
-def tws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
-    base = tmp_path_factory.mktemp("tpe")
-    ws = Workspace.fixture(
-        base / "ws",
-        base / "output_base",
-        python_env='requirements_lock = "//:lock.txt",',
-    )
-    shutil.copytree(FIXTURE, ws.root, dirs_exist_ok=True)
-    ws.write("BUILD", 'exports_files(["lock.txt"])\n')
-    ws.write("lock.txt", optuna_lock())
-    try:
-        yield ws
-    finally:
-        ws.remove()
+def tws(optuna_ws: Workspace) -> Workspace:
+    return optuna_ws
 
 
 def search(

@@ -126,3 +126,27 @@ def test_unreadable_metrics_fail_clearly(
     code, lines = run(capsys, "--metrics-file", path, "--at-least", "accuracy=0.9")
     assert code == 1
     assert lines[0].startswith(f"FAILED //p:gate: //p:eval: cannot read {path}: ")
+
+
+def test_metrics_and_bars_read_to_four_digits_or_as_many_as_tell_them_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = metrics_file(
+        tmp_path, '{"accuracy": 0.9722222222222222, "loss": 0.11714529847914541}'
+    )
+    code, lines = run(
+        capsys,
+        "--metrics-file",
+        path,
+        "--at-least",
+        "accuracy=0.96",
+        "--at-most",
+        "loss=0.1171452984",
+    )
+    assert code == 1
+    assert lines == [
+        "PASSED //p:gate: //p:eval: accuracy = 0.9722, ok: at_least 0.96",
+        # Alike at 4 digits: enough digits to see which side of the bar it is.
+        "FAILED //p:gate: //p:eval: loss = 0.1171452985, above the bar: "
+        "at_most 0.1171452984",
+    ]

@@ -114,8 +114,10 @@ def test_max_mode_ranks_highest_first(tmp_path: Path, capsys) -> None:
         (3, "0.1"),
     ]
     assert data["best"] == data["trials"][0]
+    assert data["hyperparam_names"] == ["C", "max_iter"]
     assert data["best"] == {
         "rank": 1,
+        "number": 1,  # second in the search's order
         "name": "bzl_search__C-1.0__max_iter-100",
         "label": "//mnist:bzl_search__C-1.0__max_iter-100",
         "hyperparams": {"C": "1.0", "max_iter": "100"},
@@ -546,3 +548,55 @@ def test_plots_are_embedded_in_the_markdown(tmp_path: Path) -> None:
         "## Plots\n\n![accuracy vs C](r.plots/C.png)\n\n![a=b](r.plots/C__max_iter.png)"
         in markdown
     )
+
+
+def test_people_read_four_significant_digits_and_files_keep_every_digit(
+    tmp_path: Path,
+) -> None:
+    trials = [
+        ({"C": "1", "max_iter": "100"}, {"accuracy": 0.9722222222222222, "n": 3}),
+        ({"C": "2", "max_iter": "100"}, {"accuracy": 0.97218, "n": 3}),
+        ({"C": "3", "max_iter": "100"}, {"accuracy": 0.11714529847914541, "n": 12345}),
+    ]
+    code, out = run_report(tmp_path, make_search(tmp_path, trials), "accuracy", "max")
+    assert code == 0
+    txt = out["txt"].read_text(encoding="utf-8").splitlines()
+    assert [line.split()[-2:] for line in txt[4:7]] == [
+        ["0.97222*", "3"],
+        ["0.97218*", "3"],
+        ["0.1171", "12345"],
+    ]
+    note = (
+        "A value marked * differs from another value of its column only beyond 4 "
+        "significant digits, so both show the digits that tell them apart."
+    )
+    assert txt[8] == note
+    md = out["md"].read_text(encoding="utf-8")
+    assert "with accuracy = 0.97222* (model:" in md
+    assert "| 3 | bzl_search__C-3__max_iter-100 | ok | 3 | 100 | 0.1171 | 12345 |" in md
+    assert f"\n\n{note}\n" in md
+    rows = list(csv.reader(io.StringIO(out["csv"].read_text(encoding="utf-8"))))
+    assert [row[-2:] for row in rows[1:]] == [
+        ["0.9722222222222222", "3"],
+        ["0.97218", "3"],
+        ["0.11714529847914541", "12345"],
+    ]
+    data = json.loads(out["json"].read_text(encoding="utf-8"))
+    assert data["best"]["metrics"]["accuracy"] == 0.9722222222222222
+
+
+def test_without_ties_there_is_no_note(tmp_path: Path) -> None:
+    code, out = run_report(tmp_path, make_search(tmp_path, grid()), "accuracy", "max")
+    assert code == 0
+    for ext in ("txt", "md"):
+        assert "A value marked" not in out[ext].read_text(encoding="utf-8")
+
+
+def test_markdown_shows_html_in_values_as_text(tmp_path: Path) -> None:
+    hostile = "</script><script>alert(1)</script>"
+    trials = [({"C": hostile, "max_iter": "1"}, {"accuracy": 0.5, hostile: 1})]
+    code, out = run_report(tmp_path, make_search(tmp_path, trials), "accuracy", "max")
+    assert code == 0
+    md = out["md"].read_text(encoding="utf-8")
+    assert "<script>" not in md and "</script>" not in md
+    assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in md
