@@ -12,12 +12,11 @@ import json
 import re
 
 import pytest
-from bazel_harness import REPO, Result, Workspace
+from bazel_harness import SANDBOXED, REPO, Result, Workspace
 
 # The two ways a trial runs. Explicit both ways, so that the tests hold
 # whichever is the default.
-SANDBOXED = ("--@databazel//databazel:warm=false",)
-WARM = ("--@databazel//databazel:warm",)
+WARM = ()  # the default
 
 TRAIN_ROWS = " ".join(str(i % 10) for i in range(64)) + "\n"
 TEST_ROWS = " ".join(str((i * 7) % 10) for i in range(20)) + "\n"

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from bazel_harness import Workspace
+from bazel_harness import SANDBOXED, Workspace
 
 LOAD = (
     'load("@databazel//databazel:defs.bzl", "evaluate", "hyperparam_search", "model")\n'
@@ -148,7 +148,7 @@ model(
 )
 """,
     )
-    flags = ("--@databazel//databazel:warm",) if mode == "warm" else ()
+    flags = () if mode == "warm" else SANDBOXED
     result = ws.build(f"//unicode:m_{mode}", flags=flags)
     (spawn,) = [s for s in result.spawns if s.get("mnemonic") == "DatabazelTrain"]
     assert spawn["runner"] == ("worker" if mode == "warm" else "linux-sandbox")

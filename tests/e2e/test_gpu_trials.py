@@ -15,7 +15,7 @@ from pathlib import Path
 
 import other_user
 import pytest
-from bazel_harness import PROBE_CLIENT, Probe, Workspace
+from bazel_harness import PROBE_CLIENT, SANDBOXED, Probe, Workspace
 from other_user import OTHER_UID, needs_root
 
 # Bazel runs as many local actions at once as it has CPUs (2 here): give it 5.
@@ -195,7 +195,7 @@ time.sleep(600)
 def test_another_user_cannot_redirect_or_hang_gpu_trials(
     ws: Workspace, mode: str
 ) -> None:
-    flags = ("--@databazel//databazel:warm",) if mode == "warm" else ()
+    flags = () if mode == "warm" else SANDBOXED
     with other_user.shared_tmp() as tmp:
         another_user_plants_and_holds(ws, tmp, flags)
 

@@ -24,22 +24,25 @@ from pathlib import Path
 
 import pytest
 import rules_python_workspace as rpw
-from bazel_harness import REPO, Workspace
+from bazel_harness import REPO, SANDBOXED, Probe, Workspace
 from wheels import make_wheel
 
-WARM = ("--@databazel//databazel:warm", "--worker_max_instances=1", "--jobs=1")
+# Warm workers are the default; one of them, for the trials in a row.
+WARM = ("--worker_max_instances=1", "--jobs=1")
 
 # A test wheel's module: its version, and (when the trial's environment names
-# a log it can write, as a warm worker's can, not a sandbox) who imported it.
+# a log and the test's probe, which a trial with `network = True` reaches)
+# who imported it.
 PACKAGE = """\
-import os
+import os, socket
 
 VERSION = "{version}"
-try:
-    with open(os.environ["IMPORT_LOG"], "a") as f:
-        f.write("{name} %d\\n" % os.getpid())
-except (KeyError, OSError):
-    pass
+if os.environ.get("IMPORT_LOG") and os.environ.get("DATABAZEL_PROBE"):
+    host, port = os.environ["DATABAZEL_PROBE"].rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(("append\\t%s\\t{name} %d\\n" % (os.environ["IMPORT_LOG"], os.getpid())).encode())
+        s.shutdown(socket.SHUT_WR)
+        s.recv(16)
 """
 
 TRAIN = """\
@@ -134,6 +137,7 @@ def _model(
 model(
     name = "{name}",
     env = {json.dumps(env or {})},
+    network = {bool(env)},  # the packages report to the test's probe
     hyperparams = {json.dumps(hyperparams)},
     train_executable = "train.py",
     training_data = "data.txt",
@@ -190,7 +194,7 @@ def test_undeclared_package_names_its_pip_label(stack: Stack) -> None:
         "t/BUILD",
         (ws.root / "t/BUILD").read_text() + 'exports_files(["train.py", "data.txt"])\n',
     )
-    for flags in ((), WARM[:1]):
+    for flags in ((), SANDBOXED):
         result = ws.build("//t/undeclared:m", check=False, flags=flags)
         assert result.returncode != 0
         assert (
@@ -202,14 +206,14 @@ def test_undeclared_package_names_its_pip_label(stack: Stack) -> None:
 
 
 def test_warm_workers_import_pip_packages_ahead_and_key_them(
-    stack: Stack, tmp_path: Path
+    stack: Stack, tmp_path: Path, probe: Probe
 ) -> None:
     ws = stack.ws
     log = tmp_path / "imports.log"
     names = ["w1", "w2", "w3"]
     ws.write("w/train.py", TRAIN)
     ws.write("w/data.txt", "data\n")
-    env = {"IMPORT_LOG": str(log)}
+    env = {"IMPORT_LOG": str(log), "DATABAZEL_PROBE": probe.address}
     ws.write(
         "w/BUILD",
         LOAD_PYPI
@@ -233,7 +237,7 @@ def test_warm_workers_import_pip_packages_ahead_and_key_them(
         "gamma": stack.versions["gamma"],
     }
 
-    sandboxed = ws.build(*targets)
+    sandboxed = ws.build(*targets, flags=SANDBOXED)
     assert sandboxed.executed("DatabazelTrain") == 3
     assert {n: ws.bin(f"w/{n}.model").read_bytes() for n in names} == warm_models
 
@@ -448,7 +452,7 @@ def test_rules_python_toolchain_builds_every_kind_of_search(stack: Stack) -> Non
         assert executables == {rpw.host_python()}
         # Warm trials with this interpreter and these packages: byte-identical.
         trials = ["grid__C-0.1__max_iter-50", "grid__C-1__max_iter-50"]
-        sandboxed = _outputs(ws, "mnist/", trials)
-        warm = ws.build("//mnist:grid", flags=WARM)
-        assert warm.executed("DatabazelTrain") == 2
-        assert _outputs(ws, "mnist/", trials) == sandboxed
+        warm = _outputs(ws, "mnist/", trials)
+        sandboxed = ws.build("//mnist:grid", flags=SANDBOXED)
+        assert sandboxed.executed("DatabazelTrain") == 2
+        assert _outputs(ws, "mnist/", trials) == warm
