@@ -88,7 +88,27 @@ def _results() -> dict:
             "actions": 21,
             "new_trials": 10,
         },  # fmt: skip
-        "analysis": [analysis(n, 2 + n / 500) for n in (10, 100, 1000, 5000)],
+        "analysis": [analysis(n, 2 + n / 500) for n in (1000, 10000, 50000)],
+        "profile": {
+            "trials": 24,
+            "wall": 9.5,
+            "processes": "51 processes: 3 internal, 48 worker.",
+            **{
+                kind: {
+                    "bazel": 0.02,
+                    "worker": 0.3,
+                    "runner_before": 0.005,
+                    "fork_isolate": 0.004,
+                    "script": 0.28,
+                    "exit": 0.003,
+                    "runner_after": 0.008,
+                    "learn": 0.01,
+                    "n": 24,
+                    "matched": 24,
+                }
+                for kind in ("train", "evaluate")
+            },
+        },
         "analysis_profile": "=== PHASE SUMMARY INFORMATION ===\n\nTotal run time 1 s\n\nCritical path",
     }
 
@@ -106,14 +126,20 @@ def test_the_report_lists_every_target_and_figure(tmp_path: Path) -> None:
     for target in render.TARGETS.values():
         assert f"| {target} |" in text
     assert (
-        "| per-trial overhead, trivial scripts, sandboxed <= 0.15 s | 0.240 s | no |"
+        "| per-trial overhead, trivial scripts, default mode (warm) <= 0.03 s | 0.240 s | no |"
         in text
     )
+    # 50,000 trials: (102 - 22) / 40,000 s a trial against a third of it.
+    assert "| 2.00 ms vs 0.67 ms a trial (10,000 -> 50,000) = 3.0x | no |" in text
+    assert "| loading + analysis of 50,000 trials <= 60 s | 102.0 s | no |" in text
+    # Where a warm trial's time goes, each phase and the whole action.
+    assert "| the script itself | 0.280 | 0.280 |" in text
+    assert "| **the action, as Bazel saw it** | **0.320** | **0.320** |" in text
     assert "![benchmarks](b.png)" in text
     assert "Total run time" in text
-    assert "| 5,000 |" in text
+    assert "| 50,000 |" in text
     assert (
-        "| warm (`--config=warm`; 39 processes: 12 internal, 3 linux-sandbox, 24 worker.) | 30.0 s |"
+        "| warm (the default; 39 processes: 12 internal, 3 linux-sandbox, 24 worker.) | 30.0 s |"
         in text
     )
     assert "through Bazel 0.200 s" in text
@@ -121,6 +147,27 @@ def test_the_report_lists_every_target_and_figure(tmp_path: Path) -> None:
     assert "| after adding one value | 3.0 s | 21 |" in text
     assert "could not count them per mnemonic" in text
     assert "DatabazelTrain" not in text and "spawn" not in text
+
+
+def test_a_worker_log_line_is_read_phase_by_phase() -> None:
+    import warm_profile
+
+    line = (
+        "databazel worker: //mnist24:s__C-1 train 0.4123 s: runner 0.0021, "
+        "fork+isolate 0.0040, script 0.3800, exit 0.0020, runner 0.0050; learn 0.0100\n"
+    )
+    assert warm_profile.parse_worker_line(line) == {
+        "target": "//mnist24:s__C-1",
+        "kind": "train",
+        "worker": 0.4123,
+        "learn": 0.01,
+        "runner_before": 0.0021,
+        "fork_isolate": 0.004,
+        "script": 0.38,
+        "exit": 0.002,
+        "runner_after": 0.005,
+    }
+    assert warm_profile.parse_worker_line("something else\n") is None
 
 
 def test_processes_are_counted_from_bazels_line_never_per_mnemonic() -> None:

@@ -9,7 +9,7 @@ requirements_lock.txt), two searches over the 9 alphas of
   as `//mnist:bzl_halving`;
 * `//halving:full`: every trial trained 9 epochs (`epochs = 9`).
 
-Each is built after `bazel clean` with `--jobs=2`, sandboxed and warm. For
+Each is built after `bazel clean` with `--jobs=2`, sandboxed and warm (the default). For
 each build the bench records the wall time, the epochs that ran the training
 script (checkpoints that are not a stop record) and the best trial and metric
 of its report.
@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from common import MODES, median
 
 REPO = Path(__file__).resolve().parents[2]
 STOPPED = b"databazel stopped trial v1\n"
@@ -87,14 +89,13 @@ def trained_epochs(ws: Any, search: str) -> int:
 
 
 def measure(ws: Any, reps: int, log: Callable[[str], None]) -> dict[str, Any]:
-    from run import median
-    from trials import WARM
 
     setup(ws)
     ws.build("//halving:sh", "//halving:full")  # the environment, and the trials once
     out: dict[str, Any] = {"alphas": alphas()}
     for search in ("sh", "full"):
-        for mode, flags in (("sandboxed", ()), ("warm", (WARM,))):
+        for mode in ("sandboxed", "warm"):
+            flags = MODES[mode]
             times = []
             for _ in range(reps):
                 ws.bazel("clean", check=True)

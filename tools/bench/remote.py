@@ -26,12 +26,13 @@ import collections
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from common import median, median_of, processes
 
 REPO = Path(__file__).resolve().parents[2]
 TARGETS = {
@@ -108,21 +109,11 @@ def _build(ws: Any, target: str, *flags: str) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
-def _processes(result: Any) -> str:
-    return result.stderr.rsplit("processes:", 1)[-1].split("\n", 1)[0].strip()
-
-
-def _median(rows: list[dict[str, float]], key: str) -> float | None:
-    values = [r[key] for r in rows if key in r]
-    return statistics.median(values) if values else None
-
-
 def measure(
     ws: Any, reps: int, log: Callable[[str], None], work: Path
 ) -> dict[str, Any]:
     import trials
     from bazel_harness import remote_flags
-    from run import median
 
     trials.setup(ws)
     # 12 new trials with the same inputs as //mnist12:s (only `tol` differs).
@@ -133,7 +124,7 @@ def measure(
         ws.bazel("clean", check=True)
         elapsed, result = _build(ws, "//mnist12:s", f"--jobs={LOCAL_JOBS}")
         assert result.returncode == 0, result.stderr[-3000:]
-        out["local"].append({"time": elapsed, "processes": _processes(result)})
+        out["local"].append({"time": elapsed, "processes": processes(result)})
         log(f"remote: local --jobs={LOCAL_JOBS} {elapsed:.1f} s")
 
         state, port = work / f"grid-{rep}", _free_port()
@@ -145,7 +136,7 @@ def measure(
             ws.bazel("clean", check=True)
             elapsed, result = _build(ws, "//mnist12:s", *flags, f"--experimental_remote_grpc_log={grpc_log}")  # fmt: skip
             cold = {
-                "time": elapsed, "ok": result.returncode == 0, "processes": _processes(result),
+                "time": elapsed, "ok": result.returncode == 0, "processes": processes(result),
                 "actions": worker_actions(state), **grpc_writes(grpc_log),
             }  # fmt: skip
             if not cold["ok"]:
@@ -157,15 +148,15 @@ def measure(
             before = len(worker_actions(state))
             elapsed, result = _build(ws, "//mnistnew:s", *flags)
             assert result.returncode == 0, result.stderr[-3000:]
-            seen = {"time": elapsed, "processes": _processes(result), "actions": worker_actions(state)[before:]}  # fmt: skip
+            seen = {"time": elapsed, "processes": processes(result), "actions": worker_actions(state)[before:]}  # fmt: skip
             out["seen"].append(seen)
             log(f"remote: inputs seen {elapsed:.1f} s ({seen['processes']})")
 
             ws.bazel("clean", check=True)
             elapsed, result = _build(ws, "//mnist12:s", *flags)
             assert result.returncode == 0, result.stderr[-3000:]
-            out["served"].append({"time": elapsed, "processes": _processes(result)})
-            log(f"remote: served again {elapsed:.1f} s ({_processes(result)})")
+            out["served"].append({"time": elapsed, "processes": processes(result)})
+            log(f"remote: served again {elapsed:.1f} s ({processes(result)})")
         finally:
             _grid("stop", state)
             shutil.rmtree(state, ignore_errors=True)
@@ -177,7 +168,7 @@ def measure(
 def _cost(actions: list[dict[str, float]], fetched: bool) -> dict[str, Any]:
     """Medians over the actions that carry the environment, split by whether they fetched it."""
     rows = [a for a in actions if a["files"] > 1000 and (a["fetched"] > 100) == fetched]
-    return {k: _median(rows, k) for k in ("files", "fetched", "mb", "inputs", "run", "upload")} | {"n": len(rows)}  # fmt: skip
+    return {k: median_of(rows, k) for k in ("files", "fetched", "mb", "inputs", "run", "upload")} | {"n": len(rows)}  # fmt: skip
 
 
 def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str]]:

@@ -5,8 +5,8 @@ One workspace (tests/rules_python_workspace.py): rules_python 0.9.0's
 interpreter, and scikit-learn with its dependencies). Two copies of the
 12-trial MNIST grid of part `trials` (tools/bench/trials.py) differ only in
 where `requirement("scikit-learn")` comes from: `@databazel_python` or
-`@pypi`. Each is built sandboxed and warm
-(`--@databazel//databazel:warm`), `--jobs=2`, after `bazel clean` (which also
+`@pypi`. Each is built sandboxed (`--@databazel//databazel:warm=false`) and
+warm (the default), `--jobs=2`, after `bazel clean` (which also
 stops the workers, so a warm build pays their start-up and first imports).
 
 `measure()` returns plain data; `render()` and `verdicts()` turn it into
@@ -21,9 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common import MODES, loadavg, median
+
 import trials
 
-WARM = "--@databazel//databazel:warm"
 SOURCES = {"python_env": "@databazel_python", "rules_python": "@pypi"}
 SIZE = 12  # the trials of //mnist:bzl_search (tools/bench/trials.py)
 TARGET = (
@@ -43,7 +44,6 @@ def measure(
     workspace_class: Any, work: Path, reps: int, log: Callable[[str], None]
 ) -> dict[str, Any]:
     import rules_python_workspace as rpw
-    from run import loadavg, median
 
     host = rpw.host_python()
     ws = rpw.create(
@@ -61,7 +61,8 @@ def measure(
         out: dict[str, Any] = {"first_build": time.monotonic() - start, "builds": {}}
         out["load"] = [loadavg()]
         out["trials"] = SIZE
-        for mode, flags in (("sandboxed", ()), ("warm", (WARM,))):
+        for mode in ("sandboxed", "warm"):
+            flags = MODES[mode]
             for source in SOURCES:
                 times, processes = [], ""
                 for _ in range(reps):

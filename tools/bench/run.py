@@ -26,7 +26,6 @@ import os
 import platform
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,11 +41,13 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import halving  # noqa: E402
+from common import SANDBOXED, loadavg, median, timed, wait_quiet  # noqa: E402
 import remote  # noqa: E402
 import rules_python  # noqa: E402
 import tpe  # noqa: E402
 import torch_search  # noqa: E402
 import trials  # noqa: E402
+import warm_profile  # noqa: E402
 from bare_loop import action_env, mnist_loop  # noqa: E402
 from bazel_harness import Result, Workspace, processes_run  # noqa: E402
 from render import plot, render, verdicts  # noqa: E402
@@ -66,22 +67,6 @@ LOAD = 'load("@databazel//databazel:defs.bzl", "hyperparam_search")\n'
 
 # ---------------------------------------------------------------------------
 # Machine, load and versions
-
-
-def loadavg() -> tuple[float, float, float]:
-    one, five, fifteen = os.getloadavg()
-    return round(one, 2), round(five, 2), round(fifteen, 2)
-
-
-def wait_quiet(max_load: float, timeout: float, log: Callable[[str], None]) -> float:
-    """Waits (up to `timeout` s) for the 1-minute load average to drop under `max_load`; returns it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        one = os.getloadavg()[0]
-        if one <= max_load or time.monotonic() >= deadline:
-            return round(one, 2)
-        log(f"load average {one:.2f} > {max_load}: waiting for a quieter machine")
-        time.sleep(min(15.0, max(0.0, deadline - time.monotonic())))
 
 
 def machine() -> dict[str, Any]:
@@ -131,16 +116,6 @@ def versions() -> dict[str, str]:
 
 # ---------------------------------------------------------------------------
 # Small helpers
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def timed(function: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    value = function()
-    return time.perf_counter() - start, value
 
 
 def grid_for(trials: int) -> dict[str, list[str]]:
@@ -355,7 +330,7 @@ class Bench:
     ) -> dict[str, Any]:
         """Marginal seconds per trial of a cold --jobs=1 build ((T(large) - T(small)) / (large - small))."""
         per_trial, cpu_per_trial = [], []
-        mode = "warm" if flags else "sandboxed"
+        mode = "sandboxed" if flags else "warm"
         for rep in range(self.reps):
             times, cpu = {}, {}
             for n in (small, large):
@@ -601,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--parts",
         type=lambda text: set(text.split(",")),
-        help="run only these parts: overhead, overhead_warm, trials, cold_trivial, scaling, "
+        help="run only these parts: overhead, overhead_sandboxed, trials, profile, cold_trivial, scaling, "
         "add_grid_value (needs scaling), analysis, analysis_profile (needs analysis), mnist, remote, "
         "halving, tpe, torch, rules_python",
     )
@@ -631,8 +606,9 @@ def main(argv: list[str] | None = None) -> int:
         kept = json.loads(previous.read_text())
         parts = (
             "overhead",
-            "overhead_warm",
+            "overhead_sandboxed",
             "trials",
+            "profile",
             "cold_trivial",
             "scaling",
             "add_grid_value",
@@ -664,21 +640,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     bench = Bench(ws, args.reps, log)
     bench.max_load, bench.wait = args.max_load, args.wait
-    sizes = (2, 10) if args.quick else (10, 100, 1000, 5000)
+    sizes = (2, 10) if args.quick else (10, 100, 1000)
+    analysis_sizes = (2, 10) if args.quick else (1000, 10000, 50000)
     parts: list[tuple[str, Callable[[], Any]]] = [
         ("overhead", lambda: bench.overhead(*((2, 6) if args.quick else (5, 20)))),
-        ("overhead_warm", lambda: bench.overhead(*((2, 6) if args.quick else (5, 20)), flags=(trials.WARM,))),
+        ("overhead_sandboxed", lambda: bench.overhead(*((2, 6) if args.quick else (5, 20)), flags=SANDBOXED)),
         ("cold_trivial", lambda: bench.cold_trivial(5 if args.quick else 20)),
-        ("scaling", lambda: bench.scaling(sizes[:-1] if args.quick else sizes[:3])),
+        ("scaling", lambda: bench.scaling(sizes)),
         ("add_grid_value", lambda: bench.add_grid_value(results["scaling"][-1 if args.quick else 1], args.reps)),
-        ("analysis", lambda: bench.analysis(sizes, args.reps)),
+        ("analysis", lambda: bench.analysis(analysis_sizes, args.reps)),
     ]  # fmt: skip
     if not args.quick:
         parts.append(
-            ("analysis_profile", lambda: bench.profile_analysis(sizes[-1], work))
+            (
+                "analysis_profile",
+                lambda: bench.profile_analysis(analysis_sizes[1], work),
+            )
         )
     if not args.no_mnist:
         parts.append(("trials", lambda: trials.measure(ws, args.reps, log)))
+        parts.append(("profile", lambda: warm_profile.measure(ws, args.reps, log)))
         parts.append(("halving", lambda: halving.measure(ws, args.reps, log)))
         parts.append(("remote", lambda: remote.measure(ws, args.reps, log, work)))
 
