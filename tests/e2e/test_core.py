@@ -191,7 +191,10 @@ model(
     )  # undeclared variables of the shell never reach a trial
 
 
-EXPECTED_METRICS = 'Expected a JSON object mapping metric names to finite numbers, e.g. {"accuracy": 0.97}'
+EXPECTED_METRICS = (
+    'Expected a JSON object mapping metric names to finite numbers, e.g. {"accuracy": 0.97}; '
+    "put entries that are not metrics in `ignore_metrics` (of `evaluate` or `hyperparam_search`)"
+)
 INVALID = "evaluate script scripts/evaluate.py wrote an invalid {out}/e.outputs/metrics.json: "
 
 # Each violation, its stage, and the whole error a user sees, line by line
