@@ -52,7 +52,7 @@ search_mlflow = rule(
     doc = """Logs a search to an MLflow tracking store when run.
 
 ```sh
-bazel run //pkg:search.mlflow -- --tracking-uri sqlite:///mlflow.db [--experiment NAME]
+bazel run //pkg:search.mlflow -- --tracking-uri sqlite:///mlflow.db [--experiment NAME] [--artifact-location DIR]
 ```
 
 One parent run for the search and one child run per trial: the trial's

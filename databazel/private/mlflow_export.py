@@ -243,10 +243,10 @@ def _search_runs(client: Any, experiment_id: str, query: str) -> list[Any]:
             return runs
 
 
-def _experiment(client: Any, name: str) -> str:
+def _experiment(client: Any, name: str, artifact_location: str | None) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        return client.create_experiment(name)
+        return client.create_experiment(name, artifact_location=artifact_location)
     if experiment.lifecycle_stage != "active":
         raise RunnerError(
             f"the MLflow experiment {json.dumps(name)} is deleted; restore it "
@@ -292,10 +292,15 @@ def _start(
     return str(run.info.run_id)
 
 
-def export(client: Any, plan_: Export, experiment: str) -> tuple[str, str, int, bool]:
-    """Logs what is not logged yet; (experiment id, parent run id, runs logged, was complete)."""
+def export(
+    client: Any, plan_: Export, experiment: str, artifact_location: str | None = None
+) -> tuple[str, str, int, bool]:
+    """Logs what is not logged yet; (experiment id, parent run id, runs logged, was complete).
+
+    A new experiment keeps its artifacts at `artifact_location` (default: the
+    store's, which for a file or SQLite store is ./mlruns where `bazel run` started)."""
     now = int(time.time() * 1000)
-    experiment_id = _experiment(client, experiment)
+    experiment_id = _experiment(client, experiment, artifact_location)
     found = _search_runs(
         client,
         experiment_id,
@@ -333,6 +338,13 @@ def export(client: Any, plan_: Export, experiment: str) -> tuple[str, str, int, 
     return experiment_id, parent_id, logged, False
 
 
+def _location(given: str | None) -> str | None:
+    """A plain directory is made absolute (against where `bazel run` started)."""
+    if not given or "://" in given:
+        return given
+    return os.path.abspath(given)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bazel run //pkg:search.mlflow --",
@@ -352,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--experiment", help="the MLflow experiment (default: the search's label)"
+    )
+    parser.add_argument(
+        "--artifact-location",
+        help="where a new experiment keeps its artifacts: a directory or a URI "
+        "(default: the tracking store's; ./mlruns for a file or SQLite store)",
     )
     return parser
 
@@ -401,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         client = MlflowClient(tracking_uri=args.tracking_uri)
         experiment_id, parent_id, logged, was_complete = export(
-            client, planned, experiment
+            client, planned, experiment, _location(args.artifact_location)
         )
     except RunnerError as e:
         print(error_line(args.target, str(e)), file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -314,8 +315,16 @@ TOUCHED_BY_DATA = (
 MODELS_OF_SCRIPT = 'kind("^model rule$", rdeps(//mnist/..., //mnist:train_epochs.py))'
 
 
+def labels(repo: Workspace, query: str) -> list[str]:
+    """What `bazel cquery QUERY` prints, without the configurations, sorted."""
+    lines = repo.bazel("cquery", query, check=True).stdout.splitlines()
+    found = [re.fullmatch(r"(//\S+) \([0-9a-f]+\)", line) for line in lines]
+    assert all(found), lines
+    return sorted(match.group(1) for match in found if match)
+
+
 def test_query_lists_what_a_change_touches(repo: Workspace) -> None:
-    touched = repo.bazel("query", TOUCHED_BY_DATA, check=True).stdout.split()
+    touched = labels(repo, TOUCHED_BY_DATA)
     assert sorted(touched) == [
         "//mnist:bzl_bayes",
         "//mnist:bzl_bayes.best",
@@ -331,15 +340,11 @@ def test_query_lists_what_a_change_touches(repo: Workspace) -> None:
         "//mnist:bzl_search_gate",
         "//mnist:predict",
     ]
-    tests = repo.bazel(
-        "query", "tests(rdeps(//mnist/..., //mnist:train.py))", check=True
-    )
-    assert sorted(tests.stdout.split()) == [
+    assert labels(repo, "tests(rdeps(//mnist/..., //mnist:train.py))") == [
         "//mnist:bzl_eval_gate",
         "//mnist:bzl_search_gate",
     ]
-    models = repo.bazel("query", MODELS_OF_SCRIPT, check=True).stdout.split()
-    assert sorted(models) == [
+    assert labels(repo, MODELS_OF_SCRIPT) == [
         "//mnist:bzl_epochs__alpha-0.0001__chain",
         "//mnist:bzl_epochs__alpha-0.01__chain",
     ]

@@ -168,11 +168,13 @@ print(json.dumps(runs))
     }
 
 
-def export(repo: Workspace, search: str, uri: str) -> str:
+def export(repo: Workspace, search: str, uri: str, *options: str) -> str:
     run = repo.bazel(
-        "run", f"//mnist:{search}.mlflow", "--", "--tracking-uri", uri, timeout=900
+        "run", f"//mnist:{search}.mlflow", "--", "--tracking-uri", uri, *options,
+        timeout=900,
     )
     assert run.returncode == 0, run.stderr[-3000:]
+    assert not (repo.root / "mlruns").exists(), "artifacts went to the workspace"
     return run.stdout.strip()
 
 
@@ -212,7 +214,8 @@ def test_mlflow_export_to_sqlite_logs_nothing_twice(
     built: Workspace, tmp_path: Path
 ) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    first = export(built, "bzl_halving", uri)
+    artifacts = tmp_path / "artifacts"
+    first = export(built, "bzl_halving", uri, "--artifact-location", str(artifacts))
     assert first.startswith(
         f'logged //mnist:bzl_halving to {uri}, experiment "//mnist:bzl_halving"'
     )
@@ -221,6 +224,7 @@ def test_mlflow_export_to_sqlite_logs_nothing_twice(
     check_runs(built, "bzl_halving", dict(runs))
     statuses = sorted(run["status"] for run in runs.values())
     assert statuses == ["FINISHED", "FINISHED"] + ["KILLED"] * 8
+    assert len(list(artifacts.glob("*/artifacts/lineage_card.json"))) == 9
 
     again = export(built, "bzl_halving", uri)
     assert again.endswith("with 9 trial runs; nothing logged"), again

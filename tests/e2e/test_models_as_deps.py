@@ -84,21 +84,21 @@ def test_gates_pass_fail_with_the_bar_and_are_cached(ws: Workspace) -> None:
     )
     assert passing.returncode == 0, passing.stderr[-3000:]
     assert (
-        "PASSED //gates:good_enough: //gates:e: accuracy = 1.0, ok: at_least 0.5"
+        "PASSED //gates:good_enough: //gates:e: accuracy = 1, ok: at_least 0.5"
         in passing.stdout
     )
-    assert "PASSED //gates:good_enough: //gates:e: loss = 0.0, ok: at_most 0.5" in (
+    assert "PASSED //gates:good_enough: //gates:e: loss = 0, ok: at_most 0.5" in (
         passing.stdout
     )
     assert (
         "PASSED //gates:search_gate: //gates:s (best trial //gates:s__x-1): "
-        "accuracy = 1.0, ok: at_least 0.9" in passing.stdout
+        "accuracy = 1, ok: at_least 0.9" in passing.stdout
     )
 
     failing = ws.bazel("test", "--test_output=errors", "//gates:too_strict")
     assert failing.returncode == 3  # some tests failed
     assert (
-        "FAILED //gates:too_strict: //gates:e: accuracy = 1.0, below the bar: "
+        "FAILED //gates:too_strict: //gates:e: accuracy = 1, below the bar: "
         "at_least 1.5" in failing.stdout
     )
     unknown = ws.bazel("test", "--test_output=errors", "//gates:unknown_metric")
@@ -135,11 +135,11 @@ def test_a_worse_hyperparameter_turns_the_gates_red(ws: Workspace) -> None:
     )
     assert worse.returncode == 3
     assert (
-        "FAILED //gates:good_enough: //gates:e: accuracy = 0.3333333333333333, "
+        "FAILED //gates:good_enough: //gates:e: accuracy = 0.3333, "
         "below the bar: at_least 0.5" in worse.stdout
     )
     assert (
-        "FAILED //gates:good_enough: //gates:e: loss = 0.6666666666666667, "
+        "FAILED //gates:good_enough: //gates:e: loss = 0.6667, "
         "above the bar: at_most 0.5" in worse.stdout
     )
     assert (

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from bazel_harness import (
+    SANDBOXED,
     Probe,
     Workspace,
     processes_under,
@@ -151,7 +152,9 @@ def probe_dir() -> Iterator[Path]:
         path.rmdir()
 
 
-def escape_attempts(ws: Workspace, package: str, probe_dir: Path) -> dict[str, str]:
+def escape_attempts(
+    ws: Workspace, package: str, probe_dir: Path, flags: tuple[str, ...] = ()
+) -> dict[str, str]:
     """What the fixture's `escape` behaviour got trying to write in `probe_dir` and beside its model."""
     ws.write(f"{package}/data.txt", "x\n")
     ws.write(
@@ -163,7 +166,7 @@ def escape_attempts(ws: Workspace, package: str, probe_dir: Path) -> dict[str, s
             env=json.dumps({"PROBE_DIR": str(probe_dir)}),
         ),
     )
-    ws.build(f"//{package}:m")
+    ws.build(f"//{package}:m", flags=flags)
     return json.loads(ws.bin(f"{package}/m.model").read_text())["escapes"]
 
 
@@ -305,6 +308,8 @@ def test_hostile_values_reach_the_scripts_byte_for_byte_under_valid_unique_names
     # Were a value run by a shell, it would touch this file: outside the
     # sandbox, in /tmp, which Bazel 4.2's sandbox leaves writable (see the
     # probe below), unlike the trial's working directory, which is discarded.
+    # Sandboxed, then: an isolated trial's /tmp is its own, where a touch
+    # would go unseen.
     pwned = tmp_path / "pwned"
     values = [*HOSTILE, f"$(touch {pwned})", f"`touch {pwned}`", f"; touch {pwned}"]
     ws.write("hostile/train.txt", "x\n")
@@ -325,7 +330,7 @@ hyperparam_search(
 )
 """,
     )
-    result = ws.build("//hostile:h")
+    result = ws.build("//hostile:h", flags=SANDBOXED)
     assert result.executed("DatabazelTrain") == len(values)
     report = json.loads(ws.bin("hostile/h.json").read_text(encoding="utf-8"))
     by_value = {t["hyperparams"]["v"]: t for t in report["trials"]}
@@ -339,5 +344,6 @@ hyperparam_search(
         assert json.loads(model["hyperparams_arg"]) == {"v": value}
     assert not pwned.exists()
     # The probe: a trial can write there, so a shell would have.
-    assert escape_attempts(ws, "hostile_probe", tmp_path)["probe_dir"] == "written"
+    probe = escape_attempts(ws, "hostile_probe", tmp_path, flags=SANDBOXED)
+    assert probe["probe_dir"] == "written"
     assert (tmp_path / "escaped.txt").read_text() == "escaped\n"

@@ -44,8 +44,8 @@ def test_a_metric_named_like_an_option_in_one_word(
     )
     assert code == 1
     assert lines == [
-        "FAILED //p:gate: //p:eval: --help = 1, below the bar: at_least 2.0",
-        "PASSED //p:gate: //p:eval: -n = 3, ok: at_most 5.0",
+        "FAILED //p:gate: //p:eval: --help = 1, below the bar: at_least 2",
+        "PASSED //p:gate: //p:eval: -n = 3, ok: at_most 5",
     ]
 
 
