@@ -368,6 +368,7 @@ hyperparam_search(
     grid = {"C": ["0.1", "1"], "max_iter": ["50"]},
     metric = "accuracy",
     model_file = "model.pkl",
+    html_deps = [requirement("optuna"), requirement("plotly")],
     plot_deps = [requirement("matplotlib")],
     plots = True,
     test_data = DATA,
@@ -444,6 +445,7 @@ def test_rules_python_toolchain_builds_every_kind_of_search(stack: Stack) -> Non
         assert sorted(t["epochs"] for t in halving["trials"]) == [1, 1, 3]
         assert halving["best"]["hyperparams"]["x"] == "1"
         assert [p.name for p in ws.bin("mnist/grid.plots").iterdir()]
+        assert "plotly" in ws.bin("mnist/grid.html").read_text()
         assert ws.bin("mnist/binary/model.pkl").stat().st_size > 0
         # Every trial ran with the toolchain's interpreter: the host's.
         actions = _actions(ws, "//mnist:grid + //kinds:tpe")
