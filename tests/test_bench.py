@@ -132,7 +132,7 @@ def test_the_report_lists_every_target_and_figure(tmp_path: Path) -> None:
     # 50,000 trials: (102 - 22) / 40,000 s a trial against a third of it.
     assert "| 2.00 ms vs 0.67 ms a trial (10,000 -> 50,000) = 3.0x | no |" in text
     assert "| loading + analysis of 50,000 trials <= 60 s | 102.0 s | no |" in text
-    # Where a warm trial's time goes, each phase and the whole action.
+    # Where a trial's time goes in a warm worker, each phase and the whole action.
     assert "| the script itself | 0.280 | 0.280 |" in text
     assert "| **the action, as Bazel saw it** | **0.320** | **0.320** |" in text
     assert "![benchmarks](b.png)" in text

@@ -6,14 +6,11 @@ only, and nothing re-trains. Cards are in output group `cards`, so building a
 model costs no card action unless the cards are asked for.
 """
 
-load(":common.bzl", "DEFAULT_ENV", "dependencies", "python_runtime", "resolve_script")
+load(":common.bzl", "DEFAULT_ENV", "TOOL", "dependencies", "python_runtime", "resolve_script")
 
 # The private attributes of the rules that write cards.
 CARD_ATTRS = {
-    "_card": attr.label(
-        default = Label("//databazel/private:card.py"),
-        allow_single_file = True,
-    ),
+    "_tool": TOOL,
     "_card_modules": attr.label(
         default = Label("//databazel/private:card_modules"),
         allow_files = True,
@@ -50,7 +47,8 @@ def _run_card(ctx, subcommand, args, inputs, output, what):
     python = python_runtime(ctx)
     head = ctx.actions.args()
     head.add("-S")
-    head.add(ctx.file._card)
+    head.add(ctx.file._tool)
+    head.add("card")
     head.add(subcommand)
     head.add("--target", str(ctx.label))
     head.add("--output", output)

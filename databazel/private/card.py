@@ -27,18 +27,13 @@ import hashlib
 import json
 import os
 import re
-import sys
 from collections.abc import Iterable
 from typing import Any
 
-# Import siblings as the action sees them (its inputs), not via resolved symlinks.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_RESOLVED = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 
-from contract import RunnerError, parse_hyperparams  # noqa: E402
-from outputs import fail_without_outputs, write_atomic  # noqa: E402
-from records import (  # noqa: E402
+from contract import RunnerError, parse_hyperparams
+from outputs import fail_without_outputs, write_atomic
+from records import (
     parse_evaluation,
     read_failed_model,
     read_stopped_model,
@@ -220,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     make = {"model": model_card, "evaluated": evaluated_card, "best": best_card}
     try:
@@ -229,7 +224,3 @@ def main(argv: list[str] | None = None) -> int:
     except (RunnerError, OSError, ValueError, KeyError, TypeError) as e:
         message = f"cannot write the lineage card {args.output}: {e}"
     return fail_without_outputs(args.target, message, [args.output])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

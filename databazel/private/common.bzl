@@ -39,10 +39,17 @@ def script_attr(doc):
         doc = doc,
     )
 
+# The one entry point of databazel's tools (tool.py): every action and
+# launcher runs `python3 -S tool.py NAME ARGS...`, NAME the tool's module.
+TOOL = attr.label(
+    default = Label("//databazel/private:tool.py"),
+    allow_single_file = True,
+)
+
 COMMON_ATTRS = {
     "allow_failure": attr.bool(
         default = False,
-        doc = "Record a failure of the script as this target's result instead of failing the build. A failed `model` writes a failure record (exit code, error, the tail of the script's stderr) in place of its model file; an `evaluate` of such a model, or whose own script failed, writes the record in place of its metrics (`{\"status\": \"failed\", ...}`). `search_report` ranks such trials last. Set by `hyperparam_search(allow_failed_trials = True)`.",
+        doc = "Record a failure of the script as this target's result instead of failing the build. A failed `model` writes a failure record (exit code, error, the tail of the script's stderr) in place of its model file; an `evaluate` of such a model, or whose own script failed, writes the record in place of its metrics (`{\"status\": \"failed\", ...}`). `search_report` ranks such trials last. Set by `hyperparam_search(allow_failure = True)`.",
     ),
     "data": attr.label_list(
         allow_files = True,
@@ -67,10 +74,7 @@ COMMON_ATTRS = {
         default = 0,
         doc = "Seconds the script may run; past them the runner kills it (and every process it started) and the build fails naming the target. 0: no limit. The timeout is an argument of the action, so changing it re-runs the action.",
     ),
-    "_runner": attr.label(
-        default = Label("//databazel/private:runner.py"),
-        allow_single_file = True,
-    ),
+    "_tool": TOOL,
     "_isolate": attr.label(
         default = Label("//databazel:isolate"),
         providers = [IsolateInfo],
@@ -350,7 +354,8 @@ def run_runner(ctx, script_attr_name, arguments, inputs, outputs, mnemonic, prog
     # directory's modules). -X utf8: whatever locale `env` sets. (A warm
     # worker re-executes itself without -I: worker.py.)
     startup.add_all(["-I", "-S", "-X", "utf8"])
-    startup.add(ctx.file._runner)
+    startup.add(ctx.file._tool)
+    startup.add("runner")
 
     # The top-level entries of the package directories of `deps` (python_env's
     # site-packages, rules_python's pip repositories), their

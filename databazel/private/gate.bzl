@@ -1,6 +1,6 @@
 """`metrics_test`: a quality gate, a test that fails when a model's metrics are past their bars."""
 
-load(":common.bzl", "PY_TOOLCHAIN_TYPE", "python_runtime", "runfiles_launcher")
+load(":common.bzl", "PY_TOOLCHAIN_TYPE", "TOOL", "python_runtime", "runfiles_launcher")
 load(":providers.bzl", "MetricsInfo", "SearchReportInfo")
 
 # The largest finite double, 1.7976931348623157e308: its exponent and digits.
@@ -71,7 +71,8 @@ def _metrics_test_impl(ctx):
 
     python = python_runtime(ctx)
     arguments = [
-        ctx.file._gate.short_path,
+        ctx.file._tool.short_path,
+        "gate",
         "--target",
         str(ctx.label),
         "--subject",
@@ -135,10 +136,7 @@ evaluates what it needs first.
             providers = [[MetricsInfo], [SearchReportInfo]],
             doc = "What is checked: an `evaluate` target (its metrics) or a `hyperparam_search` / `search_report` target (the metrics of its best trial).",
         ),
-        "_gate": attr.label(
-            default = Label("//databazel/private:gate.py"),
-            allow_single_file = True,
-        ),
+        "_tool": TOOL,
         "_gate_modules": attr.label(
             default = Label("//databazel/private:gate_modules"),
             allow_files = True,

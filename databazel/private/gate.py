@@ -18,18 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import sys
 from dataclasses import dataclass
 
-# Import siblings as the action sees them (its inputs), not via resolved symlinks.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_RESOLVED = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 
-from contract import RunnerError  # noqa: E402
-from display import format_column  # noqa: E402
-from records import parse_evaluation  # noqa: E402
+from contract import RunnerError
+from display import format_column
+from records import parse_evaluation
 
 BOUNDS = {"at_least": "below", "at_most": "above"}
 
@@ -128,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     head = f"{args.target}: {args.subject}"
     try:
@@ -145,7 +139,3 @@ def main(argv: list[str] | None = None) -> int:
     for passed, line in results:
         print(f"{'PASSED' if passed else 'FAILED'} {head}{where}: {line}")
     return 0 if all(passed for passed, _ in results) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -166,6 +166,11 @@ def validate_values(where, what, values):
             fail("{}: {} lists the value {} twice".format(where, what, repr(v)))
         seen[v] = True
 
+# Words databazel names the targets of a search with besides its trials
+# (`<search>__rung-0`, `<search>__bracket-1__rung-0`, `<search>__round-1__trial-0`):
+# a searched hyperparameter of one of these names could make a trial's name one of theirs.
+RESERVED_NAMES = ["bracket", "round", "rung", "trial"]
+
 def validate_names(where, what, searched, fixed_hyperparams):
     """Fails naming `where` unless the searched names and the fixed hyperparameters are usable.
 
@@ -180,6 +185,14 @@ def validate_names(where, what, searched, fixed_hyperparams):
     for key in searched:
         if not is_identifier(key):
             fail("{}: {} key {} is not a valid hyperparameter name: use letters, digits and `_`, not starting with a digit".format(where, what, repr(key)))
+        if key in RESERVED_NAMES:
+            fail("{}: {} key {} is a word databazel names its own targets of a search with ({}): rename the hyperparameter, such as {}".format(
+                where,
+                what,
+                repr(key),
+                ", ".join(RESERVED_NAMES),
+                repr(key + "s"),
+            ))
         if key in fixed_hyperparams:
             fail("{}: {} is both in `{}` and in `hyperparams`; keep it in one of them".format(where, repr(key), what))
     for key, value in fixed_hyperparams.items():

@@ -21,7 +21,8 @@ def run_html_report(ctx, python, report_json):
     """
     page = ctx.actions.declare_file(ctx.label.name + ".html")
     args = ctx.actions.args()
-    args.add(ctx.file._html_report)
+    args.add(ctx.file._tool)
+    args.add("html_report")
     args.add("--target", str(ctx.label))
     args.add("--report", report_json)
     args.add("--output", page)

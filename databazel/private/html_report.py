@@ -38,20 +38,15 @@ import dataclasses
 import html
 import os
 import re
-import sys
 import warnings
 from typing import Any
 
-# Import siblings as the action sees them (its inputs), not via resolved symlinks.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_RESOLVED = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 
-from contract import RunnerError  # noqa: E402
-from display import TIE_NOTE, any_marked  # noqa: E402
-from outputs import fail_without_outputs, write_atomic  # noqa: E402
-from plot import Axis, load_report  # noqa: E402
-from report import columns, describe_failure, table  # noqa: E402
+from contract import RunnerError
+from display import TIE_NOTE, any_marked
+from outputs import run_tool, write_atomic
+from plot import Axis, load_report
+from report import columns, describe_failure, table
 
 # Hyperparameters the contour plots pair up (the first ones that vary).
 MAX_CONTOUR_PARAMS = 3
@@ -477,23 +472,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def work() -> None:
         report = load_report(args.report)
         import_packages()
         page = render_page(report)
         os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
         write_atomic(args.output, page)
-        return 0
-    except (RunnerError, OSError) as e:
-        message = str(e)
-    except Exception as e:  # noqa: BLE001 - any failure is one error, never a traceback
-        message = (
-            f"internal error in the databazel HTML report: {type(e).__name__}: {e}"
-        )
-    return fail_without_outputs(args.target, message, [args.output])
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run_tool(args.target, "HTML report", [args.output], work)

@@ -30,13 +30,9 @@ import os
 import sys
 from typing import Any
 
-# Import siblings as the action sees them (its inputs), not via resolved symlinks.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_RESOLVED = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 
-from contract import RunnerError, error_line  # noqa: E402
-from display import (  # noqa: E402
+from contract import RunnerError, error_line
+from display import (
     format_column,
     format_delta,
     format_number,
@@ -274,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.markdown and not args.against:
@@ -293,7 +289,3 @@ def main(argv: list[str] | None = None) -> int:
     except (RunnerError, OSError) as e:
         print(error_line(args.target, str(e)), file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """`search_mlflow`: `bazel run` logs a search to an MLflow tracking store (mlflow_export.py)."""
 
-load(":common.bzl", "PY_TOOLCHAIN_TYPE", "dependencies", "python_runtime", "runfiles_launcher")
+load(":common.bzl", "PY_TOOLCHAIN_TYPE", "TOOL", "dependencies", "python_runtime", "runfiles_launcher")
 load(":providers.bzl", "SearchReportInfo")
 
 def _search_mlflow_impl(ctx):
@@ -23,7 +23,8 @@ def _search_mlflow_impl(ctx):
     # workspace: `imports` are `<repository>/<path>`.
     imports = depset(transitive = [d[PyInfo].imports for d in ctx.attr.deps]).to_list()
     arguments = [
-        ctx.file._mlflow_export.short_path,
+        ctx.file._tool.short_path,
+        "mlflow_export",
         "--target",
         str(ctx.label),
         "--manifest",
@@ -78,10 +79,7 @@ search's label; relative paths are relative to where `bazel run` started.
             providers = [SearchReportInfo],
             doc = "The `hyperparam_search` (or `search_report`) target to log.",
         ),
-        "_mlflow_export": attr.label(
-            default = Label("//databazel/private:mlflow_export.py"),
-            allow_single_file = True,
-        ),
+        "_tool": TOOL,
         "_mlflow_export_modules": attr.label(
             default = Label("//databazel/private:mlflow_export_modules"),
             allow_files = True,

@@ -52,12 +52,8 @@ import sys
 import time
 from typing import Any
 
-# Import siblings as the action sees them (its inputs), not via resolved symlinks.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_RESOLVED = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 
-from contract import RunnerError, error_line  # noqa: E402
+from contract import RunnerError, error_line
 
 TAG = "databazel."
 COMPLETE_TAG = TAG + "export_complete"
@@ -373,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.tracking_uri:
@@ -448,7 +444,3 @@ def main(argv: list[str] | None = None) -> int:
             f"trial runs ({logged} runs logged now)"
         )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

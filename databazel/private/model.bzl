@@ -49,7 +49,7 @@ def check_model_name(ctx, model_name):
     elif "\0" in model_name or "\n" in model_name:
         problem = "contains a NUL byte or a newline"
     if problem:
-        fail("{}: `model` {} {}; give a file name relative to the package, such as \"{}.pkl\" or \"models/{}.pkl\"".format(
+        fail("{}: `model_file` {} {}; give a file name relative to the package, such as \"{}.pkl\" or \"models/{}.pkl\"".format(
             ctx.label,
             repr(model_name),
             problem,

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterable
 from typing import Callable
 
-from contract import OutputContractError, error_line
+from contract import OutputContractError, RunnerError, error_line
 
 MAX_LISTED_FILES = 10
 
@@ -73,6 +73,24 @@ def remove_path(path: str) -> None:
 # good, a socket fails the move, and a symbolic link would make whatever it
 # points to (a host file, a source file) the cached output.  The runner checks
 # outputs with lstat only, never opening them.
+
+
+def run_tool(
+    target: str, tool: str, outputs: Iterable[str], work: Callable[[], None]
+) -> int:
+    """Run a tool's `work`; if it fails, remove `outputs` and print one error line.
+
+    Returns the exit code: 0, or 1 with every path of `outputs` (read after
+    the failure, so `work` may add to it) removed, never half-written.
+    """
+    try:
+        work()
+        return 0
+    except (RunnerError, OSError) as e:
+        message = str(e)
+    except Exception as e:  # noqa: BLE001 - any failure is one error, never a traceback
+        message = f"internal error in the databazel {tool}: {type(e).__name__}: {e}"
+    return fail_without_outputs(target, message, outputs)
 
 
 def fail_without_outputs(target: str, message: str, outputs: Iterable[str]) -> int:

@@ -60,7 +60,8 @@ def run_plot(ctx, python, report_json, plots):
       plots: the structs from `declare_plots`.
     """
     args = ctx.actions.args()
-    args.add(ctx.file._plot)
+    args.add(ctx.file._tool)
+    args.add("plot")
     args.add("--target", str(ctx.label))
     args.add("--report", report_json)
     for plot in plots:

@@ -33,17 +33,12 @@ import json
 import math
 import os
 import shutil
-import sys
 import tempfile
 from typing import Any
 
-# Import siblings as the action sees them (its inputs), not via resolved symlinks.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_RESOLVED = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 
-from contract import RunnerError  # noqa: E402
-from outputs import fail_without_outputs, replace_atomic  # noqa: E402
+from contract import RunnerError
+from outputs import run_tool, replace_atomic
 
 FIGSIZE = (6.4, 4.8)
 DPI = 100
@@ -328,11 +323,12 @@ def import_pyplot(config_dir: str) -> Any:
     return plt
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     outputs: list[str] = []
     config_dir = tempfile.mkdtemp(prefix="databazel-mpl-")
-    try:
+
+    def work() -> None:
         singles = [_spec(s, 1, outputs) for s in args.single]
         pairs = [_spec(p, 2, outputs) for p in args.pair]
         if args.learning_curve:
@@ -345,15 +341,8 @@ def main(argv: list[str] | None = None) -> int:
             plot_pair(plt, report, names, path)
         if args.learning_curve:
             plot_learning_curve(plt, report, args.learning_curve)
-        return 0
-    except (RunnerError, OSError) as e:
-        message = str(e)
-    except Exception as e:  # noqa: BLE001 - any failure is one error, never a traceback
-        message = f"internal error in the databazel plots: {type(e).__name__}: {e}"
+
+    try:
+        return run_tool(args.target, "plots", outputs, work)
     finally:
         shutil.rmtree(config_dir, ignore_errors=True)
-    return fail_without_outputs(args.target, message, outputs)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -70,18 +70,13 @@ import dataclasses
 import io
 import json
 import os
-import sys
 from typing import Any
 
-# Import siblings as the action sees them (its inputs), not via resolved symlinks.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_RESOLVED = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 
-from contract import RunnerError, parse_hyperparams  # noqa: E402
-from display import TIE_NOTE, any_marked, format_column, markdown_cell  # noqa: E402
-from outputs import copy_atomic, fail_without_outputs, write_atomic  # noqa: E402
-from records import (  # noqa: E402
+from contract import RunnerError, parse_hyperparams
+from display import TIE_NOTE, any_marked, format_column, markdown_cell
+from outputs import copy_atomic, run_tool, write_atomic
+from records import (
     Evaluation,
     FailureRecord,
     StopRecord,
@@ -93,7 +88,7 @@ REPORT_TAIL_LINES = 10
 
 
 @dataclasses.dataclass(frozen=True)
-class Halving:
+class EarlyStopping:
     """Where early stopping left a trial."""
 
     rungs: tuple[int, ...]  # the epochs of its bracket's rungs
@@ -122,7 +117,7 @@ class Trial:
     model_path: str = ""
     failure: FailureRecord | None = None
     learning_curve: tuple[tuple[int, dict[str, float | int]], ...] = ()
-    halving: Halving | None = None
+    early_stopping: EarlyStopping | None = None
     round: int | None = None
     number: int = 0  # its position in the manifest (the search's order), 0 first
 
@@ -130,10 +125,10 @@ class Trial:
     def status(self) -> str:
         if self.failure is not None:
             return "failed"
-        return "stopped" if self.halving and self.halving.stop else "ok"
+        return "stopped" if self.early_stopping and self.early_stopping.stop else "ok"
 
     def to_json(self, rank: int) -> dict[str, Any]:
-        extra = self.halving.to_json() if self.halving else {}
+        extra = self.early_stopping.to_json() if self.early_stopping else {}
         return {
             **extra,
             "rank": rank,
@@ -252,7 +247,7 @@ def _trial(
         )
     failure = final["failure"]
     metrics = final["metrics"]
-    halving = None
+    early_stopping = None
     if early is not None:
         trained = [(k, e) for k, e in points if e["stop"] is None] or [(0, final)]
         failures = [e["failure"] for _, e in trained if e["failure"] is not None]
@@ -260,7 +255,7 @@ def _trial(
         if final["stop"] is not None:
             metrics = dict(trained[-1][1]["metrics"])
         epochs = final["stop"]["epoch"] if final["stop"] else early["rungs"][-1]
-        halving = Halving(
+        early_stopping = EarlyStopping(
             tuple(early["rungs"]), early.get("bracket"), epochs, final["stop"]
         )
         points = trained
@@ -274,7 +269,7 @@ def _trial(
         entry["model_path"],
         failure,
         tuple((epoch, e["metrics"]) for epoch, e in points),
-        halving,
+        early_stopping,
         round_,
         index,
     )
@@ -329,7 +324,7 @@ def rank(trials: list[Trial], metric: str, mode: str) -> list[Trial]:
                 f"its metrics are: {', '.join(sorted(trial.metrics))}"
             )
     ranked = sorted(ok, key=lambda t: t.metrics[metric], reverse=mode == "max")
-    ranked.sort(key=lambda t: -t.halving.epochs if t.halving else 0)
+    ranked.sort(key=lambda t: -t.early_stopping.epochs if t.early_stopping else 0)
     ranked.sort(key=lambda t: t.status != "ok")
     return ranked + [t for t in trials if t.failure is not None]
 
@@ -588,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     outputs: list[str] = [
         args.json_output,
@@ -598,7 +593,8 @@ def main(argv: list[str] | None = None) -> int:
         args.best_hyperparams_output,
         args.best_model_output,
     ]
-    try:
+
+    def work() -> None:
         plots = [parse_plot(p) for p in args.plot]
         names, trials = load_manifest(args.manifest)
         ranked = rank(trials, args.metric, args.mode)
@@ -628,13 +624,5 @@ def main(argv: list[str] | None = None) -> int:
         for path, text in zip(outputs, texts):
             write_atomic(path, text)
         copy_atomic(best.model_path, args.best_model_output)
-        return 0
-    except (RunnerError, OSError) as e:
-        message = str(e)
-    except Exception as e:  # noqa: BLE001 - any failure is one error, never a traceback
-        message = f"internal error in the databazel report: {type(e).__name__}: {e}"
-    return fail_without_outputs(args.target, message, outputs)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run_tool(args.target, "report", outputs, work)

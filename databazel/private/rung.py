@@ -4,7 +4,7 @@ Bazel calls this file as::
 
     python3 -S rung.py --target //pkg:search__rung-1 --manifest MANIFEST.json
 
-MANIFEST.json (written by the rule, see halving.bzl)::
+MANIFEST.json (written by the rule, see rungs.bzl)::
 
     {"epoch": 3, "metric": "accuracy", "mode": "max", "eta": 3,
      "trials": [{"name": "search__x-1", "metrics": "path/of/epoch-3/metrics.json",
@@ -17,7 +17,7 @@ the metric at this rung's epoch are promoted: their decision file is
 ``{"status": "promoted"}``.  The others get a stop record naming this rung and
 the epoch they trained to; a trial stopped by an earlier rung keeps that
 rung's record, byte for byte.  A trial whose evaluation failed (a recorded
-failure, ``allow_failed_trials``) is stopped, never promoted.  Ties go to the
+failure, ``allow_failure``) is stopped, never promoted.  Ties go to the
 trial whose name sorts first.
 
 Each trial's decision is a file of its own, holding nothing about the other
@@ -32,17 +32,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import Any
 
-# Import siblings as the action sees them (its inputs), not via resolved symlinks.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_RESOLVED = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 
-from contract import RunnerError, load_json  # noqa: E402
-from outputs import fail_without_outputs, write_atomic  # noqa: E402
-from records import (  # noqa: E402
+from contract import RunnerError, load_json
+from outputs import run_tool, write_atomic
+from records import (
     PROMOTED,
     StopRecord,
     format_record,
@@ -126,26 +121,19 @@ def decide(target: str, manifest: dict[str, Any]) -> dict[str, str]:
     return decisions
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="rung.py", description="databazel rung")
     parser.add_argument("--target", required=True)
     parser.add_argument("--manifest", required=True)
     args = parser.parse_args(argv)
     outputs: list[str] = []
-    try:
+
+    def work() -> None:
         manifest = _load_manifest(args.manifest)
-        outputs = [t["decision"] for t in manifest["trials"]]
+        outputs.extend(t["decision"] for t in manifest["trials"])
         decisions = decide(args.target, manifest)
         for trial in manifest["trials"]:
             os.makedirs(os.path.dirname(trial["decision"]) or ".", exist_ok=True)
             write_atomic(trial["decision"], decisions[trial["name"]])
-        return 0
-    except (RunnerError, OSError) as e:
-        message = str(e)
-    except Exception as e:  # noqa: BLE001 - any failure is one error, never a traceback
-        message = f"internal error in the databazel rung: {type(e).__name__}: {e}"
-    return fail_without_outputs(args.target, message, outputs)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run_tool(args.target, "rung", outputs, work)

@@ -1,14 +1,14 @@
 """Run a user's training or evaluation script as a Bazel action.
 
-Bazel calls this file with paths relative to the action's working directory
-(the execroot)::
+Bazel starts it through the tools' entry point (``tool.py runner``), with
+paths relative to the action's working directory (the execroot)::
 
-    python3 runner.py train --target //pkg:name --hyperparams-file HP.json \\
+    python3 tool.py runner train --target //pkg:name --hyperparams-file HP.json \\
         --model-output-path OUT --data PATH [--data PATH ...] --script SCRIPT \\
         [--python-script] [--pythonpath DIR ...] [--timeout SECONDS] [--gpus N] \\
         [--epoch K [--init-model-path CHECKPOINT]] [--input FILE ...] [--network]
 
-    python3 runner.py evaluate --target //pkg:name --model-path MODEL \\
+    python3 tool.py runner evaluate --target //pkg:name --model-path MODEL \\
         --data PATH [--data PATH ...] --metrics-output METRICS.json \\
         --output-dir DIR --script SCRIPT [--python-script] [--pythonpath DIR ...] \\
         [--timeout SECONDS] [--ignore-metric NAME ...] [--input FILE ...] [--network]
@@ -110,12 +110,8 @@ import json
 import os
 import sys
 
-# Import siblings as the action sees them (its inputs), not via resolved symlinks.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_RESOLVED = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 
-from contract import (  # noqa: E402
+from contract import (
     ContractError,
     FailedModel,
     MachineError,
@@ -127,7 +123,7 @@ from contract import (  # noqa: E402
     parse_hyperparams,
     parse_metrics,
 )
-from outputs import (  # noqa: E402
+from outputs import (
     check_output_dir,
     check_output_file,
     list_dir,
@@ -135,7 +131,7 @@ from outputs import (  # noqa: E402
     remove_special_entries,
     write_atomic,
 )
-from records import (  # noqa: E402
+from records import (
     FAILED_MODEL_HEADER,
     STOPPED_MODEL_HEADER,
     failure_record,
@@ -146,11 +142,11 @@ from records import (  # noqa: E402
     read_stopped_model,
     signal_name,
 )
-from supervise import data_path, guarded_main, run_script  # noqa: E402
+from supervise import data_path, guarded_main, run_script
 
-import gpus  # noqa: E402
-import isolation  # noqa: E402
-import templates  # noqa: E402
+import gpus
+import isolation
+import templates
 
 
 def script_view(
@@ -515,6 +511,8 @@ def undo_double_utf8(argv: list[str]) -> list[str]:
 
 
 WORKER_SAVED_ENV = "DATABAZEL_WORKER_SAVED_ENV"
+# The entry point the worker is started with again (tool.py, beside this file).
+_TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tool.py")
 
 
 def _reexec_worker(argv: list[str]) -> None:
@@ -537,13 +535,19 @@ def _reexec_worker(argv: list[str]) -> None:
     env[WORKER_SAVED_ENV] = json.dumps(saved)
     os.execve(
         sys.executable,
-        [sys.executable, "-S", "-X", "utf8", os.path.abspath(__file__), *argv],
+        [sys.executable, "-S", "-X", "utf8", _TOOL, "runner", *argv],
         env,
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = expand_argv(sys.argv[1:] if argv is None else argv)
+def main(argv: list[str]) -> int:
+    """``tool.py runner ARGS``: run one action, guarded (supervise.guarded_main)."""
+    return guarded_main(lambda: run(argv), expand_argv(argv))
+
+
+def run(argv: list[str]) -> int:
+    """Run one action, or (``--persistent_worker``) serve them as a warm worker."""
+    argv = expand_argv(argv)
     if "--persistent_worker" in argv:
         if sys.flags.isolated:
             _reexec_worker(argv)
@@ -605,7 +609,3 @@ def _run(args: argparse.Namespace) -> int:
     remove_path(output)
     print(error_line(args.target, message), file=sys.stderr)
     return 1
-
-
-if __name__ == "__main__":
-    sys.exit(guarded_main(main, expand_argv(sys.argv[1:])))

@@ -8,7 +8,6 @@ load(":epochs.bzl", "trial_checkpoint", "trial_evaluation")
 load(":evaluate.bzl", "check_ignore_metrics", _evaluate = "evaluate")
 load(":gpus.bzl", "check_gpus", "gpu_exec_properties")
 load(":grid.bzl", "DEFAULT_MAX_TRIALS", "expand_grid", "trial_name")
-load(":halving.bzl", "early_stopping_trials")
 load(":html_report.bzl", "run_html_report")
 load(":mlflow.bzl", "search_mlflow")
 load(":model.bzl", _model = "model")
@@ -16,6 +15,7 @@ load(":plot.bzl", "declare_plots", "run_plot")
 load(":providers.bzl", "MetricsInfo", "SearchReportInfo")
 load(":random.bzl", "expand_random")
 load(":renamed.bzl", "renamed")
+load(":rungs.bzl", "early_stopping_trials")
 load(":suggest.bzl", "TPE_ARGS", "expand_tpe")
 load(":templates.bzl", "HYPERPARAM_PREFIX", "check_eval_template", "check_train_template")
 
@@ -76,7 +76,8 @@ def _search_report_impl(ctx):
     plots = declare_plots(ctx, ctx.attr.hyperparam_names, learning_curve = bool(has_curve)) if ctx.attr.plots else []
 
     args = ctx.actions.args()
-    args.add(ctx.file._report)
+    args.add(ctx.file._tool)
+    args.add("report")
     args.add("--target", str(ctx.label))
     args.add("--manifest", manifest)
     args.add("--metric", ctx.attr.metric)
@@ -118,7 +119,8 @@ def _search_report_impl(ctx):
         ctx.label.name + ".leaderboard.sh",
         python,
         [
-            ctx.file._leaderboard.short_path,
+            ctx.file._tool.short_path,
+            "leaderboard",
             "--target",
             str(ctx.label),
             "--report",
@@ -213,33 +215,17 @@ output group `html` the HTML report alone (`bazel build //pkg:search --output_gr
         "trial_rounds": attr.int_list(
             doc = "The round of each of `trials` (same order) in a search in rounds (`strategy = \"tpe\"`): the report gets a `round` column. Empty: no rounds.",
         ),
-        "_html_report": attr.label(
-            default = Label("//databazel/private:html_report.py"),
-            allow_single_file = True,
-        ),
         "_html_report_modules": attr.label(
             default = Label("//databazel/private:html_report_modules"),
             allow_files = True,
-        ),
-        "_leaderboard": attr.label(
-            default = Label("//databazel/private:leaderboard.py"),
-            allow_single_file = True,
         ),
         "_leaderboard_modules": attr.label(
             default = Label("//databazel/private:leaderboard_modules"),
             allow_files = True,
         ),
-        "_plot": attr.label(
-            default = Label("//databazel/private:plot.py"),
-            allow_single_file = True,
-        ),
         "_plot_modules": attr.label(
             default = Label("//databazel/private:plot_modules"),
             allow_files = True,
-        ),
-        "_report": attr.label(
-            default = Label("//databazel/private:report.py"),
-            allow_single_file = True,
         ),
         "_report_modules": attr.label(
             default = Label("//databazel/private:report_modules"),
@@ -328,7 +314,7 @@ def hyperparam_search(
         model_file = None,
         max_trials = DEFAULT_MAX_TRIALS,
         timeout = 0,
-        allow_failed_trials = False,
+        allow_failure = None,
         plots = False,
         plot_deps = [],
         html_deps = [],
@@ -345,6 +331,7 @@ def hyperparam_search(
         train_args = None,
         eval_args = None,
         ignore_metrics = [],
+        allow_failed_trials = None,
         **kwargs):
     """A hyperparameter search: one `model` and one `evaluate` target per trial, a report, and its best model.
 
@@ -398,7 +385,7 @@ def hyperparam_search(
       model_file: file name of each trial's model, inside a directory named after the trial, such as `model.pkl`. Default: `<trial>.model`.
       max_trials: the most trials allowed (default 1000): a larger grid or `num_trials` fails at load time.
       timeout: as in `model` and `evaluate`: seconds each training and each evaluation may run (0: no limit).
-      allow_failed_trials: record a failing trial (its exit code and stderr tail) in the report, ranked last, instead of failing the build.
+      allow_failure: as in `model` and `evaluate`: record a failing trial (its exit code and stderr tail) in the report, ranked last, instead of failing the build.
       plots: draw PNG plots of the metric against the hyperparameters with matplotlib, which `plot_deps` must then provide, and write the interactive HTML report `<name>.html` with Optuna and plotly, which `html_deps` must provide.
       plot_deps: as in `search_report`: the packages of the plot step, such as `["@<env>//:matplotlib"]`.
       html_deps: as in `search_report`: the packages of the HTML report step, `[requirement("optuna"), requirement("plotly")]`.
@@ -415,12 +402,14 @@ def hyperparam_search(
       train_args: the training script's command line, as `args` of `model`: a list of templates, such as `["--lr={hp.lr}", "--batch-size={hp.batch_size}", "--out={model_output_path}", "{data}"]`. Every searched hyperparameter must reach the script, through `{hyperparams}` or its `{hp.NAME}`; with `epochs` or `early_stopping`, `{epoch}` and `{init_model_path}` are required. Checked when the BUILD file is loaded. None or empty: the fixed command line.
       eval_args: the evaluation script's command line, as `args` of `evaluate`, such as `["--model-path", "{model_path}", "--output-file", "{metrics_file}"]`. None or empty: the fixed command line.
       ignore_metrics: as in `evaluate`: entries of the evaluation script's metrics file that are not metrics, left out of the trials' metrics and the report. Not `metric`.
+      allow_failed_trials: deprecated: the old name of `allow_failure`, accepted until databazel 0.2.0 with a message.
       **kwargs: common attributes (`tags`, `visibility`, `testonly`, `exec_properties`
         for remote execution, ...) given to every target.
     """
     where = "//{}:{}".format(native.package_name(), name)
     _check_search(where, metric, training_data, train_executable, test_data, eval_executable, mode, max_trials, timeout)
     model_file = renamed(where, "model", model, "model_file", model_file)
+    allow_failure = renamed(where, "allow_failed_trials", allow_failed_trials, "allow_failure", allow_failure) or False
     if model_file != None and (type(model_file) != "string" or not model_file):
         fail("{}: `model_file` must be a file name such as \"model.pkl\", got {}".format(where, repr(model_file)))
     if early_stopping != None:
@@ -452,7 +441,7 @@ def hyperparam_search(
         test_data = test_data,
         eval_executable = eval_executable,
         timeout = timeout,
-        allow_failure = allow_failed_trials,
+        allow_failure = allow_failure,
         deps = deps,
         data = data,
         env = env,

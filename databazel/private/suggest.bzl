@@ -10,7 +10,7 @@ the packages of `suggest_deps`. Nothing in round r's action depends on the
 number of rounds, so raising `num_rounds` runs only the new rounds.
 """
 
-load(":common.bzl", "PY_TOOLCHAIN_TYPE", "python_runtime", "tool_packages")
+load(":common.bzl", "PY_TOOLCHAIN_TYPE", "TOOL", "python_runtime", "tool_packages")
 load(":providers.bzl", "MetricsInfo")
 load(":random.bzl", "encode_space", "expand_random")
 
@@ -27,7 +27,8 @@ def _suggest_round_impl(ctx):
     python = python_runtime(ctx)
     trials = ctx.attr.previous
     args = ctx.actions.args()
-    args.add(ctx.file._suggest)
+    args.add(ctx.file._tool)
+    args.add("suggest")
     args.add("--target", str(ctx.label))
     args.add("--space", ctx.attr.space)
     args.add("--fixed", json.encode(ctx.attr.fixed_hyperparams))
@@ -85,10 +86,7 @@ suggest_round = rule(
         "search": attr.string(doc = "The search's label, for messages."),
         "seed": attr.int(mandatory = True),
         "space": attr.string(mandatory = True, doc = "The search space, as `encode_space` writes it."),
-        "_suggest": attr.label(
-            default = Label("//databazel/private:suggest.py"),
-            allow_single_file = True,
-        ),
+        "_tool": TOOL,
         "_suggest_modules": attr.label(
             default = Label("//databazel/private:suggest_modules"),
             allow_files = True,

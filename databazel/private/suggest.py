@@ -51,24 +51,19 @@ import decimal
 import hashlib
 import json
 import os
-import sys
 import warnings
 from decimal import Decimal
 from typing import Any
 
-# Import siblings as the action sees them (its inputs), not via resolved symlinks.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_RESOLVED = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [_HERE, *(p for p in sys.path if p not in (_HERE, _RESOLVED))]
 
-from contract import (  # noqa: E402
+from contract import (
     ContractError,
     RunnerError,
     encode_hyperparams,
     parse_hyperparams,
 )
-from outputs import fail_without_outputs, write_atomic  # noqa: E402
-from records import parse_metrics_or_failure  # noqa: E402
+from outputs import run_tool, write_atomic
+from records import parse_metrics_or_failure
 
 # Exact decimal arithmetic for rounding (more digits than any bound has).
 _CONTEXT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_UP)
@@ -335,9 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def work() -> None:
         space = parse_space(args.space)
         fixed = parse_hyperparams(args.fixed)
         observations = [
@@ -358,15 +354,5 @@ def main(argv: list[str] | None = None) -> int:
         for path, values in zip(args.output, suggestions):
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             write_atomic(path, encode_hyperparams({**fixed, **values}))
-        return 0
-    except (RunnerError, OSError) as e:
-        message = str(e)
-    except Exception as e:  # noqa: BLE001 - any failure is one error, never a traceback
-        message = (
-            f"internal error in the databazel suggestion step: {type(e).__name__}: {e}"
-        )
-    return fail_without_outputs(args.target, message, args.output)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run_tool(args.target, "suggestion step", args.output, work)

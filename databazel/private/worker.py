@@ -1,6 +1,6 @@
 """Warm trials: the runner as a Bazel persistent worker (the default).
 
-Bazel starts ``python3 -S runner.py --persistent_worker`` once per worker key
+Bazel starts ``python3 -S tool.py runner --persistent_worker`` once per worker key
 (the runner, the interpreter, the environment variables and the Python
 packages of the target: their site-packages entries are the worker's startup
 arguments) and sends it one ``WorkRequest`` per training or evaluation
@@ -417,7 +417,7 @@ class WarmParent:
 def serve(
     runner: Any, site_packages: Sequence[str], stdin: BinaryIO, stdout: BinaryIO
 ) -> int:
-    """Answer WorkRequests until Bazel closes stdin; `runner.main(argv)` runs one."""
+    """Answer WorkRequests until Bazel closes stdin; `runner.run(argv)` runs one."""
     # What runner.py set aside to start without it (see runner._reexec_worker).
     os.environ.update(json.loads(os.environ.pop(runner.WORKER_SAVED_ENV, "{}")))
     isolation.remove_stale(os.getcwd())
@@ -426,7 +426,7 @@ def serve(
     supervise.IN_WORKER = True
     process.watch_parent()
     startup = [a for p in site_packages for a in ("--site-package", p)]
-    main = runner.main
+    main = runner.run
     while True:
         try:
             data = read_message(stdin)

@@ -505,6 +505,21 @@ BAD_SEARCHES = [
     ),
     ({"learning_curve": "True"}, "`learning_curve` evaluates every epoch"),
     ({"epochs": "0"}, "`epochs` must be a positive int"),
+    # Trial names would clash with the rungs' and rounds' targets.
+    (
+        {"grid": '{"rung": ["1", "2"]}'},
+        'grid key "rung" is a word databazel names its own targets of a search with '
+        '(bracket, round, rung, trial): rename the hyperparameter, such as "rungs"',
+    ),
+    (
+        {
+            "grid": None,
+            "strategy": '"random"',
+            "num_trials": "2",
+            "search_space": '{"round": ["1", "2"], "trial": ["0"]}',
+        },
+        'search_space key "round" is a word databazel names its own targets',
+    ),
 ]
 
 

@@ -279,7 +279,7 @@ def test_a_recorded_failure_is_stopped_and_the_rung_goes_on(
         {"TRAIN_LOG": str(log), "FAIL_Q": "6"},
         extra=(
             '    grid = {"q": ["1", "2", "3", "4", "5", "6"]},\n'
-            "    allow_failed_trials = True,\n"
+            "    allow_failure = True,\n"
             "    learning_curve = True,\n"
         ),
     )

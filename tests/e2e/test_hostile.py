@@ -312,16 +312,16 @@ BAD_DECLARATIONS = [
         "hyperparameter x contains a NUL byte",
     ),
     (
-        model_rule("m", training_data='"data.txt"', model='"../x.pkl"'),
-        '`model` "../x.pkl" has an empty, `.` or `..` component',
+        model_rule("m", training_data='"data.txt"', model_file='"../x.pkl"'),
+        '`model_file` "../x.pkl" has an empty, `.` or `..` component',
     ),
     (
-        model_rule("m", training_data='"data.txt"', model='"/tmp/x.pkl"'),
-        '`model` "/tmp/x.pkl" is an absolute path',
+        model_rule("m", training_data='"data.txt"', model_file='"/tmp/x.pkl"'),
+        '`model_file` "/tmp/x.pkl" is an absolute path',
     ),
     (
-        model_rule("m", training_data='"data.txt"', model='"m.hyperparams.json"'),
-        '`model` "m.hyperparams.json" ends with `.hyperparams.json`',
+        model_rule("m", training_data='"data.txt"', model_file='"m.hyperparams.json"'),
+        '`model_file` "m.hyperparams.json" ends with `.hyperparams.json`',
     ),
     (
         model_rule(
@@ -357,8 +357,8 @@ def test_two_models_naming_one_file_is_bazels_conflict_naming_both(
     scenario(
         ws,
         "samefile",
-        model_rule("a", training_data='"data.txt"', model='"same.pkl"')
-        + model_rule("b", training_data='"data.txt"', model='"same.pkl"'),
+        model_rule("a", training_data='"data.txt"', model_file='"same.pkl"')
+        + model_rule("b", training_data='"data.txt"', model_file='"same.pkl"'),
     )
     result = ws.build("//samefile:all", check=False)
     assert result.returncode != 0

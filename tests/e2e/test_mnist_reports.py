@@ -170,7 +170,12 @@ print(json.dumps(runs))
 
 def export(repo: Workspace, search: str, uri: str, *options: str) -> str:
     run = repo.bazel(
-        "run", f"//mnist:{search}.mlflow", "--", "--tracking-uri", uri, *options,
+        "run",
+        f"//mnist:{search}.mlflow",
+        "--",
+        "--tracking-uri",
+        uri,
+        *options,
         timeout=900,
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -224,7 +229,10 @@ def test_mlflow_export_to_sqlite_logs_nothing_twice(
     check_runs(built, "bzl_halving", dict(runs))
     statuses = sorted(run["status"] for run in runs.values())
     assert statuses == ["FINISHED", "FINISHED"] + ["KILLED"] * 8
-    assert len(list(artifacts.glob("*/artifacts/lineage_card.json"))) == 9
+    # Every run's lineage card is a file under --artifact-location, none elsewhere.
+    cards = [run for run in runs.values() if "lineage_card.json" in run["artifacts"]]
+    assert len(cards) >= 9
+    assert len(list(artifacts.glob("*/artifacts/lineage_card.json"))) == len(cards)
 
     again = export(built, "bzl_halving", uri)
     assert again.endswith("with 9 trial runs; nothing logged"), again

@@ -152,12 +152,12 @@ def write_failing(
     ws.write(
         f"{package}/BUILD",
         FAILING_BUILD.format(
-            allow="allow_failed_trials = True," if allow else "", grid=json.dumps(grid)
+            allow="allow_failure = True," if allow else "", grid=json.dumps(grid)
         ),
     )
 
 
-def test_with_allow_failed_trials_a_crashing_trial_is_recorded_and_ranked_last(
+def test_with_allow_failure_a_crashing_trial_is_recorded_and_ranked_last(
     ws: Workspace,
 ) -> None:
     grid = {"behaviour": ["ok", "exit3"], "eval_behaviour": ["ok", "exit5"]}
@@ -231,7 +231,7 @@ def test_a_failure_record_and_card_name_paths_relative_to_the_execroot(
     assert ws.bin(f"{name}.model.card.json").read_bytes() == card
 
 
-def test_without_allow_failed_trials_a_crashing_trial_fails_the_build_naming_it(
+def test_without_allow_failure_a_crashing_trial_fails_the_build_naming_it(
     ws: Workspace,
 ) -> None:
     write_failing(ws, "failstrict", {"behaviour": ["ok", "exit3"]}, allow=False)
@@ -252,6 +252,35 @@ def test_when_every_trial_failed_the_report_fails_clearly(ws: Workspace) -> None
         "databazel: error: //failall:s: all 2 trials failed, so there is no best model"
         in result.stderr
     )
+
+
+def test_allow_failed_trials_is_the_old_spelling_of_allow_failure(
+    ws: Workspace,
+) -> None:
+    # One idea, one name: `allow_failure` as on `model` and `evaluate`. The old
+    # spelling works, with a message, until 0.2.0; both together fail.
+    grid = json.dumps({"behaviour": ["ok", "exit3"]})
+    write_failing(ws, "failold", {"behaviour": ["ok"]}, allow=False)
+    ws.write(
+        "failold/BUILD",
+        FAILING_BUILD.format(allow="allow_failed_trials = True,", grid=grid),
+    )
+    result = ws.build("//failold:s")
+    assert (
+        "//failold:s: `allow_failed_trials` is renamed `allow_failure`: write "
+        "allow_failure = True (the old name is accepted until databazel 0.2.0)"
+    ) in result.stderr
+    report = json.loads(ws.bin("failold/s.json").read_text())
+    assert report["failed"] == 1
+
+    both = "allow_failed_trials = True, allow_failure = True,"
+    ws.write("failold/BUILD", FAILING_BUILD.format(allow=both, grid=grid))
+    failed = ws.bazel("query", "//failold:all")
+    assert failed.returncode != 0
+    assert (
+        "//failold:s: `allow_failed_trials` is the old name of `allow_failure`; "
+        "set only `allow_failure`"
+    ) in failed.stderr
 
 
 BAD_RANDOM = [

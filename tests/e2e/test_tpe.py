@@ -119,7 +119,7 @@ def test_a_recorded_failure_does_not_stop_the_round(tws: Workspace) -> None:
             per_round=3,
             seed=0,
             space=', "behaviour": ["ok", "exit3"]',
-            allow_failed_trials="True",
+            allow_failure="True",
         ),
     )
     result = tws.build("//tpe_fail:s")

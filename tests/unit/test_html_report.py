@@ -17,7 +17,11 @@ import html_report
 import pytest
 import report
 
-HTML_REPORT = Path(html_report.__file__).resolve()
+# `python3 tool.py html_report ARGS`, as the actions start it.
+HTML_REPORT = (
+    str(Path(html_report.__file__).resolve().parent / "tool.py"),
+    "html_report",
+)
 TARGET = "//pkg:s"
 HOSTILE = "</script><script>alert(1)</script>"
 FAILURE = {
@@ -178,7 +182,7 @@ def test_the_page_is_the_same_bytes_every_time(
     again = subprocess.run(
         [
             sys.executable,
-            str(HTML_REPORT),
+            *HTML_REPORT,
             "--target",
             TARGET,
             "--report",
@@ -237,7 +241,7 @@ def test_without_optuna_it_says_what_to_add(
     out = tmp_path / "s.html"
     # -S: no site-packages, so no optuna (as in a search without html_deps).
     result = subprocess.run(
-        [sys.executable, "-S", str(HTML_REPORT), "--target", TARGET]
+        [sys.executable, "-S", *HTML_REPORT, "--target", TARGET]
         + ["--report", str(report_json), "--output", str(out)],
         capture_output=True,
         text=True,

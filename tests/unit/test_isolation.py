@@ -26,7 +26,8 @@ import pytest
 import runner
 import wire
 
-RUNNER = Path(runner.__file__).resolve()
+# `python3 tool.py runner ARGS`, as the actions start it.
+RUNNER = (str(Path(runner.__file__).resolve().parent / "tool.py"), "runner")
 SITE = "external/env/venv/lib/python3/site-packages/"
 ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -141,7 +142,7 @@ def _worker(
     """The runner as a warm worker in `root`, answering `requests`."""
     data = b"".join(_request(r, i) for i, r in enumerate(requests, start=1))
     proc = subprocess.run(
-        [python, "-S", str(RUNNER), *STARTUP, "--persistent_worker"],
+        [python, "-S", *RUNNER, *STARTUP, "--persistent_worker"],
         input=data,
         cwd=root,
         env=dict(ENV, **(env or {})),
@@ -158,7 +159,7 @@ def _runner(
 ) -> tuple[int, str]:
     """The runner as Bazel's local strategy runs it: a new process in the output base's execroot."""
     proc = subprocess.run(
-        [sys.executable, "-I", "-S", str(RUNNER), *STARTUP, *request],
+        [sys.executable, "-I", "-S", *RUNNER, *STARTUP, *request],
         cwd=root,
         env=dict(ENV, **(env or {})),
         capture_output=True,
@@ -369,7 +370,7 @@ def test_a_killed_worker_takes_its_trial_along_and_writes_nothing(
     key, value = marker.split("=")
     read_end, write_end = os.pipe()
     worker = subprocess.Popen(
-        [sys.executable, "-S", str(RUNNER), *STARTUP, "--persistent_worker"],
+        [sys.executable, "-S", *RUNNER, *STARTUP, "--persistent_worker"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         cwd=execroot,
@@ -441,8 +442,8 @@ def test_a_user_who_is_not_root_is_isolated_too(
     )
     if python is None:
         pytest.skip("no Python 3 that user nobody can run")
-    if subprocess.run(["test", "-r", str(RUNNER)], user="nobody").returncode:
-        pytest.skip(f"user nobody cannot read {RUNNER}")
+    if subprocess.run(["test", "-r", RUNNER[0]], user="nobody").returncode:
+        pytest.skip(f"user nobody cannot read {RUNNER[0]}")
     _script(
         execroot,
         READS
@@ -542,7 +543,7 @@ def test_stale_private_execroots_are_removed(execroot: Path) -> None:
 def test_signals_reach_the_script_and_the_runner_reports_them(execroot: Path) -> None:
     _script(execroot, "import time\ntime.sleep(120)\n")
     proc = subprocess.Popen(
-        [sys.executable, "-I", "-S", str(RUNNER), *STARTUP, *_train(1)],
+        [sys.executable, "-I", "-S", *RUNNER, *STARTUP, *_train(1)],
         cwd=execroot,
         env=ENV,
         stderr=subprocess.PIPE,

@@ -1,9 +1,10 @@
 """Each databazel tool starts with only the modules its action gets.
 
-databazel/private/BUILD lists, for each script an action runs, the script and
-the modules it imports (`<tool>_modules`); the rules give the action exactly
-those files. Each tool is started here from a directory holding only them, as
-a sandbox does (through symbolic links), so a missing module fails.
+databazel/private/BUILD lists, for each tool an action runs, the entry point
+tool.py, the tool's module and the modules it imports (`<tool>_modules`); the
+rules give the action exactly those files. Each tool is started here as the
+actions start it (`python3 -S tool.py NAME`) from a directory holding only
+them, as a sandbox does (through symbolic links), so a missing module fails.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import tool
 
 PRIVATE = Path(__file__).resolve().parents[2] / "databazel" / "private"
 
@@ -28,18 +30,9 @@ def filegroups() -> dict[str, list[str]]:
 
 def test_every_python_file_is_in_a_filegroup() -> None:
     groups = filegroups()
-    assert set(groups) == {
-        "runner",
-        "report",
-        "plot",
-        "card",
-        "gate",
-        "rung",
-        "suggest",
-        "html_report",
-        "leaderboard",
-        "mlflow_export",
-    }
+    assert set(groups) == set(tool.TOOLS)
+    for name, files in groups.items():
+        assert {"tool.py", f"{name}.py"} <= set(files), name
     listed = {f for files in groups.values() for f in files}
     # env_layout.py runs in the python_env repository rule, not in an action.
     assert listed | {"env_layout.py"} == {p.name for p in PRIVATE.glob("*.py")}
@@ -51,7 +44,7 @@ def test_a_tool_starts_with_only_its_modules(tool: str, tmp_path: Path) -> None:
         (tmp_path / name).symlink_to(PRIVATE / name)
     flags = ["-I"] if tool == "runner" else []
     started = subprocess.run(
-        [sys.executable, *flags, "-S", str(tmp_path / f"{tool}.py"), "--help"],
+        [sys.executable, *flags, "-S", str(tmp_path / "tool.py"), tool, "--help"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -68,10 +61,44 @@ def test_a_module_left_out_fails_to_import(tmp_path: Path) -> None:
         if name != "records.py":
             (tmp_path / name).symlink_to(PRIVATE / name)
     started = subprocess.run(
-        [sys.executable, "-S", str(tmp_path / "report.py"), "--help"],
+        [sys.executable, "-S", str(tmp_path / "tool.py"), "report", "--help"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert started.returncode == 1
-    assert "No module named 'records'" in started.stderr
+    assert started.stderr == (
+        "databazel: error: databazel: internal error in the databazel report: "
+        "ModuleNotFoundError: No module named 'records'\n"
+    )
+
+
+def test_the_launcher_turns_what_escapes_a_tool_into_one_line(
+    tmp_path: Path,
+) -> None:
+    for name in filegroups()["rung"]:
+        (tmp_path / name).symlink_to(PRIVATE / name)
+
+    def start(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-S", str(tmp_path / "tool.py"), *argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    # An OSError escaping the tool: its message, under the target, no traceback.
+    missing = tmp_path / "missing.json"
+    started = start("rung", "--target", "//p:s__rung-0", "--manifest", str(missing))
+    assert started.returncode == 1
+    assert started.stderr.startswith("databazel: error: //p:s__rung-0: ")
+    assert "Traceback" not in started.stderr and len(started.stderr.splitlines()) == 1
+    # Anything else is an internal error of the tool, also one line.
+    missing.write_text("[]")
+    started = start("rung", "--target", "//p:s__rung-0", "--manifest", str(missing))
+    assert started.returncode == 1
+    assert "Traceback" not in started.stderr and len(started.stderr.splitlines()) == 1
+    # A name that is no tool: the usage, exit 2.
+    started = start("nope")
+    assert started.returncode == 2
+    assert started.stderr.startswith("usage: tool.py NAME ARGS..., NAME one of card,")

@@ -12,7 +12,8 @@ import plot
 import pytest
 from pngcheck import png_size
 
-PLOT = Path(plot.__file__).resolve()
+# `python3 tool.py plot ARGS`, as the actions start it.
+PLOT = (str(Path(plot.__file__).resolve().parent / "tool.py"), "plot")
 TARGET = "//pkg:s"
 
 
@@ -194,7 +195,7 @@ def test_images_are_byte_identical_across_runs(tmp_path: Path) -> None:
     proc = subprocess.run(
         [
             sys.executable,
-            str(PLOT),
+            *PLOT,
             "--target",
             TARGET,
             "--report",
@@ -218,7 +219,7 @@ def test_without_matplotlib_the_error_says_what_to_do(tmp_path: Path) -> None:
         [
             sys.executable,
             "-S",
-            str(PLOT),
+            *PLOT,
             "--target",
             TARGET,
             "--report",
@@ -297,7 +298,7 @@ def test_a_bad_plot_argument_is_one_error_not_a_traceback(tmp_path: Path) -> Non
         ("--single", f"x,y={tmp_path / 's.png'}", "HP=OUT.png"),
     ]:
         proc = subprocess.run(
-            [sys.executable, str(PLOT), "--target", TARGET, "--report", str(report)]
+            [sys.executable, *PLOT, "--target", TARGET, "--report", str(report)]
             + ["--single", f"x={single}", flag, bad],
             capture_output=True,
             text=True,

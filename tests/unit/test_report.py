@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import report
 
-REPORT = Path(report.__file__).resolve()
+# `python3 tool.py report ARGS`, as the actions start it.
+REPORT = (str(Path(report.__file__).resolve().parent / "tool.py"), "report")
 TARGET = "//mnist:search"
 
 
@@ -331,7 +332,7 @@ def test_output_is_byte_identical_across_runs(tmp_path: Path) -> None:
     # The second run goes through the command line, as Bazel runs it.
     args, second = report_args(tmp_path, manifest, "accuracy", "max", "b")
     proc = subprocess.run(
-        [sys.executable, str(REPORT), *args],
+        [sys.executable, *REPORT, *args],
         capture_output=True,
         text=True,
         check=False,

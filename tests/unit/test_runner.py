@@ -19,7 +19,8 @@ import runner
 import process
 from test_contract import MALFORMED
 
-RUNNER = Path(runner.__file__).resolve()
+# `python3 tool.py runner ARGS`, as the actions start it.
+RUNNER = (str(Path(runner.__file__).resolve().parent / "tool.py"), "runner")
 TARGET = "//pkg:model"
 
 # A Python training script that records what it received in the model file.
@@ -94,7 +95,7 @@ def evaluate(script: Path | str, *extra: str) -> list[str]:
 
 
 def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = runner.main(argv)
+    code = runner.run(argv)
     captured = capsys.readouterr()
     assert captured.out == ""
     return code, captured.err
@@ -678,7 +679,7 @@ def test_command_line_success_and_failure(work: Path) -> None:
         work, "good.sh", """echo chatter; echo noise >&2; echo model > "$4"\n"""
     )
     proc = subprocess.run(
-        [sys.executable, str(RUNNER), *train(good.name, python=False)],
+        [sys.executable, *RUNNER, *train(good.name, python=False)],
         capture_output=True,
         text=True,
         check=False,
@@ -688,7 +689,7 @@ def test_command_line_success_and_failure(work: Path) -> None:
 
     bad = write_sh(work, "bad.sh", "echo 'no GPU found' >&2; exit 7\n")
     proc = subprocess.run(
-        [sys.executable, str(RUNNER), *train(bad.name, python=False)],
+        [sys.executable, *RUNNER, *train(bad.name, python=False)],
         capture_output=True,
         text=True,
         check=False,
@@ -768,7 +769,7 @@ def test_a_script_within_its_timeout_succeeds(work: Path, capsys) -> None:
 
 def test_timeout_must_be_positive(work: Path, capsys) -> None:
     with pytest.raises(SystemExit):
-        runner.main(train("train.py", "--timeout", "0"))
+        runner.run(train("train.py", "--timeout", "0"))
     assert "expected a positive number of seconds" in capsys.readouterr().err
 
 
@@ -777,7 +778,7 @@ def test_sigterm_to_the_runner_stops_the_script_and_removes_the_output(
 ) -> None:
     script = write_py(work, "train.py", HANG)
     proc = subprocess.Popen(
-        [sys.executable, str(RUNNER), *train(script.name)],
+        [sys.executable, *RUNNER, *train(script.name)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -1205,7 +1206,7 @@ def test_a_script_that_kills_its_runner_still_gets_an_error_line(
 ) -> None:
     script = write_py(work, "train.py", KILL_PARENT)
     proc = subprocess.run(
-        [sys.executable, str(RUNNER), *train(script.name)],
+        [sys.executable, *RUNNER, *train(script.name)],
         capture_output=True,
         text=True,
         check=False,

@@ -26,7 +26,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-SUGGEST = Path(suggest.__file__).resolve()
+# `python3 tool.py suggest ARGS`, as the actions start it.
+SUGGEST = (str(Path(suggest.__file__).resolve().parent / "tool.py"), "suggest")
 
 
 def make_space(*entries: dict) -> suggest.Space:
@@ -195,7 +196,7 @@ def run_cli(
         {"name": "x", "kind": "uniform", "low": "-5", "high": "5"},
         {"name": "kind", "kind": "choice", "values": ["a", "b"]},
     ]}  # fmt: skip
-    args = [sys.executable, str(SUGGEST), "--target", "//t:s__round-1__suggest"]
+    args = [sys.executable, *SUGGEST, "--target", "//t:s__round-1__suggest"]
     args += ["--space", json.dumps(space), "--fixed", '{"fixed":"yes"}']
     args += ["--metric", "accuracy", "--mode", "max", "--seed", "3", "--round", "1"]
     for i in range(outputs):

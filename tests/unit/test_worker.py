@@ -16,7 +16,8 @@ from pathlib import Path
 import runner
 import wire
 
-RUNNER = Path(runner.__file__).resolve()
+# `python3 tool.py runner ARGS`, as the actions start it.
+RUNNER = (str(Path(runner.__file__).resolve().parent / "tool.py"), "runner")
 
 
 def _request(arguments: list[str], inputs: list[str], request_id: int = 0) -> bytes:
@@ -136,7 +137,7 @@ def _serve(
 ) -> subprocess.CompletedProcess[bytes]:
     env = _env(mode)
     worker = subprocess.Popen(
-        [sys.executable, "-S", str(RUNNER), *startup, "--persistent_worker"],
+        [sys.executable, "-S", *RUNNER, *startup, "--persistent_worker"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -215,7 +216,7 @@ def test_a_recreated_environment_makes_the_worker_answer_cold_and_exit(
     env = _env()
     env["PYTHONPATH"] = str(root / SITE)
     proc = subprocess.Popen(
-        [sys.executable, "-S", str(RUNNER), *STARTUP, "--persistent_worker"],
+        [sys.executable, "-S", *RUNNER, *STARTUP, "--persistent_worker"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         cwd=root,

@@ -283,7 +283,7 @@ def render(results: dict[str, Any], png: str | None) -> str:
                 else []
             ),
             f"Run as processes of their own, the two runners cost {o['runner'] - o['direct']:.3f} s more "
-            "than the scripts (two Python start-ups). A warm trial pays no runner start-up (its worker "
+            "than the scripts (two Python start-ups). A trial in a warm worker pays no runner start-up (its worker "
             "answers a request); what it pays is Bazel's per-action cost (scheduling, the worker "
             "request, the action cache) and the isolation of its script (a fork, the namespaces, a "
             "private execroot): part `profile` says how much of each. A sandboxed trial pays the "

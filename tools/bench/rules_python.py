@@ -28,7 +28,7 @@ import trials
 SOURCES = {"python_env": "@databazel_python", "rules_python": "@pypi"}
 SIZE = 12  # the trials of //mnist:bzl_search (tools/bench/trials.py)
 TARGET = (
-    "rules_python warm trials <= 1.3x python_env's (12-trial MNIST grid, `--jobs=2`)",
+    "rules_python in warm workers <= 1.3x python_env's (12-trial MNIST grid, `--jobs=2`)",
     1.3,
 )
 

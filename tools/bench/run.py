@@ -293,7 +293,7 @@ class Bench:
         """Seconds per trial: train.sh + evaluate.sh as plain processes, or each through runner.py."""
         bench = self.ws.root / "bench"
         times = []
-        runner_py = REPO / "databazel/private/runner.py"
+        runner_py = REPO / "databazel/private/tool.py"  # tool.py runner, as the actions
         with tempfile.TemporaryDirectory() as tmp:
             for i in range(trials):
                 model, out = Path(tmp) / f"{i}.model", Path(tmp) / f"{i}.out"
@@ -301,10 +301,10 @@ class Bench:
                 hp.write_text(json.dumps({"a": str(i)}))
                 if runner:
                     commands = [
-                        [str(self.python), "-I", "-S", "-X", "utf8", str(runner_py), "train", "--target", "//b:t",
+                        [str(self.python), "-I", "-S", "-X", "utf8", str(runner_py), "runner", "train", "--target", "//b:t",
                          "--script", str(bench / "train.sh"), "--hyperparams-file", str(hp),
                          "--model-output-path", str(model), "--data", str(bench / "data.txt")],
-                        [str(self.python), "-I", "-S", "-X", "utf8", str(runner_py), "evaluate", "--target", "//b:e",
+                        [str(self.python), "-I", "-S", "-X", "utf8", str(runner_py), "runner", "evaluate", "--target", "//b:e",
                          "--script", str(bench / "evaluate.sh"), "--model-path", str(model),
                          "--metrics-output", str(out) + ".json", "--output-dir", str(out),
                          "--data", str(bench / "data.txt")],

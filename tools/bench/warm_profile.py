@@ -1,4 +1,4 @@
-"""Benchmark part `profile`: where a warm trial's time goes.
+"""Benchmark part `profile`: where a trial's time goes in a warm worker.
 
 The 24-trial MNIST search of part `trials` (tools/bench/trials.py), built in
 the default mode (warm workers, isolated trials) with `--jobs=2` after
@@ -123,7 +123,7 @@ def render(results: dict[str, Any]) -> list[str]:
     if not p:
         return []
     lines = [
-        "## Where a warm trial's time goes",
+        "## Where a trial's time goes in a warm worker",
         "",
         f"The {p['trials']}-trial MNIST search of part `trials`, default mode, `--jobs=2`, after "
         f"`bazel clean`: {p['wall']:.1f} s ({p['processes']}). Medians per action, in seconds, "

@@ -19,7 +19,7 @@ named after the trial, not the segment (`--target //pkg:<trial>`, files
 """
 
 load(":card.bzl", "CARD_ATTRS")
-load(":common.bzl", "COMMON_ATTRS", "DEFAULT_ENV", "PY_TOOLCHAIN_TYPE", "python_runtime", "script_attr")
+load(":common.bzl", "COMMON_ATTRS", "DEFAULT_ENV", "PY_TOOLCHAIN_TYPE", "TOOL", "python_runtime", "script_attr")
 load(":early_stopping.bzl", "brackets", "kind")
 load(":evaluate.bzl", "evaluate_step", "evaluation_providers")
 load(":model.bzl", "check_model_name", "checkpoint_name", "train_step", "write_hyperparams")
@@ -117,7 +117,7 @@ def _segment_impl(ctx):
         ),
     ]
 
-halving_segment = rule(
+early_stopping_segment = rule(
     implementation = _segment_impl,
     doc = "Epochs `first_epoch` to `last_epoch` of one trial of a search with early stopping, gated by `rung`'s decision for it, and their evaluations.",
     attrs = dict(COMMON_ATTRS, **dict(CARD_ATTRS, **{
@@ -150,7 +150,7 @@ def _trial_metrics_impl(ctx):
     evaluation = segment.epoch_evaluations[last]
     return evaluation_providers(ctx, evaluation, model, segment.test_data, segment.epoch_evaluations, segment.early_stopping)
 
-halving_trial_metrics = rule(
+early_stopping_metrics = rule(
     implementation = _trial_metrics_impl,
     doc = "The evaluations of a trial of a search with early stopping (no action of its own): what `search_report` ranks.",
     attrs = {
@@ -190,7 +190,7 @@ def _rung_impl(ctx):
     python = python_runtime(ctx)
     ctx.actions.run(
         executable = python.executable,
-        arguments = ["-S", ctx.file._rung.path, "--target", str(ctx.label), "--manifest", manifest.path],
+        arguments = ["-S", ctx.file._tool.path, "rung", "--target", str(ctx.label), "--manifest", manifest.path],
         inputs = depset([manifest] + metrics + previous.values() + ctx.files._rung_modules, transitive = [python.files]),
         outputs = decisions.values(),
         mnemonic = "DatabazelRung",
@@ -203,9 +203,9 @@ def _rung_impl(ctx):
         _RungInfo(decisions = decisions),
     ]
 
-halving_rung = rule(
+early_stopping_rung = rule(
     implementation = _rung_impl,
-    doc = "A rung of successive halving: ranks the trials at epoch `epoch` and writes one decision file per trial (rung.py).",
+    doc = "A rung of early stopping (successive halving, or a bracket of Hyperband): ranks the trials at epoch `epoch` and writes one decision file per trial (rung.py).",
     attrs = {
         "epoch": attr.int(mandatory = True),
         "eta": attr.int(mandatory = True),
@@ -213,7 +213,7 @@ halving_rung = rule(
         "mode": attr.string(mandatory = True),
         "previous": attr.label(providers = [_RungInfo], doc = "The bracket's previous rung."),
         "trials": attr.label_list(providers = [_SegmentInfo], doc = "Every trial's segment ending at `epoch`."),
-        "_rung": attr.label(default = Label("//databazel/private:rung.py"), allow_single_file = True),
+        "_tool": TOOL,
         "_rung_modules": attr.label(default = Label("//databazel/private:rung_modules"), allow_files = True),
     },
     toolchains = [PY_TOOLCHAIN_TYPE],
@@ -250,7 +250,7 @@ def early_stopping_trials(where, name, trials, early_stopping, metric, mode, lea
             first = bracket.rungs[i - 1] + 1 if i else 1
             last = i == len(bracket.rungs) - 1
             for trial in members:
-                halving_segment(
+                early_stopping_segment(
                     name = trial.name if last else "{}__rung-{}".format(trial.name, i),
                     trial = trial.name,
                     hyperparams = trial.hyperparams,
@@ -265,7 +265,7 @@ def early_stopping_trials(where, name, trials, early_stopping, metric, mode, lea
                     **attrs
                 )
             if not last:
-                halving_rung(
+                early_stopping_rung(
                     name = "{}__rung-{}".format(prefix, i),
                     trials = [":{}__rung-{}".format(t.name, i) for t in members],
                     previous = rung,
@@ -277,6 +277,6 @@ def early_stopping_trials(where, name, trials, early_stopping, metric, mode, lea
                 )
                 rung = ":{}__rung-{}".format(prefix, i)
         for trial in members:
-            halving_trial_metrics(name = trial.name + "__eval", trial = ":" + trial.name, **common)
+            early_stopping_metrics(name = trial.name + "__eval", trial = ":" + trial.name, **common)
             evaluations.append(":" + trial.name + "__eval")
     return evaluations
