@@ -170,6 +170,10 @@ def test_links_between_pages_resolve() -> None:
 def test_readme_is_short_and_links_every_topic_page() -> None:
     readme = (REPO / "README.md").read_text()
     assert len(readme.splitlines()) <= 200
+    # Its first screen: how to set up, how to test, the main job.
+    first_screen = "\n".join(readme.splitlines()[:30])
+    for command in ("./setup.sh", "tools/test.sh", "bazel build //mnist:bzl_search"):
+        assert command in first_screen, command
     for page in HAND_WRITTEN[2:]:
         if page.name != "benchmarks.md":
             assert f"(docs/{page.name})" in readme, page.name
@@ -199,3 +203,11 @@ def test_citations_of_doc_sections_exist() -> None:
             assert (REPO / "docs" / page).exists(), (path, page)
     for path, page, section in cited:
         assert _anchor(section) in _anchors(REPO / page), (path, page, section)
+
+
+def test_the_tests_readme_names_every_test_file() -> None:
+    readme = (REPO / "tests" / "README.md").read_text()
+    files = sorted((REPO / "tests").glob("**/test_*.py"))
+    assert len(files) > 50
+    missing = [str(f.relative_to(REPO)) for f in files if f"`{f.name}`" not in readme]
+    assert missing == [], "tests/README.md does not name " + ", ".join(missing)

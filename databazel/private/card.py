@@ -2,11 +2,11 @@
 
 Three subcommands, one per rule that writes cards::
 
-    card.py model --target LABEL --output OUT --model PAIR --hyperparams-file F
+    tool.py card model --target LABEL --output OUT --model PAIR --hyperparams-file F
         --script PAIR --data PAIR... [--dist-info NAME-VERSION...]
         [--epoch K] [--resumed-from PAIR]
-    card.py evaluated --target LABEL --output OUT --card MODEL_CARD --metrics M
-    card.py best --target LABEL --output OUT --report R --best-model PAIR
+    tool.py card evaluated --target LABEL --output OUT --card MODEL_CARD --metrics M
+    tool.py card best --target LABEL --output OUT --report R --best-model PAIR
         --metric NAME --mode MODE --trial QUAD...
 
 A PAIR is a JSON list ``[short_path, exec_path]``: the card records the short

@@ -2,8 +2,8 @@
 
 Usage (written by the rule into the test's launcher)::
 
-    gate.py --target //pkg:gate --subject //pkg:eval --metrics-file PATH \\
-            [--search] [--at-least NAME=NUMBER ...] [--at-most NAME=NUMBER ...]
+    tool.py gate --target //pkg:gate --subject //pkg:eval --metrics-file PATH \\
+                 [--search] [--at-least NAME=NUMBER ...] [--at-most NAME=NUMBER ...]
 
 PATH is an `evaluate` target's metrics file or, with ``--search``, a search
 report's JSON (the best trial's metrics are checked). Every bar is checked and

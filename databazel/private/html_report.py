@@ -1,9 +1,9 @@
 """Write a search's interactive HTML report: the leaderboard and Optuna's plots.
 
-Bazel calls this file, with the packages of `html_deps` (optuna and plotly) on
+Bazel runs this tool (through tool.py), with the packages of `html_deps` (optuna and plotly) on
 PYTHONPATH, as::
 
-    python3 html_report.py --target //pkg:search --report R.json --output R.html
+    python3 tool.py html_report --target //pkg:search --report R.json --output R.html
 
 R.json is report.py's JSON report. The trials become an in-memory Optuna
 study (``create_trial`` + ``add_trial``, as suggest.py builds one), in the
@@ -46,7 +46,8 @@ from contract import RunnerError
 from display import TIE_NOTE, any_marked
 from outputs import run_tool, write_atomic
 from plot import Axis, load_report
-from report import columns, describe_failure, table
+from ranking import describe_failure
+from report import columns, table
 
 # Hyperparameters the contour plots pair up (the first ones that vary).
 MAX_CONTOUR_PARAMS = 3

@@ -2,7 +2,7 @@
 
 The search's launcher calls this file as::
 
-    python3 leaderboard.py --target //pkg:search --report R.json \\
+    python3 tool.py leaderboard --target //pkg:search --report R.json \\
         --leaderboard R.txt [--against OTHER.json [--markdown]]
 
 Without ``--against`` it prints the leaderboard (R.txt). With ``--against

@@ -2,7 +2,7 @@
 
 The launcher of a `search_mlflow` target calls this file as::
 
-    python3 -I -S mlflow_export.py --target //pkg:search.mlflow \\
+    python3 -I -S tool.py mlflow_export --target //pkg:search.mlflow \\
         --manifest M.json [--pythonpath DIR ...] \\
         [--tracking-uri URI] [--experiment NAME]
 

@@ -1,8 +1,8 @@
 """Draw the PNG plots of a search report with matplotlib.
 
-Bazel calls this file as::
+Bazel runs this tool (through tool.py) as::
 
-    python3 plot.py --target //pkg:search --report R.json \\
+    python3 tool.py plot --target //pkg:search --report R.json \\
         [--single HP=OUT.png ...] [--pair HP1,HP2=OUT.png] \\
         [--learning-curve OUT.png]
 

@@ -1,8 +1,8 @@
 """One rung of successive halving: rank the trials that reached it, promote the best.
 
-Bazel calls this file as::
+Bazel runs this tool (through tool.py) as::
 
-    python3 -S rung.py --target //pkg:search__rung-1 --manifest MANIFEST.json
+    python3 -S tool.py rung --target //pkg:search__rung-1 --manifest MANIFEST.json
 
 MANIFEST.json (written by the rule, see rungs.bzl)::
 

@@ -1,9 +1,9 @@
 """Suggest the trials of one round of a model-based search (`strategy = "tpe"`).
 
-Bazel calls this file, with the packages of `suggest_deps` (optuna) on
+Bazel runs this tool (through tool.py), with the packages of `suggest_deps` (optuna) on
 PYTHONPATH, as::
 
-    python3 suggest.py --target //pkg:search__round-2__suggest \\
+    python3 tool.py suggest --target //pkg:search__round-2__suggest \\
         --space SPACE_JSON --fixed FIXED_JSON --metric NAME --mode max|min \\
         --seed S --round R \\
         [--trial HYPERPARAMS.json METRICS.json ...] \\

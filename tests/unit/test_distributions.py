@@ -13,7 +13,7 @@ from pathlib import Path
 
 import distributions
 import pytest
-import supervise
+import script_errors
 
 HUB = """\
 load("@rules_python//python/pip_install:pip_repository.bzl", "whl_library")
@@ -89,19 +89,19 @@ def test_the_hub_the_target_already_uses_comes_first(in_execroot: Path) -> None:
 
 def test_the_message_names_the_label_and_the_requirement(in_execroot: Path) -> None:
     tail = "Traceback ...\nModuleNotFoundError: No module named 'matplotlib.pyplot'"
-    assert supervise.missing_module_hint(tail, ["external/pypi_scikit_learn"]) == (
+    assert script_errors.missing_module_hint(tail, ["external/pypi_scikit_learn"]) == (
         "The script imports `matplotlib`, which no entry of the target's `deps` "
         'provides: add "@pypi_matplotlib//:pkg" (distribution matplotlib, '
         'requirement("matplotlib") in @pypi//:requirements.bzl) to `deps`.'
     )
     unknown = "ModuleNotFoundError: No module named 'nothere'"
-    assert supervise.missing_module_hint(unknown) == (
+    assert script_errors.missing_module_hint(unknown) == (
         "The script imports `nothere`, which is in none of its `deps`: add the "
         "py_library that provides it to the target's `deps` (no distribution of "
         "@env or @pypi provides it: a package must also be in the requirements "
         "lock of its repository)."
     )
-    assert supervise.missing_module_hint("ValueError: no") == ""
+    assert script_errors.missing_module_hint("ValueError: no") == ""
 
 
 def test_found_from_inside_a_sandbox(
