@@ -39,6 +39,10 @@ Which GPU a trial ran on is decided at run time, outside the action: it is
 never part of the cache key.  A trial without ``gpus`` gets
 ``CUDA_VISIBLE_DEVICES=""`` (no GPU, as Ray gives a task with ``num_gpus=0``)
 unless its ``env`` sets the variable.
+
+One module, past 450 lines, for one job: finding the GPUs, the lock files
+shared with other builds on the machine and the wait for free ones are one
+protocol, and its messages name who holds what.
 """
 
 from __future__ import annotations

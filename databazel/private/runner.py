@@ -99,6 +99,11 @@ decision for this trial.  ``{"status": "promoted"}``: the step runs as usual.
 A stop record (``records.StopRecord``): the script does not run; train writes
 STOPPED_MODEL_HEADER followed by the record as the checkpoint, evaluate writes
 the record as the metrics file (and an empty DIR).
+
+One module, past 450 lines, a fifth of them this specification: the train
+and evaluate subcommands, their command line and what a failure leaves are
+one job; running the script (supervise.py), isolating it (isolation.py),
+GPUs (gpus.py) and the contract checks (contract.py, outputs.py) are not here.
 """
 
 from __future__ import annotations

@@ -29,6 +29,10 @@ variable that only a new interpreter honours (``PYTHONOPTIMIZE``,
 Only the distributions the target declares (the entries of package
 directories the runner's ``--site-package`` arguments name: python_env's
 site-packages, rules_python's pip repositories) are importable.
+
+One module, past 450 lines, for one job: Bazel's worker protocol, the warm
+parent that imports ahead and the forked child per request share the state
+of one process (sys.modules, sys.path), which this module owns.
 """
 
 from __future__ import annotations
