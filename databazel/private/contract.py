@@ -58,6 +58,15 @@ class MachineError(RunnerError):
     """
 
 
+def read_text(path: str) -> str:
+    """The UTF-8 text of the file at `path`; a RunnerError naming it if it can't be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunnerError(f"cannot read {path}: {e}") from None
+
+
 def error_line(target: str, message: str) -> str:
     """Return the user-facing error text for `target`."""
     return f"{ERROR_PREFIX}{target}: {message}"

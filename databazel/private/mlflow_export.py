@@ -53,7 +53,7 @@ import time
 from typing import Any
 
 
-from contract import RunnerError, error_line
+from contract import RunnerError, error_line, read_text
 
 TAG = "databazel."
 COMPLETE_TAG = TAG + "export_complete"
@@ -91,14 +91,6 @@ class Export:
     report_sha256: str
     parent: RunSpec
     children: list[RunSpec]
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise RunnerError(f"cannot read {path}: {e}") from None
 
 
 def _steps(trial: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
@@ -142,7 +134,7 @@ def _trial_tags(
     return tags
 
 
-def plan(manifest: dict[str, Any], report_text: str, read: Any = _read) -> Export:
+def plan(manifest: dict[str, Any], report_text: str, read: Any = read_text) -> Export:
     """The runs to log for a search, from its manifest and report; nothing is logged."""
     report = json.loads(report_text)
     search = manifest["search"]
@@ -377,14 +369,14 @@ def main(argv: list[str]) -> int:
     try:
         # Paths are relative to the runfiles (the current directory, which the
         # launcher sets); the directory `bazel run` started in comes next.
-        manifest = json.loads(_read(args.manifest))
+        manifest = json.loads(read_text(args.manifest))
         for key in ("report", "best_card", "html"):
             if manifest.get(key):
                 manifest[key] = os.path.abspath(manifest[key])
         manifest["cards"] = {
             label: os.path.abspath(path) for label, path in manifest["cards"].items()
         }
-        planned = plan(manifest, _read(manifest["report"]))
+        planned = plan(manifest, read_text(manifest["report"]))
     except RunnerError as e:
         print(error_line(args.target, str(e)), file=sys.stderr)
         return 2

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
 
 import isolation
 
@@ -74,18 +73,12 @@ class Child:
         return self.returncode
 
 
-class Launcher(Protocol):
-    """How a warm worker forks a plain .py script (worker.py), or declines (None)."""
-
-    def __call__(
-        self,
-        command: list[str],
-        env: dict[str, str],
-        stdout: int,
-        stderr: int,
-        sandbox: isolation.Sandbox | None,
-        pass_fds: Sequence[int],
-    ) -> Child | None: ...
+# How a warm worker forks a plain .py script (worker.py's WarmParent.launch:
+# command, env, stdout, stderr, sandbox, pass_fds), or declines (None).
+Launcher = Callable[
+    [list[str], dict[str, str], int, int, isolation.Sandbox | None, Sequence[int]],
+    Child | None,
+]
 
 
 FORK_LAUNCHER: Launcher | None = None
@@ -119,19 +112,7 @@ def start(
         if child is not None:
             return child
     if sandbox is None:
-        popen = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=stderr,
-            env=env,
-            pass_fds=tuple(pass_fds),
-            start_new_session=True,
-            # The script tells the guard its pid itself, before it runs: it may
-            # kill the runner before the runner could.
-            preexec_fn=lambda: ON_START(os.getpid()),
-        )
-        return Child(popen.pid, popen)
+        return _popen(command, stdout, stderr, env, pass_fds)
     if thread_count() == 1:
         return fork(
             stdout,
@@ -140,21 +121,34 @@ def start(
             lambda: isolation.exec_command(command, env, pass_fds),
         )
     # Forking a process with threads is unsafe: a new interpreter does it.
+    helper = os.path.join(os.path.dirname(os.path.abspath(__file__)), "isolation.py")
+    return _popen(
+        [sys.executable, "-I", "-S", helper, sandbox.to_argument(), *command],
+        stdout,
+        stderr,
+        env,
+        pass_fds,
+    )
+
+
+def _popen(
+    argv: list[str],
+    stdout: int,
+    stderr: int,
+    env: dict[str, str],
+    pass_fds: Sequence[int],
+) -> Child:
+    """Start `argv` in a session of its own, stdin from /dev/null."""
     popen = subprocess.Popen(
-        [
-            sys.executable,
-            "-I",
-            "-S",
-            os.path.join(os.path.dirname(os.path.abspath(__file__)), "isolation.py"),
-            sandbox.to_argument(),
-            *command,
-        ],
+        argv,
         stdin=subprocess.DEVNULL,
         stdout=stdout,
         stderr=stderr,
         env=env,
         pass_fds=tuple(pass_fds),
         start_new_session=True,
+        # The child tells the guard its pid itself, before it runs: it may
+        # kill the runner before the runner could.
         preexec_fn=lambda: ON_START(os.getpid()),
     )
     return Child(popen.pid, popen)

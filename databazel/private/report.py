@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -187,16 +188,27 @@ def _tie_note(rows: list[list[str]], metric_columns: list[str]) -> list[str]:
     return [TIE_NOTE + "."] if any_marked(_metric_cells(rows, metric_columns)) else []
 
 
-def render_markdown(
-    target: str,
-    metric: str,
-    mode: str,
-    ranked: list[Trial],
-    rows: list[list[str]],
-    metric_columns: list[str],
-    plots: list[tuple[str, str]],
-) -> str:
-    """The Markdown report; `rows` is the readable table."""
+@dataclasses.dataclass(frozen=True)
+class Readable:
+    """A ranked search as the files people read show it."""
+
+    target: str
+    metric: str
+    mode: str
+    ranked: list[Trial]  # best first
+    rows: list[list[str]]  # the readable table: header, then a row per trial
+    metric_columns: list[str]
+
+
+def render_markdown(search: Readable, plots: list[tuple[str, str]]) -> str:
+    """The Markdown report."""
+    target, metric, mode, ranked = (
+        search.target,
+        search.metric,
+        search.mode,
+        search.ranked,
+    )
+    rows, metric_columns = search.rows, search.metric_columns
     best = ranked[0]
     direction = "higher is better" if mode == "max" else "lower is better"
     failed = [(p, t) for p, t in enumerate(ranked, start=1) if t.failure is not None]
@@ -254,24 +266,21 @@ def render_markdown(
     return "\n".join(lines) + "\n"
 
 
-def render_leaderboard(
-    target: str,
-    metric: str,
-    mode: str,
-    ranked: list[Trial],
-    rows: list[list[str]],
-    metric_columns: list[str],
-) -> str:
-    """The leaderboard as an aligned text table, for the terminal; `rows` is the readable table."""
+def render_leaderboard(search: Readable) -> str:
+    """The leaderboard as an aligned text table, for the terminal."""
+    rows, ranked = search.rows, search.ranked
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [f"{target}: {len(ranked)} trials ranked by {metric} ({mode})", ""]
+    lines = [
+        f"{search.target}: {len(ranked)} trials ranked by {search.metric} ({search.mode})",
+        "",
+    ]
     for index, row in enumerate(rows):
         lines.append(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
         )
         if index == 0:
             lines.append("  ".join("-" * width for width in widths))
-    note = _tie_note(rows, metric_columns)
+    note = _tie_note(rows, search.metric_columns)
     if note:
         lines += ["", *note]
     for position, trial in enumerate(ranked, start=1):
@@ -338,22 +347,19 @@ def main(argv: list[str]) -> int:
         best = best_trial(ranked)
         records = [t.to_json(position) for position, t in enumerate(ranked, start=1)]
         hp_columns, metric_columns = columns(names, records, args.metric)
-        readable = table(records, hp_columns, metric_columns, readable=True)
+        readable = Readable(
+            args.target,
+            args.metric,
+            args.mode,
+            ranked,
+            table(records, hp_columns, metric_columns, readable=True),
+            metric_columns,
+        )
         texts = [
             render_json(args.target, args.metric, args.mode, names, records),
             render_csv(table(records, hp_columns, metric_columns)),
-            render_markdown(
-                args.target,
-                args.metric,
-                args.mode,
-                ranked,
-                readable,
-                metric_columns,
-                plots,
-            ),
-            render_leaderboard(
-                args.target, args.metric, args.mode, ranked, readable, metric_columns
-            ),
+            render_markdown(readable, plots),
+            render_leaderboard(readable),
             render_best_hyperparams(best),
         ]
         for path in outputs:

@@ -35,7 +35,7 @@ import os
 from typing import Any
 
 
-from contract import RunnerError, load_json
+from contract import RunnerError, load_json, read_text
 from outputs import run_tool, write_atomic
 from records import (
     PROMOTED,
@@ -47,16 +47,8 @@ from records import (
 )
 
 
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise RunnerError(f"cannot read {path}: {e}") from None
-
-
 def _load_manifest(path: str) -> dict[str, Any]:
-    manifest = load_json(_read(path))
+    manifest = load_json(read_text(path))
     ok = (
         isinstance(manifest, dict)
         and isinstance(manifest.get("epoch"), int)
@@ -93,7 +85,7 @@ def decide(target: str, manifest: dict[str, Any]) -> dict[str, str]:
             continue
         alive.append(name)
         try:
-            evaluation = parse_evaluation(_read(trial["metrics"]))
+            evaluation = parse_evaluation(read_text(trial["metrics"]))
         except RunnerError as e:
             raise RunnerError(
                 f"cannot read the metrics of trial {name} at epoch {epoch}: {e}"
