@@ -208,13 +208,21 @@ DEFAULT_WARNING_FILTERS = list(warnings.filters)
 REPORT_LIMIT = 4 * 1024 * 1024
 
 
+def _remove_if_pid(pid: int, directory: str) -> None:
+    """Remove `directory` if this is process `pid` (the one that made it)."""
+    if os.getpid() == pid:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 class WarmParent:
     """The worker's pristine state: the declared packages, imported once."""
 
     def __init__(self) -> None:
         self.base_path = [p for p in sys.path if p != os.path.dirname(__file__)]
         self.directory = tempfile.mkdtemp(prefix="databazel-worker-")
-        atexit.register(shutil.rmtree, self.directory, True)
+        # Removed when the worker exits; not when a forked trial runs the
+        # exit functions it inherited (an unisolated trial shares these files).
+        atexit.register(_remove_if_pid, os.getpid(), self.directory)
         self.site_dir = os.path.join(self.directory, "site-packages")
         # rules_python's pip repositories the parent imports from (prepare).
         self.package_roots: list[str] = []

@@ -387,3 +387,42 @@ def test_pip_repositories_are_declared_only_and_imported_ahead(
         for n in range(1, 4):
             model = json.loads((root / f"out/m{n}").read_text())
             assert model["mylib_imported_by"] == [2, 1]
+
+
+def test_an_unisolated_trial_leaves_the_workers_packages_in_place(
+    tmp_path: Path,
+) -> None:
+    # Outside isolation a forked trial shares the worker's files. Its exit
+    # (atexit) must not remove the directory the parent's declared packages
+    # are linked from: the next trial imports a package from it that no
+    # trial imported before.
+    root = _execroot(tmp_path)
+    (root / "out").mkdir()
+    site = root / SITE
+    (site / "later").mkdir()
+    (site / "later/__init__.py").write_text("VALUE = 7\n")
+    (site / "later-1.0.dist-info").mkdir()
+    (site / "later-1.0.dist-info/RECORD").write_text("later/__init__.py,,\n")
+    (root / "pkg/train_later.py").write_text(
+        textwrap.dedent("""
+        import argparse, later
+        p = argparse.ArgumentParser()
+        p.add_argument("--data"); p.add_argument("--model-output-path"); p.add_argument("--hyperparams")
+        with open(p.parse_args().model_output_path, "w") as f:
+            f.write(str(later.VALUE))
+        """)
+    )
+    startup = [
+        *STARTUP,
+        *("--site-package", SITE + "later"),
+        *("--site-package", SITE + "later-1.0.dist-info"),
+    ]
+    second = _train(2, "--unisolated")
+    second[second.index("pkg/train.py")] = "pkg/train_later.py"
+    inputs = [*INPUTS, "pkg/train_later.py", SITE + "later/__init__.py"]
+    requests = _request(_train(1, "--unisolated"), inputs, 1) + _request(
+        second, inputs, 2
+    )
+    proc = _serve(root, requests, startup=startup)
+    assert [r["exit_code"] for r in _responses(proc.stdout)] == [0, 0], proc.stdout
+    assert (root / "out/m2").read_text() == "7"
